@@ -1,0 +1,25 @@
+"""mlp_xp: multilayer perceptrons written once against the Python Array API standard.
+
+The same model runs on NumPy, array-api-strict, CuPy, PyTorch or JAX arrays, with exact
+analytic gradients, stable losses and clear errors. The public API is exactly what this
+module re-exports.
+"""
+
+from . import callbacks, datasets, initializers, losses, optim
+from ._backend import to_numpy
+from ._errors import NonFiniteError, ShapeError
+from .gradcheck import GradientCheck, check_gradients
+from .layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU,
+                     Softmax, Softplus, Tanh)
+from .model import Sequential
+from .training import History
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",
+    "Identity", "Softmax", "Dropout", "LayerNorm",
+    "losses", "optim", "callbacks", "datasets", "initializers",
+    "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
+    "__version__",
+]

@@ -1,0 +1,118 @@
+"""Input and target checks, run once before any work: each bad input gets a ValueError
+(or ShapeError / TypeError) that names the problem and the offending values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._backend import namespace_name, to_numpy
+from ._errors import ShapeError
+
+
+def _host_array(value, name):
+    """``value`` as a numpy array, with clear errors for ragged or non-numeric data."""
+    if value is None:
+        raise ValueError(f"{name} is None")
+    if namespace_name(value) is not None or hasattr(value, "__dlpack__") and not isinstance(value, np.ndarray):
+        value = to_numpy(value)
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} is ragged or not array-like (rows of different lengths?): {error}") from None
+    if array.dtype == object:
+        raise ValueError(f"{name} is ragged or holds non-numbers (numpy made an object array of shape "
+                         f"{array.shape}); give a rectangular array of numbers")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array
+
+
+def _first_non_finite(array):
+    index = np.argwhere(~np.isfinite(array))[0]
+    return tuple(int(i) for i in index), array[tuple(index)]
+
+
+def prepare_inputs(model, X, name="X"):
+    """Check X and put it on the model's backend as (samples, in_features) of its dtype."""
+    same_namespace = namespace_name(X) == model.backend.name and model.backend.name != "numpy"
+    if same_namespace:
+        xp = model.xp
+        shape = tuple(X.shape)
+        if X.dtype not in (xp.float32, xp.float64):
+            X = xp.astype(X, model.dtype)
+    else:
+        host = _host_array(X, name)
+        shape = host.shape
+    if len(shape) == 1 and model.in_features == 1:
+        shape = (shape[0], 1)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got shape {shape}"
+                         + ("; for one sample use X.reshape(1, -1)" if len(shape) == 1 else ""))
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {shape}")
+    if shape[1] != model.in_features:
+        raise ShapeError(f"{name} has {shape[1]} features (shape {shape}) but layer 0 "
+                         f"({model.layers[0]!r}) expects input of shape (batch, {model.in_features})")
+    if same_namespace:
+        x = model.xp.reshape(model.xp.astype(X, model.dtype), shape)
+        if not bool(model.xp.all(model.xp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or infinity (after conversion to {model.dtype_name})")
+        return x
+    host = host.reshape(shape).astype(model.dtype_name, copy=False)
+    if not np.all(np.isfinite(host)):
+        where, value = _first_non_finite(host)
+        raise ValueError(f"{name} contains NaN or infinity: {name}[{where[0]}, {where[1]}] = {value} "
+                         f"(after conversion to {model.dtype_name}); clean or impute the data first")
+    return model.backend.asarray(host, dtype=model.dtype)
+
+
+def prepare_targets(model, y, loss, samples, name="y"):
+    """Check y against the loss and the model's outputs; put it on the backend."""
+    host = _host_array(y, name)
+    outputs = model.out_features
+    if host.ndim == 0 or host.shape[0] != samples:
+        raise ValueError(f"X has {samples} samples but {name} has "
+                         f"{host.shape[0] if host.ndim else 'none (a scalar)'} (shape {host.shape})")
+    if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
+        where, value = _first_non_finite(host)
+        raise ValueError(f"{name} contains NaN or infinity: {name}{list(where)} = {value}")
+    kind = loss.target_kind
+    if kind == "class" and host.ndim == 1:
+        if host.dtype.kind == "f":
+            if not np.all(host == np.round(host)):
+                raise ValueError(f"{name} holds non-integer class labels (e.g. {host[host != np.round(host)][0]}); "
+                                 "CrossEntropy takes integer labels of shape (samples,) or class "
+                                 "probabilities of shape (samples, classes)")
+        elif host.dtype.kind == "b":
+            raise ValueError(f"{name} is boolean; CrossEntropy takes integer labels 0..{outputs - 1}")
+        low, high = host.min(), host.max()
+        if low < 0 or high >= outputs:
+            bad = low if low < 0 else high
+            raise ValueError(f"label out of range: {name} contains {bad!r} but the model has {outputs} outputs, "
+                             f"so labels must be in [0, {outputs - 1}]")
+        return model.backend.asarray(host.astype(np.int64), dtype=model.xp.int64)
+    expected = (samples, outputs)
+    if host.ndim == 1 and outputs == 1:
+        host = host.reshape(expected)
+    if host.shape != expected:
+        raise ShapeError(f"{name} has shape {host.shape} but the model's outputs have shape {expected}"
+                         + (" (class labels must be 1-D)" if kind == "class" and host.ndim == 2 else ""))
+    host = host.astype(model.dtype_name)
+    if not np.all(np.isfinite(host)):
+        raise ValueError(f"{name} overflows {model.dtype_name}")
+    if kind in ("class", "binary") and (host.min() < 0 or host.max() > 1):
+        raise ValueError(f"{type(loss).__name__} targets must lie in [0, 1]; {name} spans "
+                         f"[{host.min()}, {host.max()}]")
+    if kind == "class":
+        sums = host.sum(axis=1)
+        worst = int(np.argmax(np.abs(sums - 1.0)))
+        if abs(sums[worst] - 1.0) > 1e-3:
+            raise ValueError(f"CrossEntropy probability targets must sum to 1 per row; row {worst} sums "
+                             f"to {sums[worst]}")
+    return model.backend.asarray(host, dtype=model.dtype)
+
+
+def check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)

@@ -1,0 +1,89 @@
+"""The ``mlp-xp`` command line: ``mlp-xp train`` trains an MLP on a data set that ships
+with the package and prints per-epoch progress and the final test accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+def _hidden_layers(text):
+    try:
+        widths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers takes comma-separated widths like 128,64, got {text!r}") from None
+    if any(width < 1 for width in widths):
+        raise argparse.ArgumentTypeError(f"--layers widths must be >= 1, got {text!r}")
+    return widths
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mlp-xp", description="Array-API MLPs: NumPy, CuPy, PyTorch, JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train an MLP on the bundled digits data set",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--dataset", choices=("digits",), default="digits", help="data set (ships offline)")
+    train.add_argument("--layers", type=_hidden_layers, default=[128, 64], help="hidden layer widths")
+    train.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    train.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    train.add_argument("--backend", default="numpy", help="numpy, array_api_strict, cupy, torch or jax")
+    train.add_argument("--device", default=None, help="the backend's device (default: its default)")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--test-size", type=float, default=0.25, help="fraction held out for testing")
+    train.add_argument("--quiet", action="store_true", help="print only the final result")
+    return parser
+
+
+def train(args):
+    import mlp_xp as mx
+
+    activation = {"relu": mx.ReLU, "leaky_relu": mx.LeakyReLU, "tanh": mx.Tanh, "sigmoid": mx.Sigmoid,
+                  "gelu": mx.GELU, "silu": mx.SiLU, "elu": mx.ELU, "softplus": mx.Softplus}[args.activation]
+    X, y = mx.datasets.load_digits()
+    X_train, X_test, y_train, y_test = mx.datasets.train_test_split(X, y, test_size=args.test_size, seed=args.seed)
+    X_train, X_test = mx.datasets.standardize(X_train, X_test)
+    classes = int(y.max()) + 1
+    layers, width = [], X.shape[1]
+    for hidden in args.layers:
+        layers += [mx.Linear(width, hidden), activation()]
+        if args.dropout:
+            layers.append(mx.Dropout(args.dropout))
+        width = hidden
+    layers += [mx.Linear(width, classes), mx.Softmax()]
+    model = mx.Sequential(*layers, backend=args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    optimizer = {"adam": mx.optim.Adam, "adamw": mx.optim.AdamW, "sgd": mx.optim.SGD,
+                 "rmsprop": mx.optim.RMSprop}[args.optimizer](lr=args.lr)
+    if not args.quiet:
+        print(f"digits: {len(X_train)} train / {len(X_test)} test samples, {X.shape[1]} features, "
+              f"{classes} classes; {model.num_parameters} parameters on {args.backend} {args.dtype}")
+    loss = mx.losses.CrossEntropy()
+    model.fit(X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
+              validation_data=(X_test, y_test), verbose=0 if args.quiet else 2)
+    result = model.evaluate(X_test, y_test, loss=loss)
+    print(f"test accuracy: {result['accuracy']:.4f} (test loss {result['loss']:.4f})")
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    try:
+        return train(args)
+    except (ValueError, ImportError, TypeError) as error:
+        print(f"mlp-xp: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""Layers: configuration objects with analytic forward and backward passes.
+
+A layer holds no parameters and no state; the model owns one flat parameter vector and
+hands each layer its views. Every layer implements:
+
+- ``output_features(in_features) -> int`` (raises ``ValueError`` on a size it cannot take;
+  the model turns that into a :class:`~mlp_xp.ShapeError` naming the layer);
+- ``param_shapes(in_features) -> {name: shape}`` and
+  ``init_params(rng, in_features, family) -> {name: numpy.ndarray}`` (host, float64);
+- ``forward(params, x, ctx) -> (y, backward)`` where ``backward(dy, need_input_grad=True)
+  -> (dx, {name: grad})`` is a closure over what the forward pass computed (Thinc style).
+
+Shapes: ``x`` is (batch, in_features) and ``y`` is (batch, out_features) for every layer.
+All arithmetic goes through ``ctx.xp``, an Array API namespace.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+from . import _math, initializers
+
+__all__ = [
+    "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
+    "Softplus", "Identity", "Softmax", "Dropout", "LayerNorm", "ForwardContext",
+]
+
+
+class ForwardContext(NamedTuple):
+    """What a forward pass needs besides parameters and input.
+
+    Attributes:
+        xp: the Array API namespace.
+        train: True in training (dropout active), False in evaluation.
+        uniform: ``uniform(shape, dtype) -> array`` of U[0, 1) samples on the backend, used
+            by Dropout in training; None where no randomness is allowed.
+    """
+
+    xp: Any
+    train: bool = False
+    uniform: Callable | None = None
+
+
+class Layer:
+    """Base class. Subclasses list their constructor arguments in ``_config_keys``."""
+
+    _config_keys: tuple = ()
+    #: initializer family this layer asks of the Linear before it ("he", "glorot"), or
+    #: None if it is transparent (Dropout, LayerNorm) and the next layer decides.
+    init_family: str | None = None
+
+    def output_features(self, in_features: int) -> int:
+        return in_features
+
+    def param_shapes(self, in_features: int) -> dict:
+        return {}
+
+    def init_params(self, rng, in_features: int, family: str) -> dict:
+        return {}
+
+    def forward(self, params: dict, x, ctx: ForwardContext):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this layer."""
+        return {key: getattr(self, key) for key in self._config_keys}
+
+    def __repr__(self):
+        args = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self.config().items(), key=str))))
+
+
+def _check_features(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+class Linear(Layer):
+    """Affine map ``y = x @ W + b`` with ``W`` of shape (in_features, out_features).
+
+    Args:
+        in_features: size of each input row; None to take it from the layer before.
+        out_features: size of each output row.
+        bias: add a learned bias ``b`` of shape (out_features,).
+        init: initializer name or callable for ``W`` (see :mod:`mlp_xp.initializers`);
+            None picks He or Glorot from the activation that follows.
+
+    Shape:
+        x: (batch, in_features) -> y: (batch, out_features)
+    """
+
+    _config_keys = ("in_features", "out_features", "bias", "init")
+
+    def __init__(self, in_features, out_features, bias=True, init=None):
+        self.in_features = None if in_features is None else _check_features(in_features, "in_features")
+        self.out_features = _check_features(out_features, "out_features")
+        self.bias = bool(bias)
+        if init is not None:
+            initializers.get(init)  # fail now on an unknown name, not at build time
+        self.init = init
+
+    def output_features(self, in_features):
+        if self.in_features is not None and in_features != self.in_features:
+            raise ValueError(f"expects input of shape (batch, {self.in_features}) "
+                             f"but receives (batch, {in_features})")
+        return self.out_features
+
+    def param_shapes(self, in_features):
+        shapes = {"weight": (in_features, self.out_features)}
+        if self.bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
+
+    def init_params(self, rng, in_features, family):
+        init = initializers.get(self.init) if self.init is not None else initializers.FAMILY_DEFAULTS[family]
+        params = {"weight": init(rng, (in_features, self.out_features), in_features, self.out_features)}
+        if self.bias:
+            params["bias"] = initializers.zeros(rng, (self.out_features,), in_features, self.out_features)
+        return params
+
+    def forward(self, params, x, ctx):
+        xp, weight = ctx.xp, params["weight"]
+        y = x @ weight
+        if self.bias:
+            y = y + params["bias"]
+
+        def backward(dy, need_input_grad=True):
+            grads = {"weight": x.T @ dy}
+            if self.bias:
+                grads["bias"] = xp.sum(dy, axis=0)
+            return (dy @ weight.T if need_input_grad else None), grads
+
+        return y, backward
+
+
+class _Elementwise(Layer):
+    """An activation applied elementwise: subclasses give ``_forward(xp, x) -> (y, dy_dx)``."""
+
+    def forward(self, params, x, ctx):
+        y, derivative = self._forward(ctx.xp, x)
+
+        def backward(dy, need_input_grad=True):
+            return derivative(dy), {}
+
+        return y, backward
+
+
+class ReLU(_Elementwise):
+    """``max(x, 0)``. Gradient 0 at x <= 0. Default init before it: He.
+
+    Shape: (batch, features) -> (batch, features)
+    """
+
+    init_family = "he"
+
+    def _forward(self, xp, x):
+        return xp.maximum(x, 0.0), lambda dy: xp.where(x > 0, dy, 0.0)
+
+
+class LeakyReLU(_Elementwise):
+    """``x`` for x > 0, ``negative_slope * x`` otherwise. Default init before it: He.
+
+    Args:
+        negative_slope: slope for negative inputs.
+    """
+
+    _config_keys = ("negative_slope",)
+    init_family = "he"
+
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = float(negative_slope)
+
+    def _forward(self, xp, x):
+        slope = self.negative_slope
+        positive = x > 0
+        return xp.where(positive, x, slope * x), lambda dy: xp.where(positive, dy, slope * dy)
+
+
+class Sigmoid(_Elementwise):
+    """``1 / (1 + exp(-x))``, computed without overflow. Default init before it: Glorot.
+
+    Trained with :class:`~mlp_xp.losses.BinaryCrossEntropy` as the last layer, it is fused
+    with the loss (the loss is computed from the logits before it).
+    """
+
+    init_family = "glorot"
+
+    def _forward(self, xp, x):
+        y = _math.sigmoid(xp, x)
+        return y, lambda dy: dy * (y * (1.0 - y))
+
+
+class Tanh(_Elementwise):
+    """``tanh(x)``. Default init before it: Glorot."""
+
+    init_family = "glorot"
+
+    def _forward(self, xp, x):
+        y = xp.tanh(x)
+        return y, lambda dy: dy * (1.0 - y * y)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+class GELU(_Elementwise):
+    """GELU, tanh form: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``.
+
+    Equal to PyTorch's ``GELU(approximate="tanh")``; the Array API has no ``erf`` for the
+    exact form. Default init before it: He.
+    """
+
+    init_family = "he"
+
+    def _forward(self, xp, x):
+        t = xp.tanh(_GELU_C * (x + _GELU_A * (x * x * x)))
+        y = 0.5 * x * (1.0 + t)
+
+        def derivative(dy):
+            inner_grad = _GELU_C * (1.0 + (3.0 * _GELU_A) * (x * x))
+            return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * inner_grad)
+
+        return y, derivative
+
+
+class SiLU(_Elementwise):
+    """``x * sigmoid(x)`` (a.k.a. swish). Default init before it: He."""
+
+    init_family = "he"
+
+    def _forward(self, xp, x):
+        s = _math.sigmoid(xp, x)
+        return x * s, lambda dy: dy * (s * (1.0 + x * (1.0 - s)))
+
+
+class ELU(_Elementwise):
+    """``x`` for x > 0, ``alpha * (exp(x) - 1)`` otherwise. Default init before it: He.
+
+    Args:
+        alpha: the value approached for large negative inputs is ``-alpha``.
+    """
+
+    _config_keys = ("alpha",)
+    init_family = "he"
+
+    def __init__(self, alpha=1.0):
+        self.alpha = float(alpha)
+
+    def _forward(self, xp, x):
+        alpha = self.alpha
+        positive = x > 0
+        y = xp.where(positive, x, alpha * xp.expm1(xp.minimum(x, 0.0)))
+        return y, lambda dy: xp.where(positive, dy, dy * (y + alpha))
+
+
+class Softplus(_Elementwise):
+    """``log(1 + exp(x))``, computed stably for any finite x. Default init before it: He."""
+
+    init_family = "he"
+
+    def _forward(self, xp, x):
+        return _math.softplus(xp, x), lambda dy: dy * _math.sigmoid(xp, x)
+
+
+class Identity(_Elementwise):
+    """``y = x``. Default init before it: Glorot."""
+
+    init_family = "glorot"
+
+    def _forward(self, xp, x):
+        return x, lambda dy: dy
+
+
+class Softmax(_Elementwise):
+    """Softmax over the features of each row. Default init before it: Glorot.
+
+    Trained with :class:`~mlp_xp.losses.CrossEntropy` as the last layer, it is fused with
+    the loss: training computes log-softmax from the logits before it, so there is no
+    log(0); ``predict`` still returns probabilities.
+    """
+
+    init_family = "glorot"
+
+    def _forward(self, xp, x):
+        y = _math.softmax(xp, x)
+
+        def derivative(dy):
+            return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
+
+        return y, derivative
+
+
+class Dropout(Layer):
+    """Zeroes each input with probability ``p`` in training and scales the rest by 1/(1-p).
+
+    The identity in evaluation (``predict``, ``evaluate``). Masks are drawn from the model's
+    seeded generator, so a seed fixes them.
+
+    Args:
+        p: drop probability, 0 <= p < 1.
+    """
+
+    _config_keys = ("p",)
+
+    def __init__(self, p=0.5):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout p must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def forward(self, params, x, ctx):
+        if not ctx.train or self.p == 0.0:
+            return x, lambda dy, need_input_grad=True: (dy, {})
+        if ctx.uniform is None:
+            raise RuntimeError("Dropout in training needs a random source (ForwardContext.uniform)")
+        xp = ctx.xp
+        keep = xp.astype(ctx.uniform(x.shape, x.dtype) >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
+
+        def backward(dy, need_input_grad=True):
+            return dy * keep, {}
+
+        return x * keep, backward
+
+
+class LayerNorm(Layer):
+    """Normalises each row to zero mean and unit variance, then scales and shifts.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` over the features of each row;
+    ``weight`` starts at ones and ``bias`` at zeros (shape (features,) each), as in PyTorch.
+
+    Args:
+        eps: added to the variance.
+        elementwise_affine: learn ``weight`` and ``bias``.
+    """
+
+    _config_keys = ("eps", "elementwise_affine")
+
+    def __init__(self, eps=1e-5, elementwise_affine=True):
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+
+    def param_shapes(self, in_features):
+        return {"weight": (in_features,), "bias": (in_features,)} if self.elementwise_affine else {}
+
+    def init_params(self, rng, in_features, family):
+        if not self.elementwise_affine:
+            return {}
+        shape = (in_features,)
+        return {"weight": initializers.ones(rng, shape, in_features, in_features),
+                "bias": initializers.zeros(rng, shape, in_features, in_features)}
+
+    def forward(self, params, x, ctx):
+        xp = ctx.xp
+        centered = x - xp.mean(x, axis=-1, keepdims=True)
+        inv_std = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=-1, keepdims=True) + self.eps)
+        x_hat = centered * inv_std
+        y = x_hat * params["weight"] + params["bias"] if self.elementwise_affine else x_hat
+
+        def backward(dy, need_input_grad=True):
+            grads = {}
+            if self.elementwise_affine:
+                grads = {"weight": xp.sum(dy * x_hat, axis=0), "bias": xp.sum(dy, axis=0)}
+                dy = dy * params["weight"]
+            dx = None
+            if need_input_grad:
+                dx = inv_std * (dy - xp.mean(dy, axis=-1, keepdims=True)
+                                - x_hat * xp.mean(dy * x_hat, axis=-1, keepdims=True))
+            return dx, grads
+
+        return y, backward
+
+
+#: every layer class by name (used to rebuild a model from a config)
+LAYER_TYPES = {cls.__name__: cls for cls in (Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU,
+                                             Softplus, Identity, Softmax, Dropout, LayerNorm)}

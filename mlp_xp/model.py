@@ -1,0 +1,307 @@
+"""Sequential: a stack of layers over one flat parameter vector.
+
+The model checks every layer's input size when it is built, draws initial weights on the
+host from its seed, and keeps all parameters in one vector on its backend; each layer sees
+reshaped slices of it. Training, evaluation and prediction live in :mod:`mlp_xp.training`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _validation, training
+from ._backend import Backend, resolve_backend, resolve_dtype_name, to_numpy
+from ._errors import ShapeError
+from .layers import ForwardContext, Layer, Linear
+from .losses import Loss
+
+__all__ = ["Sequential", "ParamSpec"]
+
+
+class ParamSpec(NamedTuple):
+    """Where one parameter tensor lives in the flat vector.
+
+    Attributes:
+        key: state_dict key, "<layer index>.<name>".
+        layer_index: index of the layer in the model.
+        name: parameter name within the layer ("weight", "bias").
+        offset: start in the flat vector.
+        shape: the tensor's shape.
+    """
+
+    key: str
+    layer_index: int
+    name: str
+    offset: int
+    shape: tuple
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class Sequential:
+    """A feed-forward stack of layers, trained with exact backpropagation.
+
+    Args:
+        *layers: the layers, first to last (a single list or tuple is accepted too).
+        backend: "numpy", "array_api_strict", "cupy", "torch", "jax", or a namespace module.
+        device: the backend's device; None for its default.
+        dtype: "float32" or "float64".
+        seed: fixes the initial weights, the batch order and the dropout masks, the same
+            on every backend.
+
+    Raises:
+        ShapeError: a layer cannot take the output of the one before it; the message
+            names the layer index, the layer and both shapes.
+
+    Example:
+        >>> import mlp_xp as mx
+        >>> model = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Linear(8, 3), mx.Softmax(), seed=1)
+        >>> sorted(model.state_dict())
+        ['0.bias', '0.weight', '2.bias', '2.weight']
+        >>> model.state_dict()["0.weight"].shape
+        (4, 8)
+    """
+
+    def __init__(self, *layers, backend="numpy", device=None, dtype="float32", seed=0):
+        self._setup(layers, resolve_backend(backend, device), dtype, seed)
+        init_rng, shuffle_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(3))
+        self.params = self.backend.asarray(self._initial_host_params(init_rng).astype(self.dtype_name),
+                                           dtype=self.dtype)
+        self.shuffle_rng = shuffle_rng
+        self.dropout_rng = dropout_rng
+
+    # ------------------------------------------------------------------ building
+
+    def _setup(self, layers, backend: Backend, dtype, seed):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                hint = " (did you pass the class instead of an instance?)" if isinstance(layer, type) else ""
+                raise TypeError(f"layer {index} must be an mlp_xp layer, got {layer!r}{hint}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        self.layers = tuple(layers)
+        self.backend = backend
+        self.dtype_name = resolve_dtype_name(dtype)
+        self.dtype = backend.dtype(self.dtype_name)
+        self.seed = int(seed)
+        self._optimizer = None
+        self._optimizer_state = None
+        self._build_layout()
+
+    def _build_layout(self):
+        first_sized = next((i for i, layer in enumerate(self.layers)
+                            if isinstance(layer, Linear) and layer.in_features is not None), None)
+        if first_sized is None:
+            raise ValueError("cannot infer the input size: give the first Linear layer its in_features")
+        features = self.layers[first_sized].in_features
+        self.in_features = features
+        self.features = []  # input features of each layer
+        self.param_specs: list[ParamSpec] = []
+        offset = 0
+        for index, layer in enumerate(self.layers):
+            self.features.append(features)
+            try:
+                out = layer.output_features(features)
+            except ValueError as error:
+                raise ShapeError(f"layer {index} ({layer!r}) {error}") from None
+            for name, shape in layer.param_shapes(features).items():
+                spec = ParamSpec(f"{index}.{name}", index, name, offset, tuple(shape))
+                self.param_specs.append(spec)
+                offset += spec.size
+            features = out
+        self.out_features = features
+        self.num_parameters = offset
+        # layers before the first one with parameters need no backward pass at all
+        self._first_param_layer = self.param_specs[0].layer_index if self.param_specs else len(self.layers)
+
+    def _init_family(self, index):
+        """He or Glorot for the Linear at ``index``: from the next layer that has an opinion."""
+        for layer in self.layers[index + 1:]:
+            if isinstance(layer, Linear):
+                break
+            if layer.init_family is not None:
+                return layer.init_family
+        return "glorot"
+
+    def _initial_host_params(self, rng) -> np.ndarray:
+        flat = np.empty(self.num_parameters)
+        for index, layer in enumerate(self.layers):
+            values = layer.init_params(rng, self.features[index], self._init_family(index))
+            for spec in self.param_specs:
+                if spec.layer_index == index:
+                    flat[spec.offset:spec.offset + spec.size] = np.asarray(values[spec.name]).reshape(-1)
+        return flat
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def xp(self):
+        """The model's Array API namespace."""
+        return self.backend.xp
+
+    @property
+    def device(self):
+        return self.backend.device
+
+    def __repr__(self):
+        layers = ", ".join(map(repr, self.layers))
+        return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}, "
+                f"seed={self.seed})")
+
+    # ------------------------------------------------------------------ forward / backward
+
+    def _layer_params(self, params):
+        """Per-layer dicts of reshaped slices (views where the backend has views)."""
+        xp = self.xp
+        per_layer = [{} for _ in self.layers]
+        for spec in self.param_specs:
+            per_layer[spec.layer_index][spec.name] = xp.reshape(params[spec.offset:spec.offset + spec.size],
+                                                                spec.shape)
+        return per_layer
+
+    def _forward(self, params, x, ctx, stop=None):
+        """Run layers[:stop]; return the output and each layer's backward closure."""
+        per_layer = self._layer_params(params)
+        backwards = []
+        for index, layer in enumerate(self.layers[:stop]):
+            x, backward = layer.forward(per_layer[index], x, ctx)
+            backwards.append(backward)
+        return x, backwards
+
+    def _fused(self, loss: Loss) -> bool:
+        """True when the last layer's math is folded into ``loss`` (Softmax + CrossEntropy...)."""
+        return loss.fuses_with is not None and type(self.layers[-1]).__name__ == loss.fuses_with
+
+    def _loss_forward_stop(self, loss):
+        return len(self.layers) - 1 if self._fused(loss) else len(self.layers)
+
+    def _loss_and_flat_grad(self, params, x, target, loss, ctx):
+        """Loss, its gradient as one flat vector, and the output the loss was computed from."""
+        xp = self.xp
+        output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss))
+        value, grad = loss.value_and_grad(output, target, xp)
+        layer_grads = {}
+        for index in range(len(backwards) - 1, self._first_param_layer - 1, -1):
+            grad, grads = backwards[index](grad, need_input_grad=index > self._first_param_layer)
+            layer_grads[index] = grads
+        flat = [xp.reshape(layer_grads[spec.layer_index][spec.name], (-1,)) for spec in self.param_specs]
+        return value, (xp.concat(flat) if flat else xp.zeros_like(params)), output
+
+    def _loss_value(self, params, x, target, loss):
+        output, _ = self._forward(params, x, ForwardContext(self.xp, False), self._loss_forward_stop(loss))
+        return loss.value(output, target, self.xp)
+
+    def loss_and_grad(self, X, y, loss, train=False):
+        """The mean loss on (X, y) and its exact gradient, keyed like ``state_dict``.
+
+        Args:
+            X: (samples, in_features) inputs.
+            y: targets, as ``loss`` takes them.
+            loss: an ``mx.losses`` loss.
+            train: run layers in training mode (dropout active, masks from the model's
+                dropout generator). False gives a deterministic gradient.
+
+        Returns:
+            (loss, grads): a Python float and {key: array of the backend}.
+        """
+        self._check_loss(loss)
+        x = _validation.prepare_inputs(self, X)
+        target = _validation.prepare_targets(self, y, loss, x.shape[0])
+        ctx = training.make_context(self, train)
+        value, flat, _ = self._loss_and_flat_grad(self.params, x, target, loss, ctx)
+        return float(value), self._unflatten(flat)
+
+    def _check_loss(self, loss):
+        if not isinstance(loss, Loss):
+            hint = " (did you pass the class instead of an instance?)" if isinstance(loss, type) else ""
+            raise TypeError(f"loss must be an mx.losses loss, got {loss!r}{hint}")
+        last = type(self.layers[-1]).__name__
+        if loss.target_kind in ("class", "binary") and last in ("Softmax", "Sigmoid") and last != loss.fuses_with:
+            right = "CrossEntropy" if last == "Softmax" else "BinaryCrossEntropy"
+            raise ValueError(f"the model ends in {last} but the loss is {type(loss).__name__}, which takes "
+                             f"logits: use mx.losses.{right}() with a {last} output")
+        if loss.target_kind == "class" and self.out_features < 2:
+            raise ValueError(f"CrossEntropy needs >= 2 output features, the model has {self.out_features}; "
+                             "for two classes with one output use BinaryCrossEntropy")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _unflatten(self, flat) -> dict:
+        xp = self.xp
+        return {spec.key: xp.asarray(xp.reshape(flat[spec.offset:spec.offset + spec.size], spec.shape), copy=True)
+                for spec in self.param_specs}
+
+    def state_dict(self) -> dict:
+        """Copies of the parameters: {"<layer index>.weight": (in, out), "<index>.bias": (out,), ...}."""
+        return self._unflatten(self.params)
+
+    def load_state_dict(self, state_dict: dict):
+        """Replace the parameters with ``state_dict`` (arrays of any backend).
+
+        Raises:
+            ValueError: missing or unexpected keys, or non-finite values.
+            ShapeError: a tensor whose shape differs from the model's.
+        """
+        expected = {spec.key for spec in self.param_specs}
+        given = set(state_dict)
+        if given != expected:
+            raise ValueError(f"state_dict keys do not match the model: missing {sorted(expected - given)}, "
+                             f"unexpected {sorted(given - expected)}")
+        flat = np.empty(self.num_parameters, dtype=self.dtype_name)
+        for spec in self.param_specs:
+            value = np.asarray(to_numpy(state_dict[spec.key]))
+            if tuple(value.shape) != spec.shape:
+                raise ShapeError(f"state_dict[{spec.key!r}] has shape {tuple(value.shape)} but layer "
+                                 f"{spec.layer_index} ({self.layers[spec.layer_index]!r}) needs {spec.shape}")
+            if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
+                raise ValueError(f"state_dict[{spec.key!r}] must be finite real numbers")
+            flat[spec.offset:spec.offset + spec.size] = value.reshape(-1)
+        self.params = self.backend.asarray(flat, dtype=self.dtype)
+        self._optimizer, self._optimizer_state = None, None
+        return self
+
+    def to(self, backend=None, device=None, dtype=None) -> "Sequential":
+        """A copy with the same weights and generator states on another backend/device/dtype.
+
+        Example:
+            >>> import mlp_xp as mx
+            >>> model = mx.Sequential(mx.Linear(2, 2), seed=0)
+            >>> strict = model.to(backend="array_api_strict", dtype="float64")
+            >>> strict.backend.name, strict.dtype_name
+            ('array_api_strict', 'float64')
+        """
+        if backend is None:
+            target = self.backend if device is None else self.backend._replace(device=device)
+        else:
+            target = resolve_backend(backend, device)
+        clone = object.__new__(Sequential)
+        clone._setup(self.layers, target, dtype or self.dtype_name, self.seed)
+        clone.params = target.asarray(to_numpy(self.params).astype(clone.dtype_name), dtype=clone.dtype)
+        clone.shuffle_rng = copy.deepcopy(self.shuffle_rng)
+        clone.dropout_rng = copy.deepcopy(self.dropout_rng)
+        return clone
+
+    # ------------------------------------------------------------------ training API
+
+    def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
+            callbacks=None, verbose=1):
+        """Train with minibatches; see :func:`mlp_xp.training.fit`."""
+        return training.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                            validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+
+    def evaluate(self, X, y, loss, batch_size=1024) -> dict:
+        """Mean loss (and accuracy for classification); see :func:`mlp_xp.training.evaluate`."""
+        return training.evaluate(self, X, y, loss, batch_size=batch_size)
+
+    def predict(self, X, batch_size=1024):
+        """Outputs in evaluation mode; see :func:`mlp_xp.training.predict`."""
+        return training.predict(self, X, batch_size=batch_size)
