@@ -1,0 +1,62 @@
+"""Shared fixtures: every backend that is installed (cupy only with a GPU), and helpers."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+import mlp_xp as mx
+
+
+def _available(name):
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return False
+    if name == "cupy":
+        try:
+            return module.cuda.runtime.getDeviceCount() > 0
+        except Exception:
+            return False
+    return True
+
+
+BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "cupy"]
+#: backends whose results must be bitwise identical to numpy's (same kernels underneath)
+NUMPY_EXACT = ["numpy", "array_api_strict"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU and cupy (skipped without one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _available("cupy"):
+        skip = pytest.mark.skip(reason="needs a CUDA GPU with cupy installed")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each backend name in turn; those not installed are skipped."""
+    if not _available(request.param):
+        pytest.skip(f"{request.param} is not installed" + (" or has no GPU" if request.param == "cupy" else ""))
+    return request.param
+
+
+@pytest.fixture(params=NUMPY_EXACT)
+def exact_backend(request):
+    return request.param
+
+
+def numpy_of(array):
+    return np.asarray(mx.to_numpy(array), dtype=np.float64)
+
+
+def relative_error(analytic, numeric):
+    """max |a - n| / max(max |a|, max |n|): the gradient checker's per-tensor measure."""
+    analytic, numeric = numpy_of(analytic), numpy_of(numeric)
+    scale = max(np.max(np.abs(analytic)), np.max(np.abs(numeric)))
+    return 0.0 if scale == 0 else float(np.max(np.abs(analytic - numeric)) / scale)
