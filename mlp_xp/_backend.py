@@ -49,7 +49,12 @@ class Backend(NamedTuple):
 
 def resolve_dtype_name(dtype) -> str:
     """Normalise a dtype given as a string or dtype object to "float32"/"float64"."""
-    name = dtype if isinstance(dtype, str) else str(getattr(dtype, "name", dtype))
+    if isinstance(dtype, str):
+        name = dtype
+    elif isinstance(dtype, type):  # numpy scalar types such as numpy.float32
+        name = dtype.__name__
+    else:
+        name = str(getattr(dtype, "name", dtype))
     name = name.rsplit(".", 1)[-1]
     if name not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")

@@ -58,7 +58,8 @@ def prepare_inputs(model, X, name="X"):
         if not bool(model.xp.all(model.xp.isfinite(x))):
             raise ValueError(f"{name} contains NaN or infinity (after conversion to {model.dtype_name})")
         return x
-    host = host.reshape(shape).astype(model.dtype_name, copy=False)
+    with np.errstate(over="ignore"):  # overflow is reported below, as non-finite input
+        host = host.reshape(shape).astype(model.dtype_name, copy=False)
     if not np.all(np.isfinite(host)):
         where, value = _first_non_finite(host)
         raise ValueError(f"{name} contains NaN or infinity: {name}[{where[0]}, {where[1]}] = {value} "
@@ -87,8 +88,9 @@ def prepare_targets(model, y, loss, samples, name="y"):
             raise ValueError(f"{name} is boolean; CrossEntropy takes integer labels 0..{outputs - 1}")
         low, high = host.min(), host.max()
         if low < 0 or high >= outputs:
-            bad = low if low < 0 else high
-            raise ValueError(f"label out of range: {name} contains {bad!r} but the model has {outputs} outputs, "
+            bad = (low if low < 0 else high).item()
+            bad = int(bad) if float(bad).is_integer() else bad
+            raise ValueError(f"label out of range: {name} contains {bad} but the model has {outputs} outputs, "
                              f"so labels must be in [0, {outputs - 1}]")
         return model.backend.asarray(host.astype(np.int64), dtype=model.xp.int64)
     expected = (samples, outputs)
@@ -97,7 +99,8 @@ def prepare_targets(model, y, loss, samples, name="y"):
     if host.shape != expected:
         raise ShapeError(f"{name} has shape {host.shape} but the model's outputs have shape {expected}"
                          + (" (class labels must be 1-D)" if kind == "class" and host.ndim == 2 else ""))
-    host = host.astype(model.dtype_name)
+    with np.errstate(over="ignore"):
+        host = host.astype(model.dtype_name)
     if not np.all(np.isfinite(host)):
         raise ValueError(f"{name} overflows {model.dtype_name}")
     if kind in ("class", "binary") and (host.min() < 0 or host.max() > 1):
