@@ -61,7 +61,8 @@ class EarlyStopping(Callback):
         if improved:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self._best_params = model.params  # updates are out of place, so this is a snapshot
+                # a copy: on backends with fast paths, fit updates its parameter buffers in place
+                self._best_params = model.xp.asarray(model.params, copy=True)
             return False
         self.wait += 1
         if self.wait > self.patience:

@@ -7,8 +7,10 @@ hands each layer its views. Every layer implements:
   the model turns that into a :class:`~mlp_xp.ShapeError` naming the layer);
 - ``param_shapes(in_features) -> {name: shape}`` and
   ``init_params(rng, in_features, family) -> {name: numpy.ndarray}`` (host, float64);
-- ``forward(params, x, ctx) -> (y, backward)`` where ``backward(dy, need_input_grad=True)
-  -> (dx, {name: grad})`` is a closure over what the forward pass computed (Thinc style).
+- ``forward(params, x, ctx) -> (y, backward)`` where ``backward(dy, need_input_grad=True,
+  out=None) -> (dx, {name: grad})`` is a closure over what the forward pass computed (Thinc
+  style). ``out``, given only when ``ctx.kernels`` is set, holds preallocated views of the
+  model's flat gradient that a layer may write its gradients into.
 
 Shapes: ``x`` is (batch, in_features) and ``y`` is (batch, out_features) for every layer.
 All arithmetic goes through ``ctx.xp``, an Array API namespace.
@@ -35,11 +37,13 @@ class ForwardContext(NamedTuple):
         train: True in training (dropout active), False in evaluation.
         uniform: ``uniform(shape, dtype) -> array`` of U[0, 1) samples on the backend, used
             by Dropout in training; None where no randomness is allowed.
+        kernels: the backend's fast paths (:mod:`mlp_xp._kernels`), or None.
     """
 
     xp: Any
     train: bool = False
     uniform: Callable | None = None
+    kernels: Any = None
 
 
 class Layer:
@@ -132,10 +136,15 @@ class Linear(Layer):
         if self.bias:
             y = y + params["bias"]
 
-        def backward(dy, need_input_grad=True):
-            grads = {"weight": x.T @ dy}
-            if self.bias:
-                grads["bias"] = xp.sum(dy, axis=0)
+        def backward(dy, need_input_grad=True, out=None):
+            if out is None:
+                grads = {"weight": x.T @ dy}
+                if self.bias:
+                    grads["bias"] = xp.sum(dy, axis=0)
+            else:  # straight into the model's gradient buffer: no temporary, no copy
+                grads = {"weight": ctx.kernels.matmul(x.T, dy, out["weight"])}
+                if self.bias:
+                    grads["bias"] = ctx.kernels.sum_rows(dy, out["bias"])
             return (dy @ weight.T if need_input_grad else None), grads
 
         return y, backward
@@ -147,7 +156,7 @@ class _Elementwise(Layer):
     def forward(self, params, x, ctx):
         y, derivative = self._forward(ctx.xp, x)
 
-        def backward(dy, need_input_grad=True):
+        def backward(dy, need_input_grad=True, out=None):
             return derivative(dy), {}
 
         return y, backward
@@ -161,8 +170,17 @@ class ReLU(_Elementwise):
 
     init_family = "he"
 
-    def _forward(self, xp, x):
-        return xp.maximum(x, 0.0), lambda dy: xp.where(x > 0, dy, 0.0)
+    def forward(self, params, x, ctx):
+        xp = ctx.xp
+        fused = getattr(ctx.kernels, "relu_backward", None)
+
+        def backward(dy, need_input_grad=True, out=None):
+            if fused is not None:
+                return fused(x, dy), {}
+            # a multiply by the 0/1 mask is several times faster than where(x > 0, dy, 0.0)
+            return dy * xp.astype(x > 0, dy.dtype), {}
+
+        return xp.maximum(x, 0.0), backward
 
 
 class LeakyReLU(_Elementwise):
@@ -318,13 +336,13 @@ class Dropout(Layer):
 
     def forward(self, params, x, ctx):
         if not ctx.train or self.p == 0.0:
-            return x, lambda dy, need_input_grad=True: (dy, {})
+            return x, lambda dy, need_input_grad=True, out=None: (dy, {})
         if ctx.uniform is None:
             raise RuntimeError("Dropout in training needs a random source (ForwardContext.uniform)")
         xp = ctx.xp
         keep = xp.astype(ctx.uniform(x.shape, x.dtype) >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
 
-        def backward(dy, need_input_grad=True):
+        def backward(dy, need_input_grad=True, out=None):
             return dy * keep, {}
 
         return x * keep, backward
@@ -364,7 +382,7 @@ class LayerNorm(Layer):
         x_hat = centered * inv_std
         y = x_hat * params["weight"] + params["bias"] if self.elementwise_affine else x_hat
 
-        def backward(dy, need_input_grad=True):
+        def backward(dy, need_input_grad=True, out=None):
             grads = {}
             if self.elementwise_affine:
                 grads = {"weight": xp.sum(dy * x_hat, axis=0), "bias": xp.sum(dy, axis=0)}

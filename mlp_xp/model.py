@@ -8,6 +8,7 @@ reshaped slices of it. Training, evaluation and prediction live in :mod:`mlp_xp.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,6 +31,7 @@ class ParamSpec(NamedTuple):
         name: parameter name within the layer ("weight", "bias").
         offset: start in the flat vector.
         shape: the tensor's shape.
+        size: the number of elements (stored: it is read on every step).
     """
 
     key: str
@@ -37,10 +39,7 @@ class ParamSpec(NamedTuple):
     name: str
     offset: int
     shape: tuple
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+    size: int
 
 
 class Sequential:
@@ -95,6 +94,7 @@ class Sequential:
         self.seed = int(seed)
         self._optimizer = None
         self._optimizer_state = None
+        self._fast_paths = None  # resolved on first use: importing numba is not free
         self._build_layout()
 
     def _build_layout(self):
@@ -114,7 +114,7 @@ class Sequential:
             except ValueError as error:
                 raise ShapeError(f"layer {index} ({layer!r}) {error}") from None
             for name, shape in layer.param_shapes(features).items():
-                spec = ParamSpec(f"{index}.{name}", index, name, offset, tuple(shape))
+                spec = ParamSpec(f"{index}.{name}", index, name, offset, tuple(shape), math.prod(shape))
                 self.param_specs.append(spec)
                 offset += spec.size
             features = out
@@ -152,6 +152,22 @@ class Sequential:
     def device(self):
         return self.backend.device
 
+    @property
+    def kernels(self):
+        """This model's fast paths (:mod:`mlp_xp._kernels`), or None where the generic path runs.
+
+        Fast paths give bitwise the same results; assign None to force the generic path.
+        """
+        if self._fast_paths is None:
+            from . import _kernels
+
+            self._fast_paths = _kernels.for_backend(self.backend.name, self.dtype_name) or False
+        return self._fast_paths or None
+
+    @kernels.setter
+    def kernels(self, value):
+        self._fast_paths = value if value is not None else False
+
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
         return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}, "
@@ -184,15 +200,27 @@ class Sequential:
     def _loss_forward_stop(self, loss):
         return len(self.layers) - 1 if self._fused(loss) else len(self.layers)
 
-    def _loss_and_flat_grad(self, params, x, target, loss, ctx):
-        """Loss, its gradient as one flat vector, and the output the loss was computed from."""
+    def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None):
+        """Loss, its gradient as one flat vector, and the output the loss was computed from.
+
+        With ``grad_out`` (a flat buffer; needs ``ctx.kernels``) the gradient is written into it
+        and returned, instead of being concatenated into a new array.
+        """
         xp = self.xp
         output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss))
         value, grad = loss.value_and_grad(output, target, xp)
+        out = self._layer_params(grad_out) if grad_out is not None else [None] * len(self.layers)
         layer_grads = {}
         for index in range(len(backwards) - 1, self._first_param_layer - 1, -1):
-            grad, grads = backwards[index](grad, need_input_grad=index > self._first_param_layer)
+            grad, grads = backwards[index](grad, need_input_grad=index > self._first_param_layer,
+                                           out=out[index] or None)
             layer_grads[index] = grads
+        if grad_out is not None:
+            for spec in self.param_specs:
+                written, destination = layer_grads[spec.layer_index][spec.name], out[spec.layer_index][spec.name]
+                if written is not destination:
+                    ctx.kernels.copy_into(destination, written)
+            return value, grad_out, output
         flat = [xp.reshape(layer_grads[spec.layer_index][spec.name], (-1,)) for spec in self.param_specs]
         return value, (xp.concat(flat) if flat else xp.zeros_like(params)), output
 

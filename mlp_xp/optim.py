@@ -231,8 +231,8 @@ class RMSprop(Optimizer):
 
     def init(self, params):
         xp = _namespace(None, params)
-        zeros = xp.zeros_like(params)
-        return RMSpropState(0, zeros, zeros if self.momentum else None, zeros if self.centered else None)
+        return RMSpropState(0, xp.zeros_like(params), xp.zeros_like(params) if self.momentum else None,
+                            xp.zeros_like(params) if self.centered else None)
 
     def update(self, grads, state, params, xp=None):
         xp = _namespace(xp, params)

@@ -29,13 +29,40 @@ def make_context(model, train: bool) -> ForwardContext:
     """A forward context; in training, dropout masks come from the model's host generator
     (identical on every backend for the same seed)."""
     if not train:
-        return ForwardContext(model.xp, False)
+        return ForwardContext(model.xp, False, None, model.kernels)
     backend, rng = model.backend, model.dropout_rng
 
     def uniform(shape, dtype):
         return backend.asarray(rng.random(shape, dtype=model.dtype_name), dtype=dtype)
 
-    return ForwardContext(model.xp, True, uniform)
+    return ForwardContext(model.xp, True, uniform, model.kernels)
+
+
+class _Updater:
+    """Applies optimizer steps.
+
+    Generic path: ``optimizer.update`` returns new arrays. Fast path (mutable backends with
+    kernels): gradients land in one preallocated buffer, and new parameters are written into
+    the spare of two parameter buffers, so the previous parameters stay intact for the
+    non-finite guard and nothing is allocated per step.
+    """
+
+    def __init__(self, model, optimizer):
+        self.optimizer, self.xp = optimizer, model.xp
+        kernels = model.kernels
+        self.kernel = kernels.optimizer(optimizer) if kernels is not None else None
+        self.grad_buffer = None
+        if self.kernel is not None:
+            self.grad_buffer = model.xp.empty_like(model.params)
+            self.spare = model.xp.empty_like(model.params)
+            # train in buffers of our own: never write into an array the caller may still hold
+            model.params = model.xp.asarray(model.params, copy=True)
+
+    def step(self, grad, state, params):
+        if self.kernel is None:
+            return self.optimizer.update(grad, state, params, self.xp)
+        out, self.spare = self.spare, params
+        return out, self.kernel(grad, state, params, out)
 
 
 def _batches(count, batch_size):
@@ -134,6 +161,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     callbacks = list(callbacks or [])
 
     xp = model.xp
+    updater = _Updater(model, optimizer)
     if optimizer is not model._optimizer or model._optimizer_state is None:
         model._optimizer, model._optimizer_state = optimizer, optimizer.init(model.params)
     state = model._optimizer_state
@@ -154,19 +182,20 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         params = previous = model.params
         for step, (start, stop) in enumerate(_batches(samples, batch_size), start=1):
             x_batch, target_batch = x_epoch[start:stop, ...], target_epoch[start:stop, ...]
-            value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx)
+            value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
+                                                            updater.grad_buffer)
             value_host = float(value)
             if value_host != value_host or value_host in (float("inf"), float("-inf")):
-                model.params = params
+                model.params, model._optimizer_state = params, None
                 raise _non_finite_error(model, epoch, step, params, previous, x_batch)
             previous = params
-            params, state = optimizer.update(grad, state, params, xp)
+            params, state = updater.step(grad, state, params)
             model.params, model._optimizer_state = params, state
             loss_sum += value_host * (stop - start)
             if has_accuracy:
                 correct_sum = correct_sum + loss.correct(output, target_batch, xp)
         if not bool(xp.all(xp.isfinite(params))):
-            model.params = previous
+            model.params, model._optimizer_state = previous, None
             raise _non_finite_error(model, epoch, step, params, previous, x_batch)
 
         logs = {"loss": loss_sum / samples}

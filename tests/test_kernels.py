@@ -1,0 +1,116 @@
+"""The fast paths (mlp_xp._kernels) give bitwise the same training as the generic reference path."""
+
+import numpy as np
+import pytest
+
+import mlp_xp as mx
+from mlp_xp._kernels import for_backend
+from mlp_xp._kernels.ufunc import UfuncKernels
+
+from .conftest import numpy_of
+
+
+def _numba_kernels():
+    numba_cpu = pytest.importorskip("mlp_xp._kernels.numba_cpu", reason="numba is not installed")
+    return numba_cpu.NumbaKernels()
+
+
+KERNELS = {"ufunc": lambda: UfuncKernels(np), "numba": _numba_kernels}
+
+OPTIMIZERS = {
+    "sgd": lambda: mx.optim.SGD(lr=0.05),
+    "sgd-momentum": lambda: mx.optim.SGD(lr=0.05, momentum=0.9),
+    "sgd-nesterov-wd": lambda: mx.optim.SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=1e-3),
+    "sgd-schedule-clip": lambda: mx.optim.SGD(lr=mx.optim.schedules.cosine(0.1, 40), momentum=0.5, clip_norm=0.5),
+    "adam": lambda: mx.optim.Adam(lr=3e-3),
+    "adam-l2-clip": lambda: mx.optim.Adam(lr=3e-3, betas=(0.8, 0.95), weight_decay=1e-2, clip_norm=1.0),
+    "adamw": lambda: mx.optim.AdamW(lr=3e-3, weight_decay=0.05),
+    "rmsprop (generic update)": lambda: mx.optim.RMSprop(lr=1e-3, momentum=0.5),
+}
+
+
+def _train(kernels, make_optimizer, dtype, epochs=3):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(150, 12)), rng.integers(0, 5, size=150)
+    model = mx.Sequential(mx.Linear(12, 24), mx.ReLU(), mx.Dropout(0.1), mx.Linear(24, 16), mx.Tanh(),
+                          mx.LayerNorm(), mx.Linear(16, 5), mx.Softmax(), dtype=dtype, seed=5)
+    model.kernels = kernels
+    history = model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=make_optimizer(), epochs=epochs,
+                        batch_size=16, validation_data=(X[:30], y[:30]), verbose=0)
+    return numpy_of(model.params), history
+
+
+@pytest.mark.parametrize("kernel_name", sorted(KERNELS))
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_path_is_bitwise_identical_to_generic(kernel_name, optimizer_name, dtype):
+    kernels = KERNELS[kernel_name]()
+    reference, reference_history = _train(None, OPTIMIZERS[optimizer_name], dtype)
+    fast, fast_history = _train(kernels, OPTIMIZERS[optimizer_name], dtype)
+    assert np.array_equal(fast, reference)
+    assert fast_history == reference_history
+
+
+@pytest.mark.parametrize("kernel_name", sorted(KERNELS))
+def test_fast_update_matches_generic_update_directly(kernel_name):
+    kernels = KERNELS[kernel_name]()
+    rng = np.random.default_rng(1)
+    params, grads = rng.normal(size=1000).astype(np.float32), rng.normal(size=1000).astype(np.float32)
+    for make in OPTIMIZERS.values():
+        optimizer = make()
+        update = kernels.optimizer(optimizer)
+        if update is None:
+            continue
+        generic_params, generic_state = params, optimizer.init(params)
+        fast_params, fast_state = params.copy(), optimizer.init(params)
+        for _ in range(4):
+            generic_params, generic_state = optimizer.update(grads, generic_state, generic_params, None)
+            out = np.empty_like(fast_params)
+            fast_state = update(grads.copy(), fast_state, fast_params, out)
+            fast_params = out
+        assert np.array_equal(generic_params, fast_params), optimizer
+
+
+def test_numpy_models_use_fast_paths_and_others_do_not():
+    assert for_backend("numpy", "float32") is not None
+    assert for_backend("numpy", "float64", use_numba=False).name == "ufunc"
+    assert for_backend("array_api_strict", "float32") is None
+    assert for_backend("torch", "float32") is None
+    assert mx.Sequential(mx.Linear(2, 2), backend="array_api_strict").kernels is None
+
+
+def test_subclassed_optimizers_take_the_generic_path():
+    class Halved(mx.optim.Adam):
+        def update(self, grads, state, params, xp=None):
+            return super().update(grads * 0.5, state, params, xp)
+
+    assert UfuncKernels(np).optimizer(Halved()) is None
+    assert UfuncKernels(np).optimizer(mx.optim.RMSprop()) is None
+
+
+@pytest.mark.parametrize("kernel_name", sorted(KERNELS))
+def test_fit_never_writes_into_arrays_the_caller_holds(kernel_name):
+    model = mx.Sequential(mx.Linear(3, 4), mx.ReLU(), mx.Linear(4, 2), seed=0)
+    model.kernels = KERNELS[kernel_name]()
+    held = model.params
+    snapshot = held.copy()
+    model.fit(np.eye(3), [0, 1, 0], loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(lr=0.1), epochs=5,
+              batch_size=1, verbose=0)
+    assert np.array_equal(held, snapshot)
+    assert not np.array_equal(model.params, snapshot)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kernel_name", [None, "ufunc", "numba"])
+def test_non_finite_guard_restores_the_previous_parameters(kernel_name):
+    """An update that makes a parameter infinite is undone, whichever path made it."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 3)) * 1000, rng.normal(size=32) * 1000  # gradients ~1e6
+    model = mx.Sequential(mx.Linear(3, 1), dtype="float32", seed=0)
+    model.kernels = KERNELS[kernel_name]() if kernel_name else None
+    with pytest.raises(mx.NonFiniteError) as info:  # lr * grad overflows float32 in the first update
+        model.fit(X, y, loss=mx.losses.MSE(), optimizer=mx.optim.SGD(lr=1e37), epochs=3, batch_size=8, verbose=0)
+    assert info.value.name in ("0.weight", "0.bias")
+    assert "became non-finite in the previous update" in str(info.value)
+    assert np.all(np.isfinite(numpy_of(model.params)))
+    assert model._optimizer_state is None
