@@ -114,3 +114,22 @@ def test_non_finite_guard_restores_the_previous_parameters(kernel_name):
     assert "became non-finite in the previous update" in str(info.value)
     assert np.all(np.isfinite(numpy_of(model.params)))
     assert model._optimizer_state is None
+
+
+@pytest.mark.parametrize("kernel_name", [None, "ufunc", "numba"])
+@pytest.mark.parametrize("make", [lambda: mx.optim.Adam(clip_norm=1.0), lambda: mx.optim.AdamW(),
+                                  lambda: mx.optim.SGD(momentum=0.9, nesterov=True, weight_decay=0.1),
+                                  lambda: mx.optim.RMSprop(momentum=0.9, centered=True)])
+def test_float32_stays_float32_end_to_end(kernel_name, make):
+    """No silent float64 promotion: parameters, gradients and optimizer state keep the dtype."""
+    X, y = np.random.default_rng(0).normal(size=(40, 6)), np.arange(40) % 3  # float64 and int64 inputs
+    model = mx.Sequential(mx.Linear(6, 8), mx.ReLU(), mx.LayerNorm(), mx.Linear(8, 3), mx.Softmax(), seed=0)
+    model.kernels = KERNELS[kernel_name]() if kernel_name else None
+    model.fit(X, y, loss=mx.losses.CrossEntropy(label_smoothing=0.1), optimizer=make(), epochs=2, batch_size=8,
+              verbose=0)
+    assert model.params.dtype == np.float32
+    for value in model._optimizer_state[1:]:
+        assert value is None or value.dtype == np.float32
+    _, grads = model.loss_and_grad(X, y, mx.losses.CrossEntropy())
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert model.predict(X).dtype == np.float32
