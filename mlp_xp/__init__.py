@@ -8,7 +8,9 @@ module re-exports.
 from . import callbacks, datasets, initializers, losses, optim
 from ._backend import to_numpy
 from ._errors import NonFiniteError, ShapeError
+from .diagnostics import layer_statistics
 from .gradcheck import GradientCheck, check_gradients
+from .io import load, save
 from .layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU,
                      Softmax, Softplus, Tanh)
 from .model import Sequential
@@ -21,5 +23,6 @@ __all__ = [
     "Identity", "Softmax", "Dropout", "LayerNorm",
     "losses", "optim", "callbacks", "datasets", "initializers",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
+    "save", "load", "layer_statistics",
     "__version__",
 ]

@@ -173,6 +173,28 @@ class Sequential:
         return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}, "
                 f"seed={self.seed})")
 
+    def summary(self) -> str:
+        """A table of the layers, their output shapes and parameter counts.
+
+        Example:
+            >>> import mlp_xp as mx
+            >>> print(mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Linear(8, 2), seed=0).summary())
+            #   layer                                   output          parameters
+            0   Linear(4 -> 8)                          (batch, 8)              40
+            1   ReLU()                                  (batch, 8)               0
+            2   Linear(8 -> 2)                          (batch, 2)              18
+            total parameters: 58 (numpy, float32)
+        """
+        lines = [f"{'#':<3} {'layer':<39} {'output':<15} {'parameters':>10}"]
+        for index, layer in enumerate(self.layers):
+            count = sum(spec.size for spec in self.param_specs if spec.layer_index == index)
+            out = self.features[index + 1] if index + 1 < len(self.features) else self.out_features
+            name = (f"Linear({self.features[index]} -> {layer.out_features}"
+                    f"{'' if layer.bias else ', no bias'})") if isinstance(layer, Linear) else repr(layer)
+            lines.append(f"{index:<3} {name:<39} {f'(batch, {out})':<15} {count:>10}")
+        lines.append(f"total parameters: {self.num_parameters} ({self.backend.name}, {self.dtype_name})")
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ forward / backward
 
     def _layer_params(self, params):
@@ -320,11 +342,18 @@ class Sequential:
 
     # ------------------------------------------------------------------ training API
 
+    @property
+    def optimizer(self):
+        """The optimizer whose state this model holds (the last one ``fit`` used, or one loaded
+        with the model), or None. Pass it to ``fit`` again to continue its state."""
+        return self._optimizer
+
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
-            callbacks=None, verbose=1):
+            callbacks=None, verbose="auto", on_nonfinite="raise", resume_from=None):
         """Train with minibatches; see :func:`mlp_xp.training.fit`."""
         return training.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                            validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+                            validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+                            on_nonfinite=on_nonfinite, resume_from=resume_from)
 
     def evaluate(self, X, y, loss, batch_size=1024) -> dict:
         """Mean loss (and accuracy for classification); see :func:`mlp_xp.training.evaluate`."""

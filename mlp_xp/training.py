@@ -20,9 +20,54 @@ class History(dict):
     validation data); each holds one float per epoch.
     """
 
+    #: why training ended early (``on_nonfinite="stop"``), else None
+    stop_reason = None
+
     @property
     def epochs(self) -> int:
         return len(self.get("loss", []))
+
+    def plot(self, path=None, keys=None):
+        """Draw loss and metric curves per epoch with matplotlib (``pip install matplotlib``).
+
+        Losses go in one panel and accuracies in another, training solid and validation dashed.
+
+        Args:
+            path: write the figure to this file (PNG, SVG, PDF by extension); None opens a window.
+            keys: which history keys to draw (default: every loss and accuracy).
+
+        Returns:
+            The matplotlib Figure.
+        """
+        try:
+            import matplotlib
+
+            if path is not None:
+                matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+        keys = [k for k in (keys or self) if k in self and ("loss" in k or "accuracy" in k)]
+        if not keys:
+            raise ValueError(f"nothing to plot: history has {sorted(self)}")
+        panels = [kind for kind in ("loss", "accuracy") if any(kind in key for key in keys)]
+        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+        for axis, kind in zip(axes[0], panels):
+            for key in (k for k in keys if kind in k):
+                epochs = range(1, len(self[key]) + 1)
+                axis.plot(epochs, self[key], "--" if key.startswith("val_") else "-", marker="o", markersize=3,
+                          label=key)
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(kind)
+            axis.grid(alpha=0.3)
+            axis.legend()
+        figure.tight_layout()
+        if path is not None:
+            figure.savefig(path, dpi=120)
+            plt.close(figure)
+        else:
+            plt.show()
+        return figure
 
 
 def make_context(model, train: bool) -> ForwardContext:
@@ -54,14 +99,15 @@ class _Updater:
         self.grad_buffer = None
         if self.kernel is not None:
             self.grad_buffer = model.xp.empty_like(model.params)
-            self.spare = model.xp.empty_like(model.params)
             # train in buffers of our own: never write into an array the caller may still hold
             model.params = model.xp.asarray(model.params, copy=True)
+            self.buffers = (model.params, model.xp.empty_like(model.params))
 
     def step(self, grad, state, params):
         if self.kernel is None:
             return self.optimizer.update(grad, state, params, self.xp)
-        out, self.spare = self.spare, params
+        # write into whichever buffer ``params`` is not (after a restore both may have been "spare")
+        out = self.buffers[1] if params is self.buffers[0] else self.buffers[0]
         return out, self.kernel(grad, state, params, out)
 
 
@@ -112,8 +158,42 @@ def _format_logs(logs):
     return " - ".join(f"{key} {value:.4f}" for key, value in logs.items())
 
 
+ON_NONFINITE = ("raise", "skip_batch", "stop")
+
+
+def _is_finite(value):
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _progress_bar(verbose, epoch, epochs, samples):
+    if verbose != 1:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=samples, desc=f"epoch {epoch}/{epochs}", unit="sample", unit_scale=True, leave=True,
+                dynamic_ncols=True)
+
+
+def _resolve_verbose(verbose):
+    if verbose == "auto":
+        return 1 if sys.stderr.isatty() else 0
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return verbose
+
+
+def _call(callbacks, hook, *args):
+    """Run ``hook`` on every callback that has it; True if any asked to stop."""
+    stop = False
+    for callback in callbacks:
+        method = getattr(callback, hook, None)
+        if method is not None and method(*args):
+            stop = True
+    return stop
+
+
 def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
-        callbacks=None, verbose=1) -> History:
+        callbacks=None, verbose="auto", on_nonfinite="raise", resume_from=None) -> History:
     """Train ``model`` in place with minibatch gradient steps.
 
     Every input is checked before the first step. Calling ``fit`` again with the same
@@ -121,7 +201,9 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
 
     Args:
         model: a :class:`~mlp_xp.Sequential`.
-        X: (samples, in_features) inputs: numpy, lists, or arrays of any backend.
+        X: (samples, in_features) inputs: numpy, lists, or arrays of any backend; or an
+            :class:`mlp_xp.datasets.Batches` (then ``y`` is None) to stream host data to the
+            device one batch at a time, for data larger than device memory.
         y: targets as ``loss`` takes them.
         loss: an ``mx.losses`` loss.
         optimizer: an ``mx.optim`` optimizer.
@@ -129,28 +211,51 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         batch_size: samples per step (the last batch may be smaller).
         shuffle: reshuffle each epoch with the model's seeded generator.
         validation_data: optional (X_val, y_val), evaluated after each epoch.
-        callbacks: objects with any of ``on_train_begin(model)``,
-            ``on_epoch_end(epoch, logs, model) -> stop?`` and ``on_train_end(model)``.
-        verbose: 0 silent; 1 or 2 print one line per epoch.
+        callbacks: ``mx.callbacks`` objects, or any with some of ``on_train_begin(model)``,
+            ``on_epoch_begin(epoch, model)``, ``on_epoch_end(epoch, logs, model) -> stop?``
+            and ``on_train_end(model)``.
+        verbose: 1 a progress bar per epoch (samples/s, running loss, then validation
+            metrics), 2 one line per epoch, 0 silent; "auto" is 1 when stderr is a terminal
+            and 0 otherwise.
+        on_nonfinite: what a NaN/inf loss, gradient or parameter does: "raise" (default)
+            raises :class:`~mlp_xp.NonFiniteError`; "skip_batch" drops that batch's update and
+            goes on (counted in ``history["skipped_batches"]``); "stop" ends training and
+            records the reason in ``history.stop_reason``. In every case the model keeps its
+            last finite weights.
+        resume_from: a checkpoint written by ``mx.save(model, path, optimizer=...)`` (or
+            ``callbacks.ModelCheckpoint``): its weights, optimizer state and random-generator
+            states are loaded first, so training continues exactly where it stopped.
 
     Returns:
         A :class:`History`.
 
     Raises:
         ValueError / ShapeError / TypeError: bad inputs or arguments, before any step.
-        NonFiniteError: the loss or a parameter became NaN or infinite; names the epoch, step
-            and parameter, and the model keeps its last finite weights.
+        NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
+            non-finite parameter or activation. The optimizer state is reset.
     """
+    from .datasets import Batches
+
     model._check_loss(loss)
     if not isinstance(optimizer, Optimizer):
         hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
         raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
     epochs = _validation.check_positive_int(epochs, "epochs", minimum=0)
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-    x = _validation.prepare_inputs(model, X)
-    target = _validation.prepare_targets(model, y, loss, x.shape[0])
+    verbose = _resolve_verbose(verbose)
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
+    streaming = isinstance(X, Batches)
+    if streaming:
+        if y is not None:
+            raise ValueError("with X a datasets.Batches, the targets come from it: pass y=None")
+        samples = len(X.X)
+        first_x, first_y = X.X[:1], X.y[:1]  # check shapes and labels now, not after an epoch
+        _validation.prepare_targets(model, first_y, loss, _validation.prepare_inputs(model, first_x).shape[0])
+    else:
+        x = _validation.prepare_inputs(model, X)
+        target = _validation.prepare_targets(model, y, loss, x.shape[0])
+        samples = x.shape[0]
     validation = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -159,64 +264,107 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         validation = (x_val, _validation.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
                                                          name="validation y"))
     callbacks = list(callbacks or [])
+    if resume_from is not None:
+        from .io import resume
+
+        resume(model, resume_from, optimizer)
 
     xp = model.xp
     updater = _Updater(model, optimizer)
     if optimizer is not model._optimizer or model._optimizer_state is None:
         model._optimizer, model._optimizer_state = optimizer, optimizer.init(model.params)
     state = model._optimizer_state
-    samples = x.shape[0]
     has_accuracy = loss.target_kind != "regression"
+    check_grads = on_nonfinite == "skip_batch"
     ctx = make_context(model, train=True)
     history = History(loss=[], **({"accuracy": []} if has_accuracy else {}))
-    for callback in callbacks:
-        getattr(callback, "on_train_begin", lambda m: None)(model)
+    if on_nonfinite == "skip_batch":
+        history["skipped_batches"] = []
+    _call(callbacks, "on_train_begin", model)
 
+    stop_training = False
     for epoch in range(1, epochs + 1):
+        _call(callbacks, "on_epoch_begin", epoch, model)
         started = time.perf_counter()
-        x_epoch, target_epoch = x, target
-        if shuffle:
-            order = model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=xp.int64)
-            x_epoch, target_epoch = xp.take(x, order, axis=0), xp.take(target, order, axis=0)
+        if streaming:
+            batches = ((_validation.prepare_inputs(model, xb), yb) for xb, yb in X.epoch(model.shuffle_rng, shuffle))
+            batches = ((xb, _validation.prepare_targets(model, yb, loss, xb.shape[0])) for xb, yb in batches)
+        else:
+            x_epoch, target_epoch = x, target
+            if shuffle:
+                order = model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=xp.int64)
+                x_epoch, target_epoch = xp.take(x, order, axis=0), xp.take(target, order, axis=0)
+            batches = ((x_epoch[start:stop, ...], target_epoch[start:stop, ...])
+                       for start, stop in _batches(samples, batch_size))
+        bar = _progress_bar(verbose, epoch, epochs, samples)
         loss_sum = correct_sum = 0.0
+        seen = skipped = 0
         params = previous = model.params
-        for step, (start, stop) in enumerate(_batches(samples, batch_size), start=1):
-            x_batch, target_batch = x_epoch[start:stop, ...], target_epoch[start:stop, ...]
+        last_refresh = 0.0
+        for step, (x_batch, target_batch) in enumerate(batches, start=1):
+            count = x_batch.shape[0]
             value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
                                                             updater.grad_buffer)
             value_host = float(value)
-            if value_host != value_host or value_host in (float("inf"), float("-inf")):
-                model.params, model._optimizer_state = params, None
-                raise _non_finite_error(model, epoch, step, params, previous, x_batch)
+            finite = _is_finite(value_host) and (not check_grads or bool(xp.all(xp.isfinite(grad))))
+            if not finite:
+                error = _non_finite_error(model, epoch, step, params, previous, x_batch)
+                params = model.params  # the last finite weights (restored by _non_finite_error)
+                if on_nonfinite == "skip_batch":  # gradients were checked: the optimizer state is clean
+                    skipped += 1
+                    continue
+                model._optimizer_state = None
+                if on_nonfinite == "raise":
+                    if bar is not None:
+                        bar.close()
+                    raise error
+                history.stop_reason = str(error)
+                stop_training = True
+                break
             previous = params
             params, state = updater.step(grad, state, params)
             model.params, model._optimizer_state = params, state
-            loss_sum += value_host * (stop - start)
+            loss_sum += value_host * count
+            seen += count
             if has_accuracy:
                 correct_sum = correct_sum + loss.correct(output, target_batch, xp)
-        if not bool(xp.all(xp.isfinite(params))):
-            model.params, model._optimizer_state = previous, None
-            raise _non_finite_error(model, epoch, step, params, previous, x_batch)
+            if bar is not None:
+                bar.update(count)
+                if time.monotonic() - last_refresh > 0.25:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+                    last_refresh = time.monotonic()
+        if not stop_training and not bool(xp.all(xp.isfinite(params))):  # the epoch's last update
+            error = _non_finite_error(model, epoch, step, params, previous, x_batch)
+            if on_nonfinite == "skip_batch":
+                skipped += 1
+            else:
+                model._optimizer_state = None
+                if on_nonfinite == "raise":
+                    if bar is not None:
+                        bar.close()
+                    raise error
+                history.stop_reason, stop_training = str(error), True
 
-        logs = {"loss": loss_sum / samples}
+        logs = {"loss": loss_sum / seen if seen else float("nan")}
         if has_accuracy:
-            logs["accuracy"] = float(correct_sum) / samples
+            logs["accuracy"] = float(correct_sum) / seen if seen else float("nan")
         if validation is not None:
             for key, value in evaluate(model, *validation, loss=loss, _prepared=True).items():
                 logs[f"val_{key}"] = value
+        if on_nonfinite == "skip_batch":
+            logs["skipped_batches"] = skipped
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
-        if verbose:
-            print(f"epoch {epoch}/{epochs} - {_format_logs(logs)} - {time.perf_counter() - started:.2f}s",
+        elapsed = time.perf_counter() - started
+        if bar is not None:
+            bar.set_postfix_str(_format_logs({k: v for k, v in logs.items() if k != "skipped_batches"}))
+            bar.close()
+        elif verbose == 2:
+            print(f"epoch {epoch}/{epochs} - {_format_logs(logs)} - {elapsed:.2f}s - {seen / elapsed:.0f} samples/s",
                   file=sys.stdout, flush=True)
-        stop_training = False
-        for callback in callbacks:
-            if getattr(callback, "on_epoch_end", lambda e, l, m: None)(epoch, logs, model):
-                stop_training = True
-        if stop_training:
+        if _call(callbacks, "on_epoch_end", epoch, logs, model) or stop_training:
             break
-    for callback in callbacks:
-        getattr(callback, "on_train_end", lambda m: None)(model)
+    _call(callbacks, "on_train_end", model)
     return history
 
 

@@ -137,13 +137,24 @@ def test_early_stopping_needs_the_monitored_metric():
                   callbacks=[mx.callbacks.EarlyStopping()], verbose=0)
 
 
-def test_verbose_prints_one_line_per_epoch(capsys):
+def test_verbose_levels(capsys):
     model = mx.Sequential(mx.Linear(2, 2), seed=0)
-    model.fit(XOR_X, XOR_Y, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.SGD(), epochs=3, verbose=1)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("epoch 1/3 - loss ") and "accuracy" in lines[0]
-    model.fit(XOR_X, XOR_Y, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.SGD(), epochs=3, verbose=0)
-    assert capsys.readouterr().out == ""
+    fit = lambda verbose: model.fit(XOR_X, XOR_Y, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.SGD(),  # noqa
+                                    epochs=3, verbose=verbose, validation_data=(XOR_X, XOR_Y))
+    fit(2)
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3 - loss ") and "val_accuracy" in lines[0]
+    assert "samples/s" in lines[0] and captured.err == ""
+    fit(1)  # a tqdm bar per epoch on stderr, ending with the epoch's metrics
+    captured = capsys.readouterr()
+    assert captured.out == "" and "epoch 3/3" in captured.err and "val_loss" in captured.err
+    fit("auto")  # not a terminal: silent
+    assert capsys.readouterr() == ("", "")
+    fit(0)
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ValueError, match="verbose must be"):
+        fit(3)
 
 
 def test_predict_batches_and_returns_backend_arrays(exact_backend):
