@@ -88,12 +88,14 @@ def load_mnist(path):
         arrays = {key: load_idx(_find(path, stem)) for key, stem in MNIST_FILES.items()}
         parts = (arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"])
     elif os.path.isfile(path):
+        keys = ("x_train", "y_train", "x_test", "y_test")
         try:
             with np.load(path, allow_pickle=False) as data:
-                parts = tuple(data[key] for key in ("x_train", "y_train", "x_test", "y_test"))
-        except KeyError as error:
-            raise ValueError(f"{path!r} lacks {error}; expected x_train, y_train, x_test, y_test") from None
-        except (OSError, ValueError) as error:
+                missing = [key for key in keys if key not in data.files]
+                if missing:
+                    raise ValueError(f"{path!r} lacks {missing}; an MNIST .npz holds {list(keys)}")
+                parts = tuple(data[key] for key in keys)
+        except (OSError, EOFError) as error:
             raise ValueError(f"{path!r} is not a readable .npz file: {error}") from None
     else:
         raise FileNotFoundError(f"no such file or directory: {path!r}")
@@ -114,7 +116,7 @@ class Batches:
 
     For data larger than device memory: pass ``fit(mx.datasets.Batches(X, y, 256), None, ...)``
     and only one batch at a time is on the device. The batch order comes from the model's
-    seeded generator, as with in-memory data.
+    seeded generator exactly as with in-memory data, so both give the same training.
 
     Args:
         X: (samples, features) host array (numpy, or a memory-mapped ``numpy.load(...,
@@ -150,7 +152,7 @@ class Batches:
             if order is None:
                 rows = slice(start, start + self.batch_size)
             else:
-                rows = np.sort(order[start:start + self.batch_size])  # sorted: sequential reads from disk
+                rows = order[start:start + self.batch_size]
             yield np.asarray(self.X[rows]), np.asarray(self.y[rows])
 
 

@@ -191,6 +191,7 @@ class Sequential:
             out = self.features[index + 1] if index + 1 < len(self.features) else self.out_features
             name = (f"Linear({self.features[index]} -> {layer.out_features}"
                     f"{'' if layer.bias else ', no bias'})") if isinstance(layer, Linear) else repr(layer)
+            name = name if len(name) <= 39 else name[:36] + "..."
             lines.append(f"{index:<3} {name:<39} {f'(batch, {out})':<15} {count:>10}")
         lines.append(f"total parameters: {self.num_parameters} ({self.backend.name}, {self.dtype_name})")
         return "\n".join(lines)

@@ -36,3 +36,101 @@ def test_standardize_uses_training_statistics():
     np.testing.assert_allclose(train.std(axis=0)[varying], 1)
     assert np.all(np.isfinite(test)) and np.all(train[:, ~varying] == 0)
     assert datasets.standardize(X).shape == X.shape
+
+
+import gzip  # noqa: E402
+
+import mlp_xp as mx  # noqa: E402
+
+from .conftest import numpy_of  # noqa: E402
+
+
+def _idx(array, type_code=0x08):
+    header = bytes([0, 0, type_code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(">u1" if type_code == 0x08 else ">i4").tobytes()
+
+
+def _write_mnist(directory, train=50, test=20, gz=False):
+    rng = np.random.default_rng(0)
+    parts = {"train-images-idx3-ubyte": rng.integers(0, 256, (train, 28, 28)),
+             "train-labels-idx1-ubyte": rng.integers(0, 10, train),
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (test, 28, 28)),
+             "t10k-labels-idx1-ubyte": rng.integers(0, 10, test)}
+    for name, array in parts.items():
+        data = _idx(array)
+        (directory / (name + (".gz" if gz else ""))).write_bytes(gzip.compress(data) if gz else data)
+    return parts
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_mnist_from_idx_files(tmp_path, gz):
+    parts = _write_mnist(tmp_path, gz=gz)
+    X_train, y_train, X_test, y_test = datasets.load_mnist(tmp_path)
+    assert X_train.shape == (50, 784) and X_test.shape == (20, 784)
+    np.testing.assert_array_equal(X_train * 255, parts["train-images-idx3-ubyte"].reshape(50, 784))
+    np.testing.assert_array_equal(y_test, parts["t10k-labels-idx1-ubyte"])
+    assert 0 <= X_train.min() and X_train.max() <= 1
+
+
+def test_load_mnist_from_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), "y_train": rng.integers(0, 10, 30),
+              "x_test": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), "y_test": rng.integers(0, 10, 10)}
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    X_train, y_train, X_test, y_test = datasets.load_mnist(tmp_path / "mnist.npz")
+    assert X_train.shape == (30, 784) and np.array_equal(y_train, arrays["y_train"])
+    np.savez(tmp_path / "partial.npz", x_train=arrays["x_train"])
+    with pytest.raises(ValueError, match=r"lacks \['y_train', 'x_test', 'y_test'\]"):
+        datasets.load_mnist(tmp_path / "partial.npz")
+
+
+def test_load_mnist_rejects_wrong_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        datasets.load_mnist(tmp_path)
+    parts = _write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])
+    with pytest.raises(ValueError, match=r"declares shape \(50, 28, 28\).*truncated"):
+        datasets.load_mnist(tmp_path)
+    path.write_bytes(b"\x89PNG" + data[4:])
+    with pytest.raises(ValueError, match="not an IDX file"):
+        datasets.load_mnist(tmp_path)
+    path.write_bytes(_idx(np.zeros((50, 32, 32), dtype=np.uint8)))
+    with pytest.raises(ValueError, match=r"MNIST images are \(n, 28, 28\)"):
+        datasets.load_mnist(tmp_path)
+    path.write_bytes(_idx(parts["train-images-idx3-ubyte"][:40]))
+    with pytest.raises(ValueError, match="labels have shape"):
+        datasets.load_mnist(tmp_path)
+    (tmp_path / "broken.gz").write_bytes(gzip.compress(data)[:50])
+    with pytest.raises(ValueError, match="truncated or corrupt gzip"):
+        datasets.load_idx(tmp_path / "broken.gz")
+
+
+def test_streamed_batches_train_exactly_like_in_memory_data():
+    X, y = datasets.load_digits()
+    X, y = datasets.standardize(X)[:300], y[:300]
+
+    def run(streamed):
+        model = mx.Sequential(mx.Linear(64, 16), mx.ReLU(), mx.Dropout(0.1), mx.Linear(16, 10), seed=1)
+        data = (datasets.Batches(X, y, batch_size=32), None) if streamed else (X, y)
+        history = model.fit(*data, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), epochs=3,
+                            batch_size=32, verbose=0)
+        return numpy_of(model.params), history
+
+    (streamed, streamed_history), (in_memory, memory_history) = run(True), run(False)
+    assert np.array_equal(streamed, in_memory) and streamed_history == memory_history
+
+
+def test_batches_check_their_input():
+    with pytest.raises(ValueError, match="X has 3 samples but y has 2"):
+        datasets.Batches(np.zeros((3, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="batch_size"):
+        datasets.Batches(np.zeros((3, 2)), np.zeros(3), batch_size=0)
+    model = mx.Sequential(mx.Linear(2, 2), seed=0)
+    with pytest.raises(ValueError, match="pass y=None"):
+        model.fit(datasets.Batches(np.zeros((3, 2)), np.zeros(3)), np.zeros(3), loss=mx.losses.CrossEntropy(),
+                  optimizer=mx.optim.SGD())
+    with pytest.raises(ValueError, match="label out of range"):
+        model.fit(datasets.Batches(np.zeros((3, 2)), np.full(3, 5)), None, loss=mx.losses.CrossEntropy(),
+                  optimizer=mx.optim.SGD())

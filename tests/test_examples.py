@@ -1,7 +1,10 @@
-"""The scripts in examples/ run with tiny settings."""
+"""Every script in examples/ runs, with tiny settings, and shows what it claims."""
 
 import importlib.util
+import math
 import pathlib
+
+import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -13,7 +16,43 @@ def _load(name):
     return module
 
 
+def test_every_example_is_tested():
+    tested = {"quickstart", "regression", "sigmoid_stability", "initializers", "gradient_check", "backends"}
+    assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
+
+
 def test_quickstart(capsys):
     result = _load("quickstart").main(["--epochs", "3", "--backend", "array_api_strict"])
     assert result["accuracy"] > 0.85
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("test accuracy")
+
+
+def test_regression():
+    errors = _load("regression").main(["--epochs", "60"])
+    assert errors["Huber"] < errors["MSE"] and errors["Huber"] < 0.2
+
+
+def test_sigmoid_stability():
+    result = _load("sigmoid_stability").main(["--epochs", "40"])
+    assert math.isfinite(result["loss"]) and result["accuracy"] > 0.95
+
+
+def test_initializers():
+    results = _load("initializers").main(["--depth", "8", "--width", "64"])
+    he, naive = results["ReLU / default"], results["ReLU / N(0, 1)"]
+    assert 0.1 < he["last_activation_std"] < 10 and naive["last_activation_std"] > 1e3
+    assert results["Tanh / N(0, 1)"]["last_activation_std"] > 0.9 > 0.5 > results["Tanh / default"]["last_activation_std"]
+    assert results["Sigmoid / default"]["first_gradient_std"] < 1e-6
+
+
+@pytest.mark.parametrize("args", [["--widths", "7,3,11,1,5"], ["--widths", "4,9,2,3", "--activation", "gelu",
+                                                                "--layernorm"]])
+def test_gradient_check(args):
+    result = _load("gradient_check").main(args)
+    assert result.ok and result.max_rel_error < 1e-7
+
+
+def test_backends():
+    differences = _load("backends").main(["--epochs", "1"])
+    assert differences["array_api_strict"] == 0.0
+    assert all(value < 1e-10 for value in differences.values())

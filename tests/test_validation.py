@@ -113,7 +113,7 @@ def test_cross_entropy_needs_two_outputs():
     ({"epochs": -1}, ValueError, "epochs must be an int >= 0"),
     ({"epochs": 2.5}, ValueError, "epochs must be an int"),
     ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
-    ({"verbose": 3}, ValueError, "verbose must be 0, 1 or 2"),
+    ({"verbose": 3}, ValueError, "verbose must be 0, 1, 2 or .auto."),
     ({"optimizer": mx.optim.Adam}, TypeError, "instead of an instance"),
     ({"loss": mx.losses.MSE}, TypeError, "instead of an instance"),
 ])
