@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -202,27 +203,39 @@ def load(path, backend="numpy", device=None, dtype=None):
     from .model import Sequential
 
     tensors, metadata = _read(path)
-    try:
+    with _metadata_errors(path):
         model = Sequential(*_build_layers(metadata["layers"]), backend=backend, device=device,
                            dtype=dtype or metadata["dtype"], seed=int(metadata["seed"]))
         model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
         _restore_rng(model, metadata["rng"])
         if "optimizer" in metadata:
             _restore_optimizer(model, tensors, metadata["optimizer"])
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{os.fspath(path)!r} has inconsistent mlp_xp metadata: {error!r}") from None
     return model
+
+
+@contextlib.contextmanager
+def _metadata_errors(path):
+    """Turn whatever malformed metadata makes the rebuilding code trip over into a ValueError."""
+    try:
+        yield
+    except ImportError:
+        raise
+    except ValueError as error:  # ours (and ShapeError) already name the problem
+        raise type(error)(f"{os.fspath(path)!r}: {error}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"{os.fspath(path)!r} has malformed mlp_xp metadata: {type(error).__name__}: {error}") from None
 
 
 def resume(model, path, optimizer):
     """Load weights, generator states and ``optimizer``'s state from ``path`` into ``model``."""
     tensors, metadata = _read(path)
-    saved = _build_layers(metadata["layers"])
-    if tuple(saved) != model.layers:
-        raise ValueError(f"{os.fspath(path)!r} holds a different architecture: {saved} vs the model's "
-                         f"{list(model.layers)}")
-    if "optimizer" not in metadata:
-        raise ValueError(f"{os.fspath(path)!r} has no optimizer state to resume from: save with optimizer=")
-    model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
-    _restore_rng(model, metadata["rng"])
-    _restore_optimizer(model, tensors, metadata["optimizer"], optimizer)
+    with _metadata_errors(path):
+        saved = _build_layers(metadata["layers"])
+        if tuple(saved) != model.layers:
+            raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
+        if "optimizer" not in metadata:
+            raise ValueError("has no optimizer state to resume from: save with optimizer=")
+        model.load_state_dict({key: value for key, value in tensors.items()
+                               if not key.startswith(_OPTIMIZER_PREFIX)})
+        _restore_rng(model, metadata["rng"])
+        _restore_optimizer(model, tensors, metadata["optimizer"], optimizer)

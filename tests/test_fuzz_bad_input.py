@@ -1,0 +1,251 @@
+"""Generated bad input thrown at fit, predict, evaluate, load and the CLI.
+
+Every case must either work (and leave a finite model) or raise a documented exception with a
+message: ValueError (ShapeError included), TypeError, FileNotFoundError or NonFiniteError; the
+CLI must exit with status 0 or 2 and never print a traceback. Nothing may crash with another
+exception type, hang (a deadline per case) or leave NaN in the model. Each test's
+max_examples is fixed, so the number of cases is known: see CASES.
+"""
+
+import contextlib
+import io
+import json
+import struct
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mlp_xp as mx
+from mlp_xp import cli
+
+from .conftest import numpy_of
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in generated data is the point
+
+DOCUMENTED = (ValueError, TypeError, mx.NonFiniteError)
+CASES = {"fit": 250, "predict": 150, "evaluate": 150, "load": 100, "cli": 80}
+FEATURES, CLASSES = 3, 4
+
+
+def _settings(name):
+    return settings(max_examples=CASES[name], deadline=timedelta(seconds=10), derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+special_values = st.sampled_from([0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 1e300, -1e300, 3e38, 1e-320, 7.5])
+real_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), special_values)
+
+
+@st.composite
+def arrays(draw, rows=None, columns=None):
+    """Numeric arrays of odd shapes, dtypes and values, and non-numeric or ragged look-alikes."""
+    kind = draw(st.sampled_from(["float", "float", "float", "int", "bool", "complex", "string", "object", "ragged",
+                                 "scalar", "nested", "none", "strict", "torch"]))
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return draw(real_values)
+    if kind == "ragged":
+        lengths = draw(st.lists(st.integers(0, 5), min_size=2, max_size=5))
+        return [[draw(real_values) for _ in range(length)] for length in lengths]
+    ndim = draw(st.integers(0, 3))
+    shape = tuple(draw(st.integers(0, 6)) for _ in range(ndim))
+    if rows is not None and ndim >= 1 and draw(st.booleans()):
+        shape = (rows,) + shape[1:]
+    if columns is not None and ndim == 2 and draw(st.booleans()):
+        shape = (shape[0], columns)
+    size = int(np.prod(shape)) if shape else 1
+    values = np.array([draw(real_values) for _ in range(size)], dtype=np.float64).reshape(shape)
+    if kind == "int":
+        values = np.nan_to_num(values, nan=0, posinf=5, neginf=-5).clip(-1e6, 1e6).astype(np.int64)
+    elif kind == "bool":
+        values = values > 0
+    elif kind == "complex":
+        values = values + 1j
+    elif kind == "string":
+        values = values.astype(str)
+    elif kind == "object":
+        values = values.astype(object)
+    elif kind == "nested":
+        return values.tolist()
+    elif kind == "strict":
+        import array_api_strict
+
+        return array_api_strict.asarray(np.nan_to_num(values) if values.dtype.kind == "f" else values)
+    elif kind == "torch":
+        torch = pytest.importorskip("torch")
+        return torch.from_numpy(np.ascontiguousarray(values))
+    return values
+
+
+@st.composite
+def labels(draw, rows):
+    """Targets: mostly the right length, with out-of-range, fractional, NaN or mistyped labels."""
+    choice = draw(st.sampled_from(["labels", "labels", "onehot", "any"]))
+    if choice == "any":
+        return draw(arrays(rows=rows))
+    count = rows if draw(st.integers(0, 4)) else draw(st.integers(0, 8))
+    if choice == "onehot":
+        values = np.array([draw(real_values) for _ in range(count * CLASSES)]).reshape(count, CLASSES)
+        return np.abs(values) if draw(st.booleans()) else values
+    pool = st.one_of(st.integers(-3, CLASSES + 2), st.sampled_from([0.5, np.nan, 1e20, -0.0, 2.0]))
+    return np.array([draw(pool) for _ in range(count)])
+
+
+def _rows(X):
+    try:
+        return len(X)
+    except TypeError:  # None, scalars, 0-d arrays
+        return 0
+
+
+def _model(backend="numpy"):
+    return mx.Sequential(mx.Linear(FEATURES, 5), mx.ReLU(), mx.Linear(5, CLASSES), mx.Softmax(),
+                         backend=backend, seed=0)
+
+
+def _assert_finite_model(model):
+    assert np.all(np.isfinite(numpy_of(model.params)))
+
+
+def _documented(call):
+    try:
+        return call()
+    except DOCUMENTED as error:
+        assert str(error).strip(), f"{type(error).__name__} without a message"
+        return error
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_up():
+    """Compile the fast paths once so their first call does not count against a case's deadline."""
+    _model().fit(np.zeros((2, FEATURES)), [0, 1], loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), verbose=0)
+
+
+@st.composite
+def mostly_valid_inputs(draw):
+    """Well-formed X with one value that may be special (NaN, inf, huge, tiny): so that checks
+    past the shape and dtype of X are exercised too."""
+    rows = draw(st.integers(1, 6))
+    X = np.random.default_rng(draw(st.integers(0, 100))).normal(size=(rows, FEATURES))
+    if draw(st.booleans()):
+        X[draw(st.integers(0, rows - 1)), draw(st.integers(0, FEATURES - 1))] = draw(real_values)
+    with np.errstate(all="ignore"):
+        return X.astype(draw(st.sampled_from([np.float64, np.float32, np.int64])))
+
+
+@_settings("fit")
+@given(data=st.data())
+def test_fit_with_bad_input(data):
+    X = data.draw(st.one_of(mostly_valid_inputs(), arrays(rows=data.draw(st.integers(0, 6)), columns=FEATURES)),
+                  label="X")
+    rows = _rows(X)
+    y = data.draw(labels(rows), label="y")
+    loss = data.draw(st.sampled_from([mx.losses.CrossEntropy(), mx.losses.CrossEntropy(label_smoothing=0.1),
+                                      mx.losses.MSE(), mx.losses.Huber()]), label="loss")
+    kwargs = data.draw(st.fixed_dictionaries({}, optional={
+        "batch_size": st.sampled_from([0, -1, 1, 2, 1000, 2.5, "8", None]),
+        "epochs": st.sampled_from([0, 1, 2, -1, 1.5, None]),
+        "validation_data": st.one_of(st.none(), st.tuples(arrays(columns=FEATURES), labels(3)), arrays()),
+        "on_nonfinite": st.sampled_from(["raise", "skip_batch", "stop", "ignore"]),
+    }), label="kwargs")
+    model = _model()
+    _documented(lambda: model.fit(X, y, loss=loss, optimizer=mx.optim.Adam(lr=1.0), verbose=0, **kwargs))
+    _assert_finite_model(model)
+
+
+@_settings("predict")
+@given(X=arrays(columns=FEATURES), backend=st.sampled_from(["numpy", "array_api_strict"]),
+       batch_size=st.sampled_from([1, 3, 1024, 0, -2, 1.5]))
+def test_predict_with_bad_input(X, backend, batch_size):
+    model = _model(backend)
+    result = _documented(lambda: model.predict(X, batch_size=batch_size))
+    if not isinstance(result, Exception):
+        values = numpy_of(result)
+        assert values.shape[1] == CLASSES and np.all(np.isfinite(values))
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@_settings("evaluate")
+@given(data=st.data())
+def test_evaluate_with_bad_input(data):
+    X = data.draw(st.one_of(mostly_valid_inputs(), arrays(rows=data.draw(st.integers(1, 6)), columns=FEATURES)),
+                  label="X")
+    rows = _rows(X)
+    y = data.draw(labels(rows), label="y")
+    loss = data.draw(st.sampled_from([mx.losses.CrossEntropy(), mx.losses.BinaryCrossEntropy(), mx.losses.Huber(),
+                                      mx.losses.MSE, "mse", None]), label="loss")
+    result = _documented(lambda: _model().evaluate(X, y, loss=loss))
+    if not isinstance(result, Exception):
+        assert all(np.isfinite(value) for value in result.values())
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory):
+    model = _model()
+    optimizer = mx.optim.Adam()
+    model.fit(np.eye(FEATURES), [0, 1, 2], loss=mx.losses.CrossEntropy(), optimizer=optimizer, verbose=0)
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    mx.save(model, path, optimizer=optimizer)
+    return path.read_bytes()
+
+
+@_settings("load")
+@given(data=st.data())
+def test_load_with_bad_files(data, checkpoint_bytes, tmp_path_factory):
+    blob = checkpoint_bytes
+    header_length = struct.unpack("<Q", blob[:8])[0]
+    mode = data.draw(st.sampled_from(["truncate", "flip", "random", "metadata", "header"]), label="mode")
+    if mode == "truncate":
+        blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
+    elif mode == "flip":
+        position = data.draw(st.integers(0, len(blob) - 1))
+        blob = blob[:position] + bytes([blob[position] ^ data.draw(st.integers(1, 255))]) + blob[position + 1:]
+    elif mode == "random":
+        blob = data.draw(st.binary(max_size=200))
+    else:
+        header = json.loads(blob[8:8 + header_length])
+        if mode == "metadata":
+            key = data.draw(st.sampled_from(sorted(header["__metadata__"])))
+            header["__metadata__"][key] = data.draw(st.sampled_from(["", "[]", "{}", "null", "[1, 2]", "abc",
+                                                                     '[{"type": "Linear", "config": {}}]']))
+        else:
+            key = data.draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+            header[key]["shape"] = data.draw(st.lists(st.integers(0, 5), max_size=3))
+        encoded = json.dumps(header).encode()
+        blob = struct.pack("<Q", len(encoded)) + encoded + blob[8 + header_length:]
+    path = tmp_path_factory.mktemp("bad") / "model.safetensors"
+    path.write_bytes(blob)
+    result = _documented(lambda: mx.load(path))
+    if not isinstance(result, Exception):
+        _assert_finite_model(result)
+
+
+FLAGS = ["--layers", "--activation", "--epochs", "--batch-size", "--lr", "--optimizer", "--backend", "--dtype",
+         "--dropout", "--seed", "--test-size", "--quiet", "--bogus", "train", "-h"]
+VALUES = ["", "0", "1", "2", "-1", "1e-3", "nan", "inf", "relu", "tanh", "adam", "float16", "float64", "numpy",
+          "array_api_strict", "tensorflow", "8,x", "16,16", ",", "0.5", "1.5", "x"]
+
+
+@_settings("cli")
+@given(argv=st.lists(st.one_of(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=8))
+def test_cli_with_bad_arguments(argv):
+    # keep valid runs short: at most 2 epochs
+    argv = ["train", "--epochs", "1", "--quiet"] + argv
+    if any(value in argv for value in ("2",)):
+        argv = [value if value != "2" else "1" for value in argv]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.main(argv)
+        except SystemExit as exit_:
+            status = exit_.code
+    assert status in (0, 2), (argv, status, err.getvalue())
+    assert "Traceback" not in err.getvalue()
+    if status == 2:
+        assert "error" in err.getvalue()
+    elif "-h" not in argv:
+        assert out.getvalue().strip().splitlines()[-1].startswith("test accuracy")
