@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from ..optim import SGD, Adam, AdamState, AdamW, SGDState
-from .ufunc import UfuncKernels, _clip
+from .ufunc import UfuncKernels
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -90,7 +90,7 @@ def _adam_update(opt, grads, state, params, out):
     beta1, beta2 = opt.betas
     lr = opt.learning_rate(state.count)
     step = state.count + 1
-    grads = _clip(np, opt, grads)
+    grads = opt._clip(np, grads)
     decoupled = bool(opt.weight_decay) and opt._decoupled
     _adam(grads, params, state.exp_avg, state.exp_avg_sq, out, cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2),
           cast((1.0 - beta2 ** step) ** 0.5), cast(opt.eps), cast(lr / (1.0 - beta1 ** step)), cast(opt.weight_decay),
@@ -100,7 +100,7 @@ def _adam_update(opt, grads, state, params, out):
 
 def _sgd_update(opt, grads, state, params, out):
     cast = params.dtype.type
-    grads = _clip(np, opt, grads)
+    grads = opt._clip(np, grads)
     first = state.momentum_buffer is None
     buffer = np.empty_like(params) if first and opt.momentum else state.momentum_buffer
     _sgd(grads, params, buffer if buffer is not None else params, out, cast(opt.learning_rate(state.count)),

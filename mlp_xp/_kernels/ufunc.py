@@ -44,28 +44,27 @@ class UfuncKernels:
         return None
 
 
-def _clip(module, optimizer, grads):
-    """Global-norm clipping as the generic path does it (rare: allocates, like the reference)."""
-    if optimizer.clip_norm is None:
-        return grads
-    norm = module.sqrt(module.sum(grads * grads))
-    return grads * module.minimum(optimizer.clip_norm / (norm + 1e-6), 1.0)
+class _UfuncUpdate:
+    """An optimizer's in-place update, with one scratch buffer kept between steps."""
 
-
-class _UfuncAdam:
     def __init__(self, module, optimizer):
         self.module, self.optimizer = module, optimizer
-        self.scratch = None
+        self._scratch = None
 
+    def scratch(self, params):
+        if self._scratch is None or self._scratch.shape != params.shape or self._scratch.dtype != params.dtype:
+            self._scratch = self.module.empty_like(params)
+        return self._scratch
+
+
+class _UfuncAdam(_UfuncUpdate):
     def update(self, grads, state, params, out):
         np, opt = self.module, self.optimizer
-        if self.scratch is None or self.scratch.shape != params.shape or self.scratch.dtype != params.dtype:
-            self.scratch = np.empty_like(params)
-        scratch = self.scratch
+        scratch = self.scratch(params)
         beta1, beta2 = opt.betas
         lr = opt.learning_rate(state.count)
         step = state.count + 1
-        grads = _clip(np, opt, grads)
+        grads = opt._clip(np, grads)  # the generic clip: the module's sqrt/sum/minimum serve as xp
         source = params
         if opt.weight_decay:
             if opt._decoupled:  # params * (1 - lr * wd)
@@ -95,20 +94,15 @@ class _UfuncAdam:
         return AdamState(step, m, v)
 
 
-class _UfuncSGD:
-    def __init__(self, module, optimizer):
-        self.module, self.optimizer = module, optimizer
-        self.scratch = None
-
+class _UfuncSGD(_UfuncUpdate):
     def update(self, grads, state, params, out):
         np, opt = self.module, self.optimizer
         lr = opt.learning_rate(state.count)
-        grads = _clip(np, opt, grads)
+        grads = opt._clip(np, grads)
         if opt.weight_decay:
-            if self.scratch is None or self.scratch.shape != params.shape or self.scratch.dtype != params.dtype:
-                self.scratch = np.empty_like(params)
-            np.multiply(params, opt.weight_decay, out=self.scratch)
-            np.add(grads, self.scratch, out=grads)
+            scratch = self.scratch(params)
+            np.multiply(params, opt.weight_decay, out=scratch)
+            np.add(grads, scratch, out=grads)
         buffer = None
         if opt.momentum:
             if state.momentum_buffer is None:
