@@ -1,6 +1,7 @@
 """Callbacks for ``fit``: objects with any of ``on_train_begin(model)``,
-``on_epoch_begin(epoch, model)``, ``on_epoch_end(epoch, logs, model) -> stop?`` and
-``on_train_end(model)``. Epochs are numbered from 1; ``logs`` maps metric names to floats.
+``on_epoch_begin(epoch, model)``, ``on_batch_end(step, loss, model)``,
+``on_epoch_end(epoch, logs, model) -> stop?`` and ``on_train_end(model)``. Epochs and steps
+are numbered from 1; ``logs`` maps metric names to floats.
 
 What to do when training produces NaN/inf is not a callback but ``fit(on_nonfinite=...)``,
 because it must act inside the epoch, before a bad update lands.

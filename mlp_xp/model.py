@@ -90,6 +90,12 @@ class Sequential:
         self.layers = tuple(layers)
         self.backend = backend
         self.dtype_name = resolve_dtype_name(dtype)
+        if backend.name == "jax" and self.dtype_name == "float64":
+            import jax
+
+            if not jax.config.jax_enable_x64:  # JAX would silently compute in float32
+                raise ValueError("JAX runs float64 only in 64-bit mode: call jax.config.update('jax_enable_x64', "
+                                 "True) first, or use dtype='float32'")
         self.dtype = backend.dtype(self.dtype_name)
         self.seed = int(seed)
         self._optimizer = None

@@ -212,8 +212,9 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         shuffle: reshuffle each epoch with the model's seeded generator.
         validation_data: optional (X_val, y_val), evaluated after each epoch.
         callbacks: ``mx.callbacks`` objects, or any with some of ``on_train_begin(model)``,
-            ``on_epoch_begin(epoch, model)``, ``on_epoch_end(epoch, logs, model) -> stop?``
-            and ``on_train_end(model)``.
+            ``on_epoch_begin(epoch, model)``, ``on_batch_end(step, loss, model)`` (after each
+            update; ``loss`` a float), ``on_epoch_end(epoch, logs, model) -> stop?`` and
+            ``on_train_end(model)``.
         verbose: 1 a progress bar per epoch (samples/s, running loss, then validation
             metrics), 2 one line per epoch, 0 silent; "auto" is 1 when stderr is a terminal
             and 0 otherwise.
@@ -281,6 +282,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     if on_nonfinite == "skip_batch":
         history["skipped_batches"] = []
     _call(callbacks, "on_train_begin", model)
+    batch_hooks = [callback for callback in callbacks if hasattr(callback, "on_batch_end")]
 
     stop_training = False
     for epoch in range(1, epochs + 1):
@@ -326,6 +328,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             model.params, model._optimizer_state = params, state
             loss_sum += value_host * count
             seen += count
+            if batch_hooks:
+                _call(batch_hooks, "on_batch_end", step, value_host, model)
             if has_accuracy:
                 correct_sum = correct_sum + loss.correct(output, target_batch, xp)
             if bar is not None:

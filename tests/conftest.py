@@ -28,6 +28,10 @@ NUMPY_EXACT = ["numpy", "array_api_strict"]
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU and cupy (skipped without one)")
+    if _available("jax"):  # float64 tests need JAX's 64-bit mode (mlp_xp refuses float64 without it)
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -67,3 +67,15 @@ def test_model_runs_on_the_requested_device():
                         verbose=0)
     assert model.params.device == device and len(history["loss"]) == 2
     assert model.predict(np.eye(2)).device == device
+
+
+def test_jax_float64_needs_64_bit_mode():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            mx.Sequential(mx.Linear(2, 2), backend="jax", dtype="float64")
+        model = mx.Sequential(mx.Linear(2, 2), backend="jax", dtype="float32")
+        assert str(model.params.dtype) == "float32"
+    finally:
+        jax.config.update("jax_enable_x64", True)
