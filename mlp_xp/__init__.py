@@ -8,6 +8,7 @@ module re-exports.
 from . import callbacks, datasets, initializers, losses, optim
 from ._backend import to_numpy
 from ._errors import NonFiniteError, ShapeError
+from .compare import Comparison, compare
 from .diagnostics import layer_statistics
 from .gradcheck import GradientCheck, check_gradients
 from .io import load, save
@@ -23,6 +24,6 @@ __all__ = [
     "Identity", "Softmax", "Dropout", "LayerNorm",
     "losses", "optim", "callbacks", "datasets", "initializers",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
-    "save", "load", "layer_statistics",
+    "save", "load", "layer_statistics", "compare", "Comparison",
     "__version__",
 ]

@@ -46,6 +46,16 @@ class Backend(NamedTuple):
         """The namespace's floating dtype object for ``"float32"`` / ``"float64"``."""
         return getattr(self.xp, resolve_dtype_name(name))
 
+    @property
+    def index_dtype(self):
+        """Integer dtype for labels and row indices: int64, or int32 where JAX lacks 64-bit mode."""
+        if self.name == "jax":
+            import jax
+
+            if not jax.config.jax_enable_x64:
+                return self.xp.int32
+        return self.xp.int64
+
 
 def resolve_dtype_name(dtype) -> str:
     """Normalise a dtype given as a string or dtype object to "float32"/"float64"."""

@@ -92,7 +92,7 @@ def prepare_targets(model, y, loss, samples, name="y"):
             bad = int(bad) if float(bad).is_integer() else bad
             raise ValueError(f"label out of range: {name} contains {bad} but the model has {outputs} outputs, "
                              f"so labels must be in [0, {outputs - 1}]")
-        return model.backend.asarray(host.astype(np.int64), dtype=model.xp.int64)
+        return model.backend.asarray(host.astype(np.int64), dtype=model.backend.index_dtype)
     expected = (samples, outputs)
     if host.ndim == 1 and outputs == 1:
         host = host.reshape(expected)

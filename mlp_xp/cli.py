@@ -8,6 +8,8 @@ import sys
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+DEFAULT_COMPARE = ("numpy:float64", "numpy:float32", "array_api_strict:float32", "torch:float32", "jax:float32",
+                   "cupy:float32", "cupy:tf32", "cupy:float16")
 
 
 def _hidden_layers(text):
@@ -39,28 +41,74 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--test-size", type=float, default=0.25, help="fraction held out for testing")
     train.add_argument("--quiet", action="store_true", help="print only the final result")
+
+    compare = commands.add_parser("compare", help="train one model under several backends/precisions and "
+                                  "compare losses, parameters, accuracy, speed and memory",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    compare.add_argument("--configs", default=",".join(DEFAULT_COMPARE),
+                         help="comma-separated backend:precision list; the first is the reference")
+    compare.add_argument("--layers", type=_hidden_layers, default=[128, 64], help="hidden layer widths")
+    compare.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    compare.add_argument("--epochs", type=int, default=3)
+    compare.add_argument("--batch-size", type=int, default=32)
+    compare.add_argument("--lr", type=float, default=1e-3)
+    compare.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--json", default=None, help="write the full results (curves included) here")
+    compare.add_argument("--plot", default=None, help="write loss and divergence curves to this PNG")
     return parser
 
 
-def train(args):
+def _digits_and_model(args, **model_options):
     import mlp_xp as mx
 
     activation = {"relu": mx.ReLU, "leaky_relu": mx.LeakyReLU, "tanh": mx.Tanh, "sigmoid": mx.Sigmoid,
                   "gelu": mx.GELU, "silu": mx.SiLU, "elu": mx.ELU, "softplus": mx.Softplus}[args.activation]
     X, y = mx.datasets.load_digits()
-    X_train, X_test, y_train, y_test = mx.datasets.train_test_split(X, y, test_size=args.test_size, seed=args.seed)
+    X_train, X_test, y_train, y_test = mx.datasets.train_test_split(X, y, test_size=getattr(args, "test_size", 0.25),
+                                                                    seed=args.seed)
     X_train, X_test = mx.datasets.standardize(X_train, X_test)
     classes = int(y.max()) + 1
     layers, width = [], X.shape[1]
     for hidden in args.layers:
         layers += [mx.Linear(width, hidden), activation()]
-        if args.dropout:
+        if getattr(args, "dropout", 0.0):
             layers.append(mx.Dropout(args.dropout))
         width = hidden
     layers += [mx.Linear(width, classes), mx.Softmax()]
-    model = mx.Sequential(*layers, backend=args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    model = mx.Sequential(*layers, seed=args.seed, **model_options)
     optimizer = {"adam": mx.optim.Adam, "adamw": mx.optim.AdamW, "sgd": mx.optim.SGD,
                  "rmsprop": mx.optim.RMSprop}[args.optimizer](lr=args.lr)
+    return (X_train, X_test, y_train, y_test), model, optimizer
+
+
+def compare(args):
+    import mlp_xp as mx
+
+    (X_train, X_test, y_train, y_test), model, optimizer = _digits_and_model(args, dtype="float64")
+    configs = [config.strip() for config in args.configs.split(",") if config.strip()]
+    result = mx.compare(model, X_train, y_train, mx.losses.CrossEntropy(), optimizer, configs=configs,
+                        reference=configs[0], epochs=args.epochs, batch_size=args.batch_size,
+                        validation_data=(X_test, y_test))
+    print(f"digits, {len(X_train)} training samples, {args.epochs} epochs; reference {configs[0]}; "
+          "div: |loss - reference| / |reference| over steps")
+    print(result.table())
+    if args.json:
+        result.to_json(args.json)
+        print(f"written: {args.json}")
+    if args.plot:
+        result.plot(args.plot)
+        print(f"written: {args.plot}")
+    return 0
+
+
+def train(args):
+    import mlp_xp as mx
+
+    (X_train, X_test, y_train, y_test), model, optimizer = _digits_and_model(
+        args, backend=args.backend, device=args.device, dtype=args.dtype)
+    X = X_train
+    classes = 10
     if not args.quiet:
         print(f"digits: {len(X_train)} train / {len(X_test)} test samples, {X.shape[1]} features, "
               f"{classes} classes; {model.num_parameters} parameters on {args.backend} {args.dtype}")
@@ -79,7 +127,7 @@ def main(argv=None):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
-        return train(args)
+        return {"train": train, "compare": compare}[args.command](args)
     except (ValueError, ImportError, TypeError) as error:
         print(f"mlp-xp: error: {error}", file=sys.stderr)
         return 2

@@ -294,7 +294,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         else:
             x_epoch, target_epoch = x, target
             if shuffle:
-                order = model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=xp.int64)
+                order = model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=model.backend.index_dtype)
                 x_epoch, target_epoch = xp.take(x, order, axis=0), xp.take(target, order, axis=0)
             batches = ((x_epoch[start:stop, ...], target_epoch[start:stop, ...])
                        for start, stop in _batches(samples, batch_size))
