@@ -148,6 +148,8 @@ def to_numpy(array) -> np.ndarray:
         return array.detach().cpu().numpy()
     if module in ("array_api_strict", "jax", "jaxlib"):
         return np.from_dlpack(array) if module == "array_api_strict" else np.asarray(array)
+    if hasattr(array, "__dlpack__"):  # any other DLPack producer on the CPU
+        return np.from_dlpack(array)
     return np.asarray(array)
 
 

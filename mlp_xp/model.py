@@ -147,6 +147,33 @@ class Sequential:
                     flat[spec.offset:spec.offset + spec.size] = np.asarray(values[spec.name]).reshape(-1)
         return flat
 
+    # ------------------------------------------------------------------ pickling (sklearn, multiprocessing)
+
+    def __getstate__(self):
+        """Arrays as numpy and the backend by name: a namespace module cannot be pickled.
+        (For files, use ``mx.save``: it never unpickles.)"""
+        state = dict(self.__dict__)
+        state["backend"] = (self.backend.name, self.backend.device)
+        state.pop("dtype")
+        state["_fast_paths"] = None
+        state["params"] = to_numpy(self.params)
+        if self._optimizer_state is not None:
+            state["_optimizer_state"] = type(self._optimizer_state)(
+                *(value if index == 0 or value is None else to_numpy(value)
+                  for index, value in enumerate(self._optimizer_state)))
+        return state
+
+    def __setstate__(self, state):
+        name, device = state["backend"]
+        backend = resolve_backend(name, device)
+        state = dict(state, backend=backend, dtype=backend.dtype(state["dtype_name"]))
+        state["params"] = backend.asarray(state["params"], dtype=state["dtype"])
+        if state["_optimizer_state"] is not None:
+            state["_optimizer_state"] = type(state["_optimizer_state"])(
+                *(value if index == 0 or value is None else backend.asarray(value, dtype=state["dtype"])
+                  for index, value in enumerate(state["_optimizer_state"])))
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------ properties
 
     @property
