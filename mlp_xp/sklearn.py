@@ -10,7 +10,8 @@ Example:
     >>> from sklearn.preprocessing import StandardScaler
     >>> from mlp_xp.sklearn import MLPClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), max_iter=100, random_state=0))
+    >>> clf = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=1e-2,
+    ...                                                     max_iter=200, random_state=0))
     >>> clf.fit(X, y).score(X, y) > 0.95
     True
 """

@@ -78,7 +78,8 @@ def make_context(model, train: bool) -> ForwardContext:
     backend, rng = model.backend, model.dropout_rng
 
     def uniform(shape, dtype):
-        return backend.asarray(rng.random(shape, dtype=model.dtype_name), dtype=dtype)
+        # drawn in float64 whatever the model's dtype: float32 and float64 runs get the same masks
+        return backend.asarray(rng.random(shape), dtype=dtype)
 
     return ForwardContext(model.xp, True, uniform, model.kernels)
 

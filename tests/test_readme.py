@@ -15,6 +15,8 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index, capsys):
+    for module in re.findall(r"^(?:from|import) (sklearn|torch|safetensors\.torch|matplotlib)\b", BLOCKS[index], re.M):
+        pytest.importorskip(module.split(".")[0], reason=f"the README block needs {module}")
     namespace = {}
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
     if "evaluate(X_test" in BLOCKS[index]:
