@@ -209,7 +209,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         loss: an ``mx.losses`` loss.
         optimizer: an ``mx.optim`` optimizer.
         epochs: passes over the data.
-        batch_size: samples per step (the last batch may be smaller).
+        batch_size: samples per step (the last batch may be smaller); with a Batches, its own
+            batch_size applies.
         shuffle: reshuffle each epoch with the model's seeded generator.
         validation_data: optional (X_val, y_val), evaluated after each epoch.
         callbacks: ``mx.callbacks`` objects, or any with some of ``on_train_begin(model)``,
