@@ -104,11 +104,10 @@ class Sequential:
         self._build_layout()
 
     def _build_layout(self):
-        first_sized = next((i for i, layer in enumerate(self.layers)
-                            if isinstance(layer, Linear) and layer.in_features is not None), None)
-        if first_sized is None:
+        first_linear = next((layer for layer in self.layers if isinstance(layer, Linear)), None)
+        if first_linear is None or first_linear.in_features is None:
             raise ValueError("cannot infer the input size: give the first Linear layer its in_features")
-        features = self.layers[first_sized].in_features
+        features = first_linear.in_features
         self.in_features = features
         self.features = []  # input features of each layer
         self.param_specs: list[ParamSpec] = []

@@ -40,6 +40,10 @@ def test_construction_errors():
         mx.Sequential(mx.Linear(2, 2), mx.ReLU)
     with pytest.raises(ValueError, match="first Linear layer its in_features"):
         mx.Sequential(mx.Linear(None, 3))
+    with pytest.raises(ValueError, match="first Linear layer its in_features"):
+        mx.Sequential(mx.ReLU(), mx.Linear(None, 3), mx.Linear(3, 2))
+    with pytest.raises(ValueError, match="first Linear layer its in_features"):
+        mx.Sequential(mx.ReLU(), mx.Softmax())
     with pytest.raises(ValueError, match="backend must be one of"):
         mx.Sequential(mx.Linear(2, 2), backend="tensorflow")
     with pytest.raises(ValueError, match="dtype must be one of"):
