@@ -137,13 +137,16 @@ def mostly_valid_inputs(draw):
         return X.astype(draw(st.sampled_from([np.float64, np.float32, np.int64])))
 
 
+def _draw_data(data, min_rows):
+    X = data.draw(st.one_of(mostly_valid_inputs(), arrays(rows=data.draw(st.integers(min_rows, 6)),
+                                                           columns=FEATURES)), label="X")
+    return X, data.draw(labels(_rows(X)), label="y")
+
+
 @_settings("fit")
 @given(data=st.data())
 def test_fit_with_bad_input(data):
-    X = data.draw(st.one_of(mostly_valid_inputs(), arrays(rows=data.draw(st.integers(0, 6)), columns=FEATURES)),
-                  label="X")
-    rows = _rows(X)
-    y = data.draw(labels(rows), label="y")
+    X, y = _draw_data(data, 0)
     loss = data.draw(st.sampled_from([mx.losses.CrossEntropy(), mx.losses.CrossEntropy(label_smoothing=0.1),
                                       mx.losses.MSE(), mx.losses.Huber()]), label="loss")
     kwargs = data.draw(st.fixed_dictionaries({}, optional={
@@ -172,10 +175,7 @@ def test_predict_with_bad_input(X, backend, batch_size):
 @_settings("evaluate")
 @given(data=st.data())
 def test_evaluate_with_bad_input(data):
-    X = data.draw(st.one_of(mostly_valid_inputs(), arrays(rows=data.draw(st.integers(1, 6)), columns=FEATURES)),
-                  label="X")
-    rows = _rows(X)
-    y = data.draw(labels(rows), label="y")
+    X, y = _draw_data(data, 1)
     loss = data.draw(st.sampled_from([mx.losses.CrossEntropy(), mx.losses.BinaryCrossEntropy(), mx.losses.Huber(),
                                       mx.losses.MSE, "mse", None]), label="loss")
     result = _documented(lambda: _model().evaluate(X, y, loss=loss))
