@@ -1,8 +1,9 @@
 """scikit-learn estimators backed by mlp_xp: ``MLPClassifier`` and ``MLPRegressor``.
 
 Parameter names follow ``sklearn.neural_network.MLPClassifier`` where they mean the same thing,
-plus ``backend``, ``device`` and ``dtype``: ``backend="cupy"`` makes them a GPU MLP usable in
-Pipelines and GridSearchCV. Needs scikit-learn (``pip install scikit-learn``).
+plus ``backend``, ``device`` and ``dtype``: ``backend="cupy"`` is meant to make them a GPU MLP
+usable in Pipelines and GridSearchCV (the CuPy path has not been run on a GPU yet). Needs
+scikit-learn (``pip install scikit-learn``).
 
 Example:
     >>> from sklearn.datasets import load_iris
