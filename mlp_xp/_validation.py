@@ -36,10 +36,7 @@ def prepare_inputs(model, X, name="X"):
     """Check X and put it on the model's backend as (samples, in_features) of its dtype."""
     same_namespace = namespace_name(X) == model.backend.name and model.backend.name != "numpy"
     if same_namespace:
-        xp = model.xp
         shape = tuple(X.shape)
-        if X.dtype not in (xp.float32, xp.float64):
-            X = xp.astype(X, model.dtype)
     else:
         host = _host_array(X, name)
         shape = host.shape

@@ -107,11 +107,9 @@ def train(args):
 
     (X_train, X_test, y_train, y_test), model, optimizer = _digits_and_model(
         args, backend=args.backend, device=args.device, dtype=args.dtype)
-    X = X_train
-    classes = 10
     if not args.quiet:
-        print(f"digits: {len(X_train)} train / {len(X_test)} test samples, {X.shape[1]} features, "
-              f"{classes} classes; {model.num_parameters} parameters on {args.backend} {args.dtype}")
+        print(f"digits: {len(X_train)} train / {len(X_test)} test samples, {model.in_features} features, "
+              f"{model.out_features} classes; {model.num_parameters} parameters on {args.backend} {args.dtype}")
     loss = mx.losses.CrossEntropy()
     model.fit(X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
               validation_data=(X_test, y_test), verbose=0 if args.quiet else 2)

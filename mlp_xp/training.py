@@ -365,7 +365,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         if has_accuracy:
             logs["accuracy"] = float(correct_sum) / seen if seen else float("nan")
         if validation is not None:
-            for key, value in evaluate(model, *validation, loss=loss, _prepared=True).items():
+            for key, value in _evaluate_prepared(model, *validation, loss).items():
                 logs[f"val_{key}"] = value
         if on_nonfinite == "skip_batch":
             logs["skipped_batches"] = skipped
@@ -384,7 +384,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     return history
 
 
-def evaluate(model, X, y, loss, batch_size=1024, _prepared=False) -> dict:
+def evaluate(model, X, y, loss, batch_size=1024) -> dict:
     """Mean loss over (X, y) in evaluation mode, and accuracy for classification losses.
 
     A model ending in Softmax/Sigmoid evaluated with the matching cross-entropy is scored
@@ -393,13 +393,14 @@ def evaluate(model, X, y, loss, batch_size=1024, _prepared=False) -> dict:
     Returns:
         {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy.
     """
-    if _prepared:
-        x, target = X, y
-    else:
-        model._check_loss(loss)
-        batch_size = _validation.check_positive_int(batch_size, "batch_size")
-        x = _validation.prepare_inputs(model, X)
-        target = _validation.prepare_targets(model, y, loss, x.shape[0])
+    model._check_loss(loss)
+    batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    x = _validation.prepare_inputs(model, X)
+    return _evaluate_prepared(model, x, _validation.prepare_targets(model, y, loss, x.shape[0]), loss, batch_size)
+
+
+def _evaluate_prepared(model, x, target, loss, batch_size=1024):
+    """evaluate() on inputs and targets already checked and on the backend (fit's validation data)."""
     xp = model.xp
     stop_layer = model._loss_forward_stop(loss)
     ctx = ForwardContext(xp, False)
