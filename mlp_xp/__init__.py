@@ -17,7 +17,7 @@ from .layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear,
 from .model import Sequential
 from .training import History
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",

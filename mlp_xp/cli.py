@@ -23,7 +23,10 @@ def _hidden_layers(text):
 
 
 def build_parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mlp-xp", description="Array-API MLPs: NumPy, CuPy, PyTorch, JAX.")
+    parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train an MLP on the bundled digits data set",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -1,6 +1,8 @@
 """Shared fixtures: every backend that is installed (cupy only with a GPU), and helpers."""
 
 import importlib
+import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -26,7 +28,24 @@ BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "cupy"]
 NUMPY_EXACT = ["numpy", "array_api_strict"]
 
 
+SOURCE = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _package_under_test():
+    return pathlib.Path(mx.__file__).resolve().parent
+
+
+def pytest_report_header(config):
+    where = _package_under_test()
+    kind = "the source tree (editable install)" if where.parent == SOURCE else "an installed copy"
+    return f"mlp_xp {mx.__version__} under test: {where} ({kind})"
+
+
 def pytest_configure(config):
+    # CI sets this: the suite must test what `pip install` put in site-packages, not ./mlp_xp
+    if os.environ.get("MLP_XP_TEST_INSTALLED") == "1" and _package_under_test().parent == SOURCE:
+        raise pytest.UsageError(f"MLP_XP_TEST_INSTALLED=1 but mlp_xp was imported from the source tree "
+                                f"{_package_under_test()}; install it with `pip install .` and run pytest")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU and cupy (skipped without one)")
     if _available("jax"):  # float64 tests need JAX's 64-bit mode (mlp_xp refuses float64 without it)
         import jax
