@@ -9,22 +9,75 @@ from ._backend import namespace_name, to_numpy
 from ._errors import ShapeError
 
 
-def _host_array(value, name):
-    """``value`` as a numpy array, with clear errors for ragged or non-numeric data."""
+def _is_sparse(value):
+    module = type(value).__module__
+    return module.startswith("scipy.sparse") or hasattr(value, "tocsr") and hasattr(value, "nnz")
+
+
+def _pandas_values(value):
+    """A pandas DataFrame/Series as numpy: nullable Int64/Float64 columns become float64 with NaN
+    for missing values (reported as such below), instead of an object array."""
+    from pandas.api.types import is_bool_dtype, is_extension_array_dtype, is_numeric_dtype
+
+    dtypes = list(value.dtypes) if hasattr(value, "columns") else [value.dtype]
+    numeric = all(is_numeric_dtype(dtype) and not is_bool_dtype(dtype) for dtype in dtypes)
+    if numeric and any(is_extension_array_dtype(dtype) for dtype in dtypes):
+        return value.to_numpy(dtype=np.float64, na_value=np.nan)
+    return value.to_numpy()
+
+
+def _text_error(array, name):
+    flat = array.reshape(-1)
+    for index, item in enumerate(flat):
+        if isinstance(item, (str, bytes)) or array.dtype.kind in "US":
+            where = np.unravel_index(index, array.shape)
+            return where, item
+    return None
+
+
+def _host_array(value, name, allow_text=False):
+    """``value`` as a numpy array, with clear errors for sparse, ragged, text or non-numeric data."""
     if value is None:
         raise ValueError(f"{name} is None")
-    if namespace_name(value) is not None or hasattr(value, "__dlpack__") and not isinstance(value, np.ndarray):
+    if _is_sparse(value):
+        raise ValueError(f"{name} is a scipy.sparse matrix ({type(value).__name__}); mlp_xp takes dense arrays: "
+                         f"pass {name}.toarray(), or stream rows with mx.datasets.Batches if it is too large")
+    if type(value).__module__.split(".")[0] == "pandas":
+        value = _pandas_values(value)
+    elif namespace_name(value) is not None or hasattr(value, "__dlpack__") and not isinstance(value, np.ndarray):
         value = to_numpy(value)
+    if isinstance(value, np.ma.MaskedArray):
+        raise ValueError(f"{name} is a masked array; fill or drop the masked entries first ({name}.filled(...))")
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{name} is ragged or not array-like (rows of different lengths?): {error}") from None
+    if array.dtype.kind in "USO":
+        text = _text_error(array, name) if array.size else None
+        if allow_text and (array.dtype.kind in "US" or text is not None):
+            return array
+        if text is not None:
+            where, item = text
+            features = name.split()[-1].startswith("X")
+            raise ValueError(f"{name} holds text ({name}{list(int(i) for i in where)} = {str(item)!r}); "
+                             + ("features must be numbers: encode text columns first (e.g. one-hot)" if features
+                                else "this loss takes numbers"))
     if array.dtype == object:
         raise ValueError(f"{name} is ragged or holds non-numbers (numpy made an object array of shape "
                          f"{array.shape}); give a rectangular array of numbers")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
     return array
+
+
+def host_features(X, name="X"):
+    """Numeric host data as numpy (for helpers such as ``datasets.Standardizer``)."""
+    return np.asarray(_host_array(X, name), dtype=np.float64)
+
+
+def host_labels(y, name="y"):
+    """Class labels of any kind (numbers or text) as a numpy array."""
+    return _host_array(y, name, allow_text=True)
 
 
 def _first_non_finite(array):
@@ -66,7 +119,12 @@ def prepare_inputs(model, X, name="X"):
 
 def prepare_targets(model, y, loss, samples, name="y"):
     """Check y against the loss and the model's outputs; put it on the backend."""
-    host = _host_array(y, name)
+    host = _host_array(y, name, allow_text=loss.target_kind == "class")
+    if host.dtype.kind in "USO":
+        example = str(host.reshape(-1)[0])
+        raise ValueError(f"{name} holds text labels (e.g. {example!r}); CrossEntropy takes integer class indices "
+                         f"0..C-1: encode them with `codes, classes = mx.datasets.encode_labels({name})`, train on "
+                         "codes, and map predicted indices back with classes[index]")
     outputs = model.out_features
     if host.ndim == 0 or host.shape[0] != samples:
         raise ValueError(f"X has {samples} samples but {name} has "

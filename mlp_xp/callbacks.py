@@ -1,7 +1,25 @@
-"""Callbacks for ``fit``: objects with any of ``on_train_begin(model)``,
-``on_epoch_begin(epoch, model)``, ``on_batch_end(step, loss, model)``,
-``on_epoch_end(epoch, logs, model) -> stop?`` and ``on_train_end(model)``. Epochs and steps
-are numbered from 1; ``logs`` maps metric names to floats.
+"""Callbacks for ``fit``: objects with any of these hooks.
+
+=================================  ==========================================================
+``on_train_begin(model)``          before the first epoch
+``on_epoch_begin(epoch, model)``   before each epoch
+``on_batch_end(step, loss, model)``  after each update (``loss`` a float)
+``on_epoch_end(epoch, logs, model)``  after each epoch; returning True stops training
+``on_train_end(model)``            after the last epoch
+``check_config(log_keys)``         before any work: raise ValueError on a configuration
+                                   that cannot work with these log keys
+=================================  ==========================================================
+
+Epochs and steps are numbered from 1 everywhere in mlp_xp: in these hooks, in
+``LearningRateScheduler``, in ``ModelCheckpoint`` paths, in progress lines and in
+:class:`~mlp_xp.NonFiniteError` (Keras numbers epochs from 0). ``logs`` maps metric names to
+floats.
+
+Keras-style hooks work too: each hook's arguments are matched by name (``epoch``, ``step`` or
+``batch``, ``loss``, ``logs``, ``model``) and otherwise by position, so ``on_epoch_end(self,
+epoch, logs=None)``, ``on_epoch_begin(self, epoch, logs=None)``, ``on_train_begin(self,
+logs=None)`` and ``on_batch_end(self, batch, logs)`` (``logs = {"loss": ...}``) are called as
+written. A hook that cannot be called this way is a TypeError before the first epoch.
 
 What to do when training produces NaN/inf is not a callback but ``fit(on_nonfinite=...)``,
 because it must act inside the epoch, before a bad update lands.
@@ -10,23 +28,119 @@ because it must act inside the epoch, before a bad update lands.
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import os
+import string
 
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger"]
+
+#: each hook's arguments, in the order mlp_xp's own signatures take them
+HOOK_ARGUMENTS = {
+    "on_train_begin": ("model",),
+    "on_epoch_begin": ("epoch", "model"),
+    "on_batch_end": ("step", "loss", "model"),
+    "on_epoch_end": ("epoch", "logs", "model"),
+    "on_train_end": ("model",),
+}
+_ALIASES = {"batch": "step", "iteration": "step"}
 
 
 def _mode(monitor, mode):
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-    return ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+    return ("max" if "acc" in monitor or monitor.endswith("r2") else "min") if mode == "auto" else mode
 
 
-def _monitored(monitor, logs, who):
-    if monitor not in logs:
-        raise KeyError(f"{who} monitors {monitor!r}, which is not in the logs {sorted(logs)}"
-                       + (" (pass validation_data to fit)" if monitor.startswith("val_") else ""))
-    return logs[monitor]
+def _check_monitor(monitor, log_keys, who):
+    if monitor not in log_keys:
+        hint = " (pass validation_data or validation_split to fit)" if monitor.startswith("val_") else ""
+        raise ValueError(f"{who} monitors {monitor!r}, which fit will not log: the logs hold {sorted(log_keys)}{hint}")
+
+
+def _check_writable_file(path, who):
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise ValueError(f"{who}: the folder {directory!r} of {path!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"{who}: cannot write into the folder {directory!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"{who}: {path!r} is a folder, not a file")
+
+
+def _plan(method, hook, owner):
+    """Which of the hook's values to pass, in order, to ``method`` (matched by name, then position)."""
+    canonical = HOOK_ARGUMENTS[hook]
+    try:
+        parameters = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: mlp_xp's own order
+        return list(canonical)
+    names, unused = [], [name for name in canonical]
+    known = set(canonical) | {"logs"}
+    for parameter in parameters:
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            return names + unused
+        if parameter.kind is parameter.VAR_KEYWORD:
+            continue
+        name = _ALIASES.get(parameter.name, parameter.name)
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            if parameter.default is parameter.empty:
+                break  # fails below
+            continue
+        if name in known and name not in names:
+            names.append(name)
+            if name in unused:
+                unused.remove(name)
+        elif parameter.default is not parameter.empty:
+            return names  # the rest keep their defaults
+        elif unused:
+            names.append(unused.pop(0))
+        else:
+            break
+    else:
+        return names
+    expected = ", ".join(canonical)
+    raise TypeError(f"callback {owner!r}: cannot call {hook}{inspect.signature(method)}; fit passes ({expected}) "
+                    "(or Keras-style arguments named epoch/batch/logs)")
+
+
+class Hooks:
+    """A list of callbacks with their hooks bound once, so a bad signature fails before training.
+
+    ``hooks.call("on_epoch_end", epoch=1, logs={...}, model=model)`` calls every callback's
+    hook with the arguments it takes and returns True if any asked to stop.
+    """
+
+    def __init__(self, callbacks):
+        self.callbacks = list(callbacks or [])
+        self._bound = {hook: [] for hook in HOOK_ARGUMENTS}
+        for callback in self.callbacks:
+            if isinstance(callback, type):
+                raise TypeError(f"callbacks must be instances, got the class {callback.__name__} (add ())")
+            for hook in HOOK_ARGUMENTS:
+                method = getattr(callback, hook, None)
+                if method is None:
+                    continue
+                if not callable(method):
+                    raise TypeError(f"callback {callback!r}: {hook} is not callable")
+                self._bound[hook].append((method, _plan(method, hook, callback)))
+
+    def has(self, hook):
+        return bool(self._bound[hook])
+
+    def check_config(self, log_keys):
+        for callback in self.callbacks:
+            check = getattr(callback, "check_config", None)
+            if callable(check):
+                check(tuple(log_keys))
+
+    def call(self, hook, **values):
+        values.setdefault("logs", {} if hook != "on_batch_end" else {"loss": values.get("loss")})
+        stop = False
+        for method, names in self._bound[hook]:
+            if method(*(values[name] for name in names)):
+                stop = True
+        return stop
 
 
 class Callback:
@@ -43,6 +157,9 @@ class Callback:
 
     def on_train_end(self, model):
         pass
+
+    def check_config(self, log_keys):
+        """Called by ``fit`` before any work with the keys every epoch's logs will hold."""
 
 
 class EarlyStopping(Callback):
@@ -62,6 +179,8 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
         self.monitor = monitor
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
         self.patience = int(patience)
         self.min_delta = abs(float(min_delta))
         self.mode = _mode(monitor, mode)
@@ -74,8 +193,11 @@ class EarlyStopping(Callback):
         self.wait = 0
         self._best_params = None
 
+    def check_config(self, log_keys):
+        _check_monitor(self.monitor, log_keys, "EarlyStopping")
+
     def on_epoch_end(self, epoch, logs, model):
-        value = _monitored(self.monitor, logs, "EarlyStopping")
+        value = logs[self.monitor]
         improved = (value < self.best - self.min_delta) if self.mode == "min" else (value > self.best + self.min_delta)
         if improved:
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -117,11 +239,26 @@ class ModelCheckpoint(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved = []
 
+    def check_config(self, log_keys):
+        if self.save_best_only:
+            _check_monitor(self.monitor, log_keys, "ModelCheckpoint")
+        fields = {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(self.path)
+                  if field is not None}
+        unknown = sorted(fields - {"epoch", *log_keys})
+        if unknown:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} names {unknown}, which fit will not log; "
+                             f"it can use {{epoch}} and {sorted(log_keys)}")
+        try:
+            example = self.path.format(epoch=1, **{key: 0.5 for key in log_keys})
+        except (ValueError, IndexError, KeyError) as error:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted: {error}") from None
+        _check_writable_file(example, "ModelCheckpoint")
+
     def on_epoch_end(self, epoch, logs, model):
         from .io import save
 
         if self.save_best_only:
-            value = _monitored(self.monitor, logs, "ModelCheckpoint")
+            value = logs[self.monitor]
             if not (value < self.best if self.mode == "min" else value > self.best):
                 return False
             self.best = value
@@ -135,22 +272,59 @@ class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at the start of each epoch.
 
     Args:
-        schedule: ``schedule(epoch, lr) -> new lr``, with ``epoch`` counted from 0 and ``lr``
-            the current rate (per-step schedules belong in the optimizer's ``lr`` instead).
+        schedule: ``schedule(epoch) -> lr`` or ``schedule(epoch, lr) -> lr``, with ``epoch``
+            the epoch about to run, numbered from 1 as everywhere in mlp_xp, and ``lr`` the
+            current rate. (For a schedule from :mod:`mlp_xp.optim.schedules`, pass it as the
+            optimizer's ``lr`` with ``per="epoch"`` instead.)
 
-    The rate used in each epoch is recorded in ``self.history``.
+    The rate used in each epoch is recorded in ``self.history`` (and in ``fit``'s
+    ``history["lr"]``).
+
+    Example:
+        >>> import mlp_xp as mx
+        >>> halve_every_10 = mx.callbacks.LearningRateScheduler(lambda epoch: 0.1 * 0.5 ** ((epoch - 1) // 10))
     """
 
     def __init__(self, schedule):
+        from .schedules import Schedule
+
+        if isinstance(schedule, Schedule):
+            raise TypeError(f"{schedule!r} counts optimizer steps: pass it as the optimizer's lr (with per='epoch' "
+                            "to advance once per epoch) rather than to LearningRateScheduler")
+        if not callable(schedule):
+            raise TypeError(f"schedule must be a function of the epoch, got {schedule!r}")
         self.schedule = schedule
+        self._with_lr = self._takes_lr(schedule)
         self.history = []
+
+    @staticmethod
+    def _takes_lr(schedule):
+        try:
+            parameters = inspect.signature(schedule).parameters.values()
+        except (TypeError, ValueError):
+            return True
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            return True
+        required = [p for p in positional if p.default is p.empty]
+        if not 1 <= len(required) <= 2 or not positional:
+            raise TypeError(f"schedule must take (epoch) or (epoch, lr), got {schedule!r} with "
+                            f"{inspect.signature(schedule)}")
+        return len(positional) >= 2
+
+    def on_train_begin(self, model):
+        if callable(model.optimizer.lr):
+            raise ValueError("the optimizer's lr is already a schedule; use one or the other")
 
     def on_epoch_begin(self, epoch, model):
         optimizer = model.optimizer
-        if callable(optimizer.lr):
-            raise ValueError("the optimizer's lr is already a schedule; use one or the other")
-        new_lr = float(self.schedule(epoch - 1, optimizer.lr))
-        if not new_lr >= 0:
+        new_lr = self.schedule(epoch, optimizer.lr) if self._with_lr else self.schedule(epoch)
+        try:
+            new_lr = float(new_lr)
+        except (TypeError, ValueError):
+            raise TypeError(f"LearningRateScheduler's schedule returned {new_lr!r} for epoch {epoch}, "
+                            "not a number") from None
+        if not 0 <= new_lr < math.inf:
             raise ValueError(f"LearningRateScheduler produced lr={new_lr!r} for epoch {epoch}")
         optimizer.lr = new_lr
         self.history.append(new_lr)
@@ -168,6 +342,9 @@ class CSVLogger(Callback):
         self.path = os.fspath(path)
         self.append = bool(append)
         self._keys = None
+
+    def check_config(self, log_keys):
+        _check_writable_file(self.path, "CSVLogger")
 
     def on_train_begin(self, model):
         self._keys = None

@@ -17,7 +17,8 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["load_digits", "load_mnist", "load_idx", "train_test_split", "standardize", "Batches"]
+__all__ = ["load_digits", "load_mnist", "load_idx", "train_test_split", "split_indices", "standardize",
+           "Standardizer", "encode_labels", "Batches"]
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MNIST_FILES = {
@@ -173,50 +174,224 @@ def load_digits():
         return data["X"].astype(np.float64), data["y"].astype(np.int64)
 
 
+def _test_count(test_size, n, name="test_size"):
+    """How many of ``n`` samples a fraction (0, 1) or a count >= 1 asks for."""
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a fraction in (0, 1) or a count >= 1, got {test_size!r}")
+    if isinstance(test_size, (float, np.floating)):
+        if not 0.0 < test_size < 1.0:
+            raise ValueError(f"{name} as a fraction must lie in (0, 1), got {test_size!r} (a count is an int)")
+        count = int(round(test_size * n))
+    else:
+        count = int(test_size)
+    if not 0 < count < n:
+        raise ValueError(f"{name}={test_size!r} leaves no train or no test samples out of {n}")
+    return count
+
+
+def split_indices(n, test_size, labels=None, seed=0):
+    """Row indices (train, test) of a seeded split of ``n`` samples.
+
+    Args:
+        n: number of samples.
+        test_size: fraction in (0, 1) or count >= 1 of test samples.
+        labels: class labels of shape (n,) to stratify by (each class keeps its proportion
+            in both parts), or None for a plain random split.
+        seed: the shuffle seed.
+
+    Returns:
+        (train, test): sorted int64 index arrays.
+
+    Raises:
+        ValueError: an empty part, or a class that would be missing from either part.
+    """
+    count = _test_count(test_size, n)
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        test = np.sort(rng.permutation(n)[:count])
+    else:
+        labels = np.asarray(labels)
+        classes, codes = np.unique(labels, return_inverse=True)
+        test = []
+        for code, label in enumerate(classes):
+            members = rng.permutation(np.flatnonzero(codes == code))
+            take = int(round(len(members) * count / n))
+            if not 0 < take < len(members):
+                label = label.item() if isinstance(label, np.generic) else label
+                where = "test" if take == 0 else "training"
+                raise ValueError(f"class {label!r} has {len(members)} sample(s) of {n}: a stratified split with "
+                                 f"test_size={test_size!r} leaves none of it in the {where} set; use a "
+                                 f"{'larger' if take == 0 else 'smaller'} test_size, more data, or stratify=False")
+            test.extend(members[:take])
+        test = np.array(sorted(test), dtype=np.int64)
+    mask = np.zeros(n, dtype=bool)
+    mask[test] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
 def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
     """Split into train and test sets with a seeded shuffle.
 
     Args:
-        X, y: numpy arrays with the same number of rows.
-        test_size: fraction (0, 1) or count of test samples.
+        X, y: arrays with the same number of rows.
+        test_size: fraction in (0, 1) or count >= 1 of test samples.
         seed: shuffle seed.
-        stratify: keep class proportions (for integer labels y).
+        stratify: keep class proportions (for 1-D integer or string labels y).
 
     Returns:
         (X_train, X_test, y_train, y_test)
+
+    Raises:
+        ValueError: different row counts, an empty train or test set, or (stratified) a class
+            that would be missing from one of them.
+
+    Example:
+        >>> import numpy as np
+        >>> from mlp_xp.datasets import train_test_split
+        >>> X_train, X_test, y_train, y_test = train_test_split(np.arange(20).reshape(10, 2), np.arange(10) % 2,
+        ...                                                     test_size=0.2)
+        >>> X_train.shape, X_test.shape, sorted(y_test.tolist())
+        ((8, 2), (2, 2), [0, 1])
     """
     X, y = np.asarray(X), np.asarray(y)
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
-    n = len(X)
-    count = int(round(test_size * n)) if isinstance(test_size, float) else int(test_size)
-    if not 0 < count < n:
-        raise ValueError(f"test_size={test_size!r} leaves no train or no test samples out of {n}")
-    rng = np.random.default_rng(seed)
-    if stratify and y.ndim == 1 and y.dtype.kind in "iu":
-        test = []
-        for label in np.unique(y):
-            members = rng.permutation(np.flatnonzero(y == label))
-            test.extend(members[:int(round(len(members) * count / n))])
-        test = np.array(sorted(test), dtype=np.int64)
-    else:
-        test = np.sort(rng.permutation(n)[:count])
-    mask = np.zeros(n, dtype=bool)
-    mask[test] = True
-    return X[~mask], X[mask], y[~mask], y[mask]
+    labels = y if stratify and y.ndim == 1 and y.dtype.kind in "iuUSbO" else None
+    train, test = split_indices(len(X), test_size, labels, seed)
+    return X[train], X[test], y[train], y[test]
 
 
-def standardize(X_train, *others):
+class Standardizer:
+    """Scales features to zero mean and unit variance with statistics learned from training data.
+
+    Fit it on the training set and reuse it on every later batch of data (validation, test,
+    new rows at prediction time); ``mx.save`` stores it with a model (``model.scaler``), so a
+    loaded model gets the same preprocessing. Constant features are centred and left unscaled.
+    A 1-D array is one feature.
+
+    Attributes:
+        mean: per-feature mean (float64), set by ``fit``.
+        scale: per-feature standard deviation (1 for constant features), set by ``fit``.
+
+    Example:
+        >>> import numpy as np
+        >>> from mlp_xp.datasets import Standardizer
+        >>> scaler = Standardizer().fit(np.array([[1.0, 10.0], [3.0, 10.0]]))
+        >>> scaler.transform(np.array([[2.0, 11.0]])).tolist()
+        [[0.0, 1.0]]
+        >>> scaler.inverse_transform(scaler.transform(np.array([[5.0, 7.0]]))).tolist()
+        [[5.0, 7.0]]
+    """
+
+    def __init__(self, mean=None, scale=None):
+        if (mean is None) != (scale is None):
+            raise ValueError("give both mean and scale, or neither")
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float64).reshape(-1)
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float64).reshape(-1)
+        if self.mean is not None:
+            if self.mean.shape != self.scale.shape:
+                raise ValueError(f"mean has {self.mean.size} features but scale has {self.scale.size}")
+            if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.scale)) and np.all(self.scale > 0)):
+                raise ValueError("a Standardizer needs finite means and finite scales > 0")
+
+    @staticmethod
+    def _rows(X, name="X"):
+        from ._validation import host_features
+
+        array = host_features(X, name)
+        return array.reshape(-1, 1) if array.ndim == 1 else array
+
+    def fit(self, X):
+        """Learn per-feature mean and standard deviation from ``X`` (samples, features); returns self."""
+        rows = self._rows(X)
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            raise ValueError(f"Standardizer.fit needs a non-empty (samples, features) array, got shape {rows.shape}")
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("Standardizer.fit: X contains NaN or infinity; clean or impute the data first")
+        self.mean = rows.mean(axis=0)
+        scale = rows.std(axis=0)
+        scale[scale == 0] = 1.0
+        self.scale = scale
+        return self
+
+    def _check(self, rows):
+        if self.mean is None:
+            raise ValueError("this Standardizer is not fitted: call fit(X_train) first")
+        if rows.ndim != 2 or rows.shape[1] != self.mean.size:
+            raise ValueError(f"the Standardizer was fitted on {self.mean.size} features, got shape {rows.shape}")
+
+    def transform(self, X):
+        """``(X - mean) / scale`` as float64, in X's shape (1-D stays 1-D)."""
+        shape = np.shape(X) if not hasattr(X, "shape") else tuple(X.shape)
+        rows = self._rows(X)
+        self._check(rows)
+        out = (rows - self.mean) / self.scale
+        return out.reshape(-1) if len(shape) == 1 else out
+
+    def fit_transform(self, X):
+        """``fit(X)`` then ``transform(X)``."""
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, X):
+        """Undo ``transform``: ``X * scale + mean``."""
+        shape = np.shape(X) if not hasattr(X, "shape") else tuple(X.shape)
+        rows = self._rows(X)
+        self._check(rows)
+        out = rows * self.scale + self.mean
+        return out.reshape(-1) if len(shape) == 1 else out
+
+    def __repr__(self):
+        return "Standardizer()" if self.mean is None else f"Standardizer(<{self.mean.size} features>)"
+
+
+def standardize(X_train, *others, return_scaler=False):
     """Scale features to zero mean and unit variance using the training set's statistics.
 
-    Constant features are centred and left unscaled.
+    Constant features are centred and left unscaled; a 1-D array is one feature.
+
+    Args:
+        X_train: the data the statistics come from.
+        *others: more arrays to scale with the same statistics (e.g. the test set).
+        return_scaler: also return the fitted :class:`Standardizer`, to reuse on new data
+            or save with a model.
 
     Returns:
-        The standardized ``X_train`` followed by each of ``others`` (e.g. the test set).
+        The standardized ``X_train`` (alone, or followed by each of ``others``), then the
+        Standardizer if ``return_scaler``.
+
+    Example:
+        >>> import numpy as np
+        >>> from mlp_xp.datasets import standardize
+        >>> X_train, X_test, scaler = standardize(np.array([0.0, 2.0]), np.array([4.0]), return_scaler=True)
+        >>> X_train.tolist(), X_test.tolist(), scaler.transform(np.array([1.0])).tolist()
+        ([-1.0, 1.0], [3.0], [0.0])
     """
-    X_train = np.asarray(X_train, dtype=np.float64)
-    mean = X_train.mean(axis=0)
-    std = X_train.std(axis=0)
-    std[std == 0] = 1.0
-    scaled = [(X_train - mean) / std] + [(np.asarray(X, dtype=np.float64) - mean) / std for X in others]
+    scaler = Standardizer().fit(X_train)
+    scaled = [scaler.transform(X) for X in (X_train, *others)]
+    if return_scaler:
+        return (*scaled, scaler)
     return scaled[0] if not others else tuple(scaled)
+
+
+def encode_labels(y):
+    """Class labels of any kind (strings, integers, booleans) as codes 0..C-1, like
+    scikit-learn's ``LabelEncoder``.
+
+    Returns:
+        (codes, classes): int64 codes of shape (n,) and the sorted distinct labels, so that
+        ``classes[codes]`` gives ``y`` back. Train with the codes; map predictions
+        (``argmax``) back through ``classes``.
+
+    Example:
+        >>> from mlp_xp.datasets import encode_labels
+        >>> codes, classes = encode_labels(["cat", "dog", "cat", "bird"])
+        >>> codes.tolist(), classes.tolist()
+        ([1, 2, 1, 0], ['bird', 'cat', 'dog'])
+    """
+    from ._validation import host_labels
+
+    labels = host_labels(y)
+    if labels.ndim != 1:
+        raise ValueError(f"encode_labels takes 1-D labels, got shape {labels.shape}")
+    classes, codes = np.unique(labels, return_inverse=True)
+    return codes.astype(np.int64), classes

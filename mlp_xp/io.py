@@ -48,10 +48,11 @@ def _schedule_to_json(lr):
 def _schedule_from_json(value):
     if isinstance(value, dict):
         kind = value.get("schedule")
-        if kind not in schedules.__all__ or kind == "Schedule":
+        cls = getattr(schedules, kind, None) if isinstance(kind, str) and kind in schedules.__all__ else None
+        if not (isinstance(cls, type) and issubclass(cls, schedules.Schedule)) or cls is schedules.Schedule:
             raise ValueError(f"unknown schedule {kind!r}")
         args = {name: _schedule_from_json(arg) for name, arg in value["args"].items()}
-        return getattr(schedules, kind)(**args)
+        return cls(**args)
     return value
 
 

@@ -19,6 +19,7 @@ All arithmetic goes through ``ctx.xp``, an Array API namespace.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Callable, NamedTuple
 
 from . import _math, initializers
@@ -82,9 +83,26 @@ class Layer:
 
 
 def _check_features(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """A positive int; numpy integers (``np.int64(4)``) are ints too."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or number < 1:
         raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return value
+    return int(number)
+
+
+def _check_finite_number(value, what, minimum=None, strictly=False):
+    """A finite float (>= or > ``minimum``), for a layer hyperparameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    too_small = minimum is not None and (number <= minimum if strictly else number < minimum)
+    if not math.isfinite(number) or too_small:
+        bound = "" if minimum is None else f" {'>' if strictly else '>='} {minimum}"
+        raise ValueError(f"{what} must be a finite number{bound}, got {value!r}")
+    return number
 
 
 class Linear(Layer):
@@ -194,7 +212,7 @@ class LeakyReLU(_Elementwise):
     init_family = "he"
 
     def __init__(self, negative_slope=0.01):
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = _check_finite_number(negative_slope, "LeakyReLU negative_slope")
 
     def _forward(self, xp, x):
         slope = self.negative_slope
@@ -271,7 +289,7 @@ class ELU(_Elementwise):
     init_family = "he"
 
     def __init__(self, alpha=1.0):
-        self.alpha = float(alpha)
+        self.alpha = _check_finite_number(alpha, "ELU alpha")
 
     def _forward(self, xp, x):
         alpha = self.alpha
@@ -353,17 +371,40 @@ class LayerNorm(Layer):
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` over the features of each row;
     ``weight`` starts at ones and ``bias`` at zeros (shape (features,) each), as in PyTorch.
+    The arguments are in PyTorch's order, so ``LayerNorm(64)`` is ``torch.nn.LayerNorm(64)``.
 
     Args:
-        eps: added to the variance.
+        normalized_shape: the number of features (an int or a one-element tuple), checked
+            against the layer's input when the model is built; None takes it from the input.
+        eps: added to the variance; a finite number > 0.
         elementwise_affine: learn ``weight`` and ``bias``.
+
+    Shape:
+        x: (batch, features) -> y: (batch, features)
+
+    Example:
+        >>> import mlp_xp as mx
+        >>> mx.Sequential(mx.Linear(4, 8), mx.LayerNorm(8), mx.ReLU()).layers[1]
+        LayerNorm(normalized_shape=8, eps=1e-05, elementwise_affine=True)
     """
 
-    _config_keys = ("eps", "elementwise_affine")
+    _config_keys = ("normalized_shape", "eps", "elementwise_affine")
 
-    def __init__(self, eps=1e-5, elementwise_affine=True):
-        self.eps = float(eps)
+    def __init__(self, normalized_shape=None, eps=1e-5, elementwise_affine=True):
+        if isinstance(normalized_shape, (tuple, list)):
+            if len(normalized_shape) != 1:
+                raise ValueError(f"LayerNorm normalizes the last dimension only: normalized_shape must be an int "
+                                 f"or a one-element tuple, got {normalized_shape!r}")
+            normalized_shape = normalized_shape[0]
+        self.normalized_shape = (None if normalized_shape is None
+                                 else _check_features(normalized_shape, "LayerNorm normalized_shape"))
+        self.eps = _check_finite_number(eps, "LayerNorm eps", minimum=0.0, strictly=True)
         self.elementwise_affine = bool(elementwise_affine)
+
+    def output_features(self, in_features):
+        if self.normalized_shape is not None and in_features != self.normalized_shape:
+            raise ValueError(f"normalizes {self.normalized_shape} features but receives (batch, {in_features})")
+        return in_features
 
     def param_shapes(self, in_features):
         return {"weight": (in_features,), "bias": (in_features,)} if self.elementwise_affine else {}

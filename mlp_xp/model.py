@@ -42,6 +42,17 @@ class ParamSpec(NamedTuple):
     size: int
 
 
+class Summary(str):
+    """The text of ``Sequential.summary()``; its repr is the text itself, so a notebook cell or
+    REPL line ending in ``model.summary()`` shows the table rather than a quoted string."""
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_pretty_(self, printer, cycle):  # IPython / Jupyter
+        printer.text(str(self))
+
+
 class Sequential:
     """A feed-forward stack of layers, trained with exact backpropagation.
 
@@ -200,13 +211,28 @@ class Sequential:
     def kernels(self, value):
         self._fast_paths = value if value is not None else False
 
+    def __len__(self):
+        """The number of layers."""
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        """``model[i]`` is the i-th layer (its weights: ``state_dict()[f"{i}.weight"]``);
+        a slice gives a tuple of layers."""
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
         return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}, "
                 f"seed={self.seed})")
 
-    def summary(self) -> str:
+    def summary(self) -> "Summary":
         """A table of the layers, their output shapes and parameter counts.
+
+        The result is a string that shows as the table when it is the value of a notebook
+        cell or a REPL line (``model.summary()``), and prints as it with ``print``.
 
         Example:
             >>> import mlp_xp as mx
@@ -226,7 +252,7 @@ class Sequential:
             name = name if len(name) <= 39 else name[:36] + "..."
             lines.append(f"{index:<3} {name:<39} {f'(batch, {out})':<15} {count:>10}")
         lines.append(f"total parameters: {self.num_parameters} ({self.backend.name}, {self.dtype_name})")
-        return "\n".join(lines)
+        return Summary("\n".join(lines))
 
     # ------------------------------------------------------------------ forward / backward
 
@@ -382,16 +408,22 @@ class Sequential:
         return self._optimizer
 
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
-            callbacks=None, verbose="auto", on_nonfinite="raise", resume_from=None):
+            validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
+            resume_from=None):
         """Train with minibatches; see :func:`mlp_xp.training.fit`."""
         return training.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                            validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-                            on_nonfinite=on_nonfinite, resume_from=resume_from)
+                            validation_data=validation_data, validation_split=validation_split, metrics=metrics,
+                            callbacks=callbacks, verbose=verbose, on_nonfinite=on_nonfinite,
+                            resume_from=resume_from)
 
-    def evaluate(self, X, y, loss, batch_size=1024) -> dict:
-        """Mean loss (and accuracy for classification); see :func:`mlp_xp.training.evaluate`."""
-        return training.evaluate(self, X, y, loss, batch_size=batch_size)
+    def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
+        """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.training.evaluate`."""
+        return training.evaluate(self, X, y, loss, batch_size=batch_size, metrics=metrics)
 
     def predict(self, X, batch_size=1024):
         """Outputs in evaluation mode; see :func:`mlp_xp.training.predict`."""
         return training.predict(self, X, batch_size=batch_size)
+
+    def __call__(self, X):
+        """``model(X)`` is ``model.predict(X)``: outputs in evaluation mode."""
+        return self.predict(X)

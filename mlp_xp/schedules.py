@@ -1,27 +1,76 @@
 """Learning-rate schedules: callables ``schedule(count) -> lr`` of the update count.
 
-``count`` is the number of optimizer updates already done (0 for the first step), so a
-schedule advances once per minibatch. Pass one as an optimizer's ``lr``.
+``count`` is the number of optimizer updates already done (0 for the first step), so by
+default a schedule advances once per minibatch. With ``per="epoch"`` its lengths
+(``step_size``, ``total_steps``, ``warmup_steps``) count epochs instead, and it advances
+once per epoch: ``fit`` tells it how many updates an epoch has (``steps_per_epoch``).
+``cosine``'s ``total_steps`` may be left out: the first ``fit`` that uses the schedule sets
+it to that run's length (in steps, or epochs with ``per="epoch"``). Pass a schedule as an
+optimizer's ``lr``; after ``fit``, ``optimizer.lr`` holds the resolved schedule, which is
+also what ``mx.save`` writes.
 
 Example:
     >>> from mlp_xp.optim import schedules
     >>> lr = schedules.warmup(schedules.cosine(0.1, total_steps=100), warmup_steps=10)
     >>> [round(lr(c), 4) for c in (0, 9, 10, 60, 110)]
     [0.01, 0.1, 0.1, 0.05, 0.0]
+    >>> per_epoch = schedules.step(0.1, step_size=2, gamma=0.5, per="epoch", steps_per_epoch=100)
+    >>> [per_epoch(c) for c in (0, 199, 200, 400)]
+    [0.1, 0.1, 0.05, 0.025]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
-__all__ = ["constant", "step", "cosine", "warmup", "Schedule"]
+__all__ = ["constant", "step", "cosine", "warmup", "Schedule", "resolve"]
+
+PER = ("step", "epoch")
 
 
+def _check_length(value, name, optional=False):
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_rate(value, name):
+    if callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Schedule:
-    """Base class; subclasses are frozen dataclasses (their fields are their config)."""
+    """Base class; subclasses are frozen dataclasses (their fields are their config).
+
+    Attributes:
+        per: "step" (lengths count optimizer updates) or "epoch" (they count epochs).
+        steps_per_epoch: updates per epoch, needed with ``per="epoch"``; ``fit`` sets it.
+    """
+
+    per: str = "step"
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self):
+        if self.per not in PER:
+            raise ValueError(f"per must be one of {PER}, got {self.per!r}")
+        _check_length(self.steps_per_epoch, "steps_per_epoch", optional=True)
 
     def __call__(self, count: int) -> float:
+        if self.per == "epoch":
+            if self.steps_per_epoch is None:
+                raise ValueError(f"{self!r} counts epochs but does not know how many steps an epoch has: pass it "
+                                 "to an optimizer used by fit (which sets steps_per_epoch), or set steps_per_epoch")
+            count //= self.steps_per_epoch
+        return self.value(count)
+
+    def value(self, t: int) -> float:
+        """The rate after ``t`` steps (or epochs) of this schedule's unit."""
         raise NotImplementedError
 
 
@@ -31,59 +80,106 @@ class constant(Schedule):
 
     lr: float
 
-    def __call__(self, count):
+    def __post_init__(self):
+        super().__post_init__()
+        _check_rate(self.lr, "lr")
+
+    def value(self, t):
         return self.lr
 
 
 @dataclass(frozen=True)
 class step(Schedule):
-    """``lr * gamma ** (count // step_size)``: decay by ``gamma`` every ``step_size`` updates."""
+    """``lr * gamma ** (t // step_size)``: decay by ``gamma`` every ``step_size`` steps (or epochs)."""
 
     lr: float
     step_size: int
     gamma: float = 0.1
 
     def __post_init__(self):
-        if self.step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {self.step_size!r}")
+        super().__post_init__()
+        _check_rate(self.lr, "lr")
+        _check_length(self.step_size, "step_size")
+        _check_rate(self.gamma, "gamma")
 
-    def __call__(self, count):
-        return self.lr * self.gamma ** (count // self.step_size)
+    def value(self, t):
+        return self.lr * self.gamma ** (t // self.step_size)
 
 
 @dataclass(frozen=True)
 class cosine(Schedule):
-    """Cosine decay from ``lr`` to ``final_lr`` over ``total_steps`` updates, then ``final_lr``."""
+    """Cosine decay from ``lr`` to ``final_lr`` over ``total_steps`` steps (or epochs), then ``final_lr``.
+
+    ``total_steps=None``: the first ``fit`` using the schedule sets it to its own length.
+    """
 
     lr: float
-    total_steps: int
+    total_steps: int | None = None
     final_lr: float = 0.0
 
     def __post_init__(self):
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {self.total_steps!r}")
+        super().__post_init__()
+        _check_rate(self.lr, "lr")
+        _check_length(self.total_steps, "total_steps", optional=True)
+        _check_rate(self.final_lr, "final_lr")
 
-    def __call__(self, count):
-        progress = min(count, self.total_steps) / self.total_steps
+    def value(self, t):
+        if self.total_steps is None:
+            raise ValueError(f"{self!r} has no total_steps: give it one, or use it in fit, which sets it")
+        progress = min(t, self.total_steps) / self.total_steps
         return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
 class warmup(Schedule):
-    """Linear warmup: ``base(0) * (count + 1) / warmup_steps`` for the first ``warmup_steps``
-    updates, then ``base(count - warmup_steps)``. ``base`` is a number or a schedule."""
+    """Linear warmup: ``base(0) * (t + 1) / warmup_steps`` for the first ``warmup_steps``
+    steps (or epochs), then ``base(t - warmup_steps)``. ``base`` is a number or a schedule
+    (counted in the same unit)."""
 
     base: object
     warmup_steps: int
 
     def __post_init__(self):
-        if self.warmup_steps < 1:
-            raise ValueError(f"warmup_steps must be >= 1, got {self.warmup_steps!r}")
+        super().__post_init__()
+        _check_rate(self.base, "base")
+        _check_length(self.warmup_steps, "warmup_steps")
+        if isinstance(self.base, Schedule) and self.base.per != self.per:
+            raise ValueError(f"warmup(per={self.per!r}) wraps a schedule with per={self.base.per!r}: use one unit")
 
-    def _base(self, count):
-        return self.base(count) if callable(self.base) else float(self.base)
+    def _base(self, t):
+        return self.base.value(t) if isinstance(self.base, Schedule) else (
+            self.base(t) if callable(self.base) else float(self.base))
 
-    def __call__(self, count):
-        if count < self.warmup_steps:
-            return self._base(0) * (count + 1) / self.warmup_steps
-        return self._base(count - self.warmup_steps)
+    def value(self, t):
+        if t < self.warmup_steps:
+            return self._base(0) * (t + 1) / self.warmup_steps
+        return self._base(t - self.warmup_steps)
+
+
+def resolve(schedule, steps_per_epoch: int, epochs: int):
+    """``schedule`` with what ``fit`` knows filled in: ``steps_per_epoch`` for ``per="epoch"``
+    and a missing ``cosine`` ``total_steps`` (the run's ``epochs * steps_per_epoch`` steps, or
+    ``epochs`` epochs; inside ``warmup``, less the warmup). Numbers, plain functions and
+    complete schedules come back unchanged.
+
+    Example:
+        >>> from mlp_xp.optim import schedules
+        >>> schedules.resolve(schedules.warmup(schedules.cosine(0.1), 10), steps_per_epoch=50, epochs=2).base
+        cosine(per='step', steps_per_epoch=None, lr=0.1, total_steps=90, final_lr=0.0)
+    """
+    if not isinstance(schedule, Schedule):
+        return schedule
+    return _resolve(schedule, steps_per_epoch, epochs if schedule.per == "epoch" else epochs * steps_per_epoch)
+
+
+def _resolve(schedule, steps_per_epoch, length):
+    changes = {}
+    if schedule.per == "epoch" and schedule.steps_per_epoch is None:
+        changes["steps_per_epoch"] = steps_per_epoch
+    if isinstance(schedule, cosine) and schedule.total_steps is None:
+        changes["total_steps"] = max(1, length)
+    if isinstance(schedule, warmup) and isinstance(schedule.base, Schedule):
+        base = _resolve(schedule.base, steps_per_epoch, length - schedule.warmup_steps)
+        if base is not schedule.base:
+            changes["base"] = base
+    return dataclasses.replace(schedule, **changes) if changes else schedule

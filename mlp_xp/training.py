@@ -171,7 +171,7 @@ def _in_memory_batches(model, x, target, shuffle, batch_size):
 
 
 def _format_logs(logs):
-    return " - ".join(f"{key} {value:.4f}" for key, value in logs.items())
+    return " - ".join(f"{key} {value:.4g}" if key == "lr" else f"{key} {value:.4f}" for key, value in logs.items())
 
 
 ON_NONFINITE = ("raise", "skip_batch", "stop")
@@ -190,30 +190,56 @@ def _progress_bar(verbose, epoch, epochs, samples):
                 dynamic_ncols=True)
 
 
+def _in_notebook():
+    """True inside a Jupyter kernel, where stderr is not a terminal but a bar still shows."""
+    shell = sys.modules.get("IPython")
+    try:
+        return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False
+
+
 def _resolve_verbose(verbose):
     if verbose == "auto":
-        return 1 if sys.stderr.isatty() else 0
+        return 1 if sys.stderr.isatty() or _in_notebook() else 0
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
     return verbose
 
 
-def _call(callbacks, hook, *args):
-    """Run ``hook`` on every callback that has it; True if any asked to stop."""
-    stop = False
-    for callback in callbacks:
-        method = getattr(callback, hook, None)
-        if method is not None and method(*args):
-            stop = True
-    return stop
+def _split_validation(model, x, target, fraction):
+    """Hold out ``fraction`` of the rows, drawn with a generator seeded from the model's seed
+    (stratified by class for integer labels), without touching the model's own generators."""
+    import numpy as np
+
+    from .datasets import split_indices
+
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
+    labels = None
+    if target.ndim == 1:  # class labels: stratify (one host read, before training)
+        from ._backend import to_numpy
+
+        labels = np.asarray(to_numpy(target))
+    try:
+        train, held_out = split_indices(x.shape[0], fraction, labels, seed=model.seed)
+    except ValueError as error:
+        raise ValueError(f"validation_split={fraction}: {error}") from None
+    take = model.backend.index_dtype
+    train, held_out = model.backend.asarray(train, dtype=take), model.backend.asarray(held_out, dtype=take)
+    xp = model.xp
+    return ((xp.take(x, train, axis=0), xp.take(target, train, axis=0)),
+            (xp.take(x, held_out, axis=0), xp.take(target, held_out, axis=0)))
 
 
 def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
-        callbacks=None, verbose="auto", on_nonfinite="raise", resume_from=None) -> History:
+        validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
+        resume_from=None) -> History:
     """Train ``model`` in place with minibatch gradient steps.
 
-    Every input is checked before the first step. Calling ``fit`` again with the same
-    optimizer object continues its state (moments, step count).
+    Every input, argument and callback configuration is checked before the first step.
+    Calling ``fit`` again with the same optimizer object continues its state (moments, step
+    count).
 
     Args:
         model: a :class:`~mlp_xp.Sequential`.
@@ -222,19 +248,24 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             device one batch at a time, for data larger than device memory.
         y: targets as ``loss`` takes them.
         loss: an ``mx.losses`` loss.
-        optimizer: an ``mx.optim`` optimizer.
+        optimizer: an ``mx.optim`` optimizer. A schedule as its ``lr`` that counts epochs
+            (``per="epoch"``) or has no ``total_steps`` is completed from this run's length.
         epochs: passes over the data.
         batch_size: samples per step (the last batch may be smaller); with a Batches, its own
             batch_size applies.
         shuffle: reshuffle each epoch with the model's seeded generator.
         validation_data: optional (X_val, y_val), evaluated after each epoch.
-        callbacks: ``mx.callbacks`` objects, or any with some of ``on_train_begin(model)``,
-            ``on_epoch_begin(epoch, model)``, ``on_batch_end(step, loss, model)`` (after each
-            update; ``loss`` a float), ``on_epoch_end(epoch, logs, model) -> stop?`` and
-            ``on_train_end(model)``.
+        validation_split: or a fraction of (X, y) to hold out for validation, drawn with the
+            model's seed (stratified by class for integer labels); not with a Batches.
+        metrics: more metrics to log, by name or :mod:`mlp_xp.metrics` object: "mae", "mse",
+            "rmse", "r2" (regression), "accuracy", "top_k_accuracy" / "top_3_accuracy"
+            (classification). Accuracy is always logged for classification losses.
+        callbacks: ``mx.callbacks`` objects, or any with some of the hooks listed in
+            :mod:`mlp_xp.callbacks` (Keras-style signatures are accepted). Epochs and steps
+            are numbered from 1.
         verbose: 1 a progress bar per epoch (samples/s, running loss, then validation
-            metrics), 2 one line per epoch, 0 silent; "auto" is 1 when stderr is a terminal
-            and 0 otherwise.
+            metrics), 2 one line per epoch, 0 silent; "auto" is 1 on a terminal or in a
+            Jupyter notebook and 0 otherwise.
         on_nonfinite: what a NaN/inf loss, gradient or parameter does: "raise" (default)
             raises :class:`~mlp_xp.NonFiniteError`; "skip_batch" drops that batch's update and
             goes on (counted in ``history["skipped_batches"]``); "stop" ends training and
@@ -245,14 +276,19 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             states are loaded first, so training continues exactly where it stopped.
 
     Returns:
-        A :class:`History`.
+        A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
+        "val_..." for each of those with validation, and "lr" (the learning rate of the
+        epoch's last update).
 
     Raises:
-        ValueError / ShapeError / TypeError: bad inputs or arguments, before any step.
+        ValueError / ShapeError / TypeError: bad inputs, arguments or callbacks, before any step.
         NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
             non-finite parameter or activation. The optimizer state is reset.
     """
+    from . import metrics as metrics_module
+    from .callbacks import Hooks
     from .datasets import Batches
+    from .schedules import resolve
 
     model._check_loss(loss)
     if not isinstance(optimizer, Optimizer):
@@ -263,47 +299,60 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     verbose = _resolve_verbose(verbose)
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
+    metric_list = metrics_module.resolve(metrics, loss)
+    hooks = Hooks(callbacks)
+    if validation_split is not None and validation_data is not None:
+        raise ValueError("give validation_data or validation_split, not both")
     streaming = isinstance(X, Batches)
     if streaming:
         if y is not None:
             raise ValueError("with X a datasets.Batches, the targets come from it: pass y=None")
+        if validation_split is not None:
+            raise ValueError("validation_split needs in-memory data; with a datasets.Batches pass validation_data")
         samples = len(X.X)
+        steps_per_epoch = len(X)
         first_x, first_y = X.X[:1], X.y[:1]  # check shapes and labels now, not after an epoch
         _validation.prepare_targets(model, first_y, loss, _validation.prepare_inputs(model, first_x).shape[0])
     else:
         x = _validation.prepare_inputs(model, X)
         target = _validation.prepare_targets(model, y, loss, x.shape[0])
+        validation = None
+        if validation_split is not None:
+            (x, target), validation = _split_validation(model, x, target, validation_split)
         samples = x.shape[0]
-    validation = None
+        steps_per_epoch = -(-samples // batch_size)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         x_val = _validation.prepare_inputs(model, validation_data[0], name="validation X")
         validation = (x_val, _validation.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
                                                          name="validation y"))
-    callbacks = list(callbacks or [])
+    elif streaming:
+        validation = None
+    names = ["loss"] + [metric.name for metric in metric_list]
+    log_keys = names + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"]
+    if on_nonfinite == "skip_batch":
+        log_keys.append("skipped_batches")
+    hooks.check_config(log_keys)
     if resume_from is not None:
         from .io import resume
 
         resume(model, resume_from, optimizer)
+    optimizer.lr = resolve(optimizer.lr, steps_per_epoch, epochs)
 
     xp = model.xp
     updater = _Updater(model, optimizer)
     if optimizer is not model._optimizer or model._optimizer_state is None:
         model._optimizer, model._optimizer_state = optimizer, optimizer.init(model.params)
     state = model._optimizer_state
-    has_accuracy = loss.target_kind != "regression"
     check_grads = on_nonfinite == "skip_batch"
     ctx = make_context(model, train=True)
-    history = History(loss=[], **({"accuracy": []} if has_accuracy else {}))
-    if on_nonfinite == "skip_batch":
-        history["skipped_batches"] = []
-    _call(callbacks, "on_train_begin", model)
-    batch_hooks = [callback for callback in callbacks if hasattr(callback, "on_batch_end")]
+    history = History({key: [] for key in log_keys})
+    hooks.call("on_train_begin", model=model)
 
     stop_training = False
     for epoch in range(1, epochs + 1):
-        _call(callbacks, "on_epoch_begin", epoch, model)
+        hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
         if streaming:
             batches = ((_validation.prepare_inputs(model, xb), yb) for xb, yb in X.epoch(model.shuffle_rng, shuffle))
@@ -311,7 +360,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         else:
             batches = _in_memory_batches(model, x, target, shuffle, batch_size)
         bar = _progress_bar(verbose, epoch, epochs, samples)
-        loss_sum = correct_sum = 0.0
+        loss_sum = 0.0
+        totals = [None] * len(metric_list)
         seen = skipped = 0
         params = previous = model.params
         last_refresh = 0.0
@@ -340,10 +390,10 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             model.params, model._optimizer_state = params, state
             loss_sum += value_host * count
             seen += count
-            if batch_hooks:
-                _call(batch_hooks, "on_batch_end", step, value_host, model)
-            if has_accuracy:
-                correct_sum = correct_sum + loss.correct(output, target_batch, xp)
+            if hooks.has("on_batch_end"):
+                hooks.call("on_batch_end", step=step, loss=value_host, model=model)
+            for index, metric in enumerate(metric_list):
+                totals[index] = metric.update(totals[index], output, target_batch, xp)
             if bar is not None:
                 bar.update(count)
                 if time.monotonic() - last_refresh > 0.25:
@@ -362,15 +412,17 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 history.stop_reason, stop_training = str(error), True
 
         logs = {"loss": loss_sum / seen if seen else float("nan")}
-        if has_accuracy:
-            logs["accuracy"] = float(correct_sum) / seen if seen else float("nan")
+        for metric, total in zip(metric_list, totals):
+            logs[metric.name] = metric.result(total, seen) if seen else float("nan")
         if validation is not None:
-            for key, value in _evaluate_prepared(model, *validation, loss).items():
+            for key, value in _evaluate_prepared(model, *validation, loss, metric_list).items():
                 logs[f"val_{key}"] = value
+        updates = model._optimizer_state.count if model._optimizer_state is not None else 0
+        logs["lr"] = optimizer.learning_rate(max(updates - 1, 0))
         if on_nonfinite == "skip_batch":
             logs["skipped_batches"] = skipped
         for key, value in logs.items():
-            history.setdefault(key, []).append(value)
+            history[key].append(value)
         elapsed = time.perf_counter() - started
         if bar is not None:
             bar.set_postfix_str(_format_logs({k: v for k, v in logs.items() if k != "skipped_batches"}))
@@ -378,43 +430,50 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         elif verbose == 2:
             print(f"epoch {epoch}/{epochs} - {_format_logs(logs)} - {elapsed:.2f}s - {seen / elapsed:.0f} samples/s",
                   file=sys.stdout, flush=True)
-        if _call(callbacks, "on_epoch_end", epoch, logs, model) or stop_training:
+        if hooks.call("on_epoch_end", epoch=epoch, logs=logs, model=model) or stop_training:
             break
-    _call(callbacks, "on_train_end", model)
+    hooks.call("on_train_end", model=model)
     return history
 
 
-def evaluate(model, X, y, loss, batch_size=1024) -> dict:
-    """Mean loss over (X, y) in evaluation mode, and accuracy for classification losses.
+def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
+    """Mean loss over (X, y) in evaluation mode, accuracy for classification losses, and
+    each of ``metrics`` (see :mod:`mlp_xp.metrics`).
 
     A model ending in Softmax/Sigmoid evaluated with the matching cross-entropy is scored
     from its logits, exactly as in training.
 
     Returns:
-        {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy.
+        {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy, plus
+        one float per metric.
     """
+    from . import metrics as metrics_module
+
     model._check_loss(loss)
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    metric_list = metrics_module.resolve(metrics, loss)
     x = _validation.prepare_inputs(model, X)
-    return _evaluate_prepared(model, x, _validation.prepare_targets(model, y, loss, x.shape[0]), loss, batch_size)
+    return _evaluate_prepared(model, x, _validation.prepare_targets(model, y, loss, x.shape[0]), loss, metric_list,
+                              batch_size)
 
 
-def _evaluate_prepared(model, x, target, loss, batch_size=1024):
+def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024):
     """evaluate() on inputs and targets already checked and on the backend (fit's validation data)."""
     xp = model.xp
     stop_layer = model._loss_forward_stop(loss)
     ctx = ForwardContext(xp, False)
-    loss_sum = correct = 0.0
+    loss_sum = 0.0
+    totals = [None] * len(metric_list)
     samples = x.shape[0]
     for start, stop in _batches(samples, batch_size):
         output, _ = model._forward(model.params, x[start:stop, ...], ctx, stop_layer)
         target_batch = target[start:stop, ...]
         loss_sum = loss_sum + loss.value(output, target_batch, xp) * (stop - start)
-        if loss.target_kind != "regression":
-            correct = correct + loss.correct(output, target_batch, xp)
+        for index, metric in enumerate(metric_list):
+            totals[index] = metric.update(totals[index], output, target_batch, xp)
     result = {"loss": float(loss_sum) / samples}
-    if loss.target_kind != "regression":
-        result["accuracy"] = float(correct) / samples
+    for metric, total in zip(metric_list, totals):
+        result[metric.name] = metric.result(total, samples)
     return result
 
 

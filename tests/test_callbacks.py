@@ -19,11 +19,11 @@ def _model():
 
 
 def test_learning_rate_scheduler_sets_each_epoch():
-    scheduler = mx.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 * 0.5 ** epoch)
+    scheduler = mx.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 * 0.5 ** (epoch - 1))  # epochs from 1
     optimizer = mx.optim.SGD(lr=1.0)
-    _model().fit(X, Y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=3, callbacks=[scheduler],
-                 verbose=0)
-    assert scheduler.history == [0.1, 0.05, 0.025] and optimizer.lr == 0.025
+    history = _model().fit(X, Y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=3,
+                           callbacks=[scheduler], verbose=0)
+    assert scheduler.history == [0.1, 0.05, 0.025] == history["lr"] and optimizer.lr == 0.025
 
 
 def test_learning_rate_scheduler_changes_training():

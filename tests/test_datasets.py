@@ -22,8 +22,10 @@ def test_split_is_stratified_disjoint_and_seeded():
     assert sum(row.tobytes() in train_rows for row in X_test) < 5  # digits has a few duplicate images
     again = datasets.train_test_split(X, y, test_size=0.2, seed=1)
     assert np.array_equal(again[1], X_test)
-    with pytest.raises(ValueError, match="leaves no train or no test"):
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\)"):
         datasets.train_test_split(X, y, test_size=0.0)
+    with pytest.raises(ValueError, match="leaves no train or no test"):
+        datasets.train_test_split(X, y, test_size=len(X))
     with pytest.raises(ValueError, match="X has 1797 samples but y has 10"):
         datasets.train_test_split(X, y[:10])
 
@@ -134,3 +136,56 @@ def test_batches_check_their_input():
     with pytest.raises(ValueError, match="label out of range"):
         model.fit(datasets.Batches(np.zeros((3, 2)), np.full(3, 5)), None, loss=mx.losses.CrossEntropy(),
                   optimizer=mx.optim.SGD())
+
+
+@pytest.mark.parametrize("test_size,message", [(True, "fraction in"), (1.0, "must lie in"), (0, "leaves no"),
+                                               ("0.2", "fraction in"), (0.0001, "leaves no")])
+def test_split_refuses_an_empty_side(test_size, message):
+    X, y = np.zeros((20, 2)), np.arange(20) % 2
+    with pytest.raises(ValueError, match=message):
+        datasets.train_test_split(X, y, test_size=test_size)
+
+
+def test_stratified_split_refuses_a_class_missing_from_the_test_set():
+    X, y = np.zeros((21, 2)), np.array([0] * 10 + [1] * 10 + [2])
+    with pytest.raises(ValueError, match=r"class 2 has 1 sample.*none of it in the test set"):
+        datasets.train_test_split(X, y, test_size=0.25)
+    X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, test_size=0.25, stratify=False)
+    assert len(X_test) == 5 and len(X_train) == 16
+
+
+def test_split_of_string_labels_is_stratified():
+    y = np.array(["cat", "dog"] * 10)
+    _, _, y_train, y_test = datasets.train_test_split(np.zeros((20, 1)), y, test_size=0.2, seed=3)
+    assert sorted(y_test.tolist()) == ["cat", "cat", "dog", "dog"]
+
+
+def test_standardizer_is_reusable_and_matches_standardize():
+    rng = np.random.default_rng(0)
+    X_train, X_new = rng.normal(5, 3, size=(50, 4)), rng.normal(5, 3, size=(7, 4))
+    X_train[:, 2] = 1.0  # a constant feature: centred, not scaled
+    scaler = datasets.Standardizer().fit(X_train)
+    scaled_train, scaled_new, returned = datasets.standardize(X_train, X_new, return_scaler=True)
+    assert np.allclose(scaled_train.mean(axis=0), 0) and np.allclose(scaled_train[:, [0, 1, 3]].std(axis=0), 1)
+    assert np.array_equal(scaler.transform(X_new), scaled_new) and np.array_equal(returned.mean, scaler.mean)
+    assert np.allclose(scaler.inverse_transform(scaled_new), X_new)
+    assert np.array_equal(datasets.standardize(X_train), scaled_train)
+    with pytest.raises(ValueError, match="fitted on 4 features"):
+        scaler.transform(X_new[:, :3])
+    with pytest.raises(ValueError, match="not fitted"):
+        datasets.Standardizer().transform(X_new)
+
+
+def test_standardize_takes_one_dimensional_data():
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    scaled = datasets.standardize(values)
+    assert scaled.shape == (4,) and np.isclose(scaled.mean(), 0) and np.isclose(scaled.std(), 1)
+    train, test = datasets.standardize(values, np.array([2.5]))
+    assert test.shape == (1,) and np.isclose(test[0], 0)
+
+
+def test_encode_labels_round_trips():
+    y = np.array(["setosa", "virginica", "setosa", "versicolor"])
+    codes, classes = datasets.encode_labels(y)
+    assert codes.dtype == np.int64 and codes.tolist() == [0, 2, 0, 1]
+    assert np.array_equal(classes[codes], y)

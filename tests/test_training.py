@@ -32,7 +32,7 @@ def test_digits_reaches_high_accuracy():
     result = model.evaluate(X_test, y_test, mx.losses.CrossEntropy())
     assert result["accuracy"] > 0.95
     assert history["val_accuracy"][-1] == pytest.approx(result["accuracy"])
-    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"} and history.epochs == 15
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"} and history.epochs == 15
     assert history["loss"][-1] < history["loss"][0] / 5
 
 
@@ -60,7 +60,7 @@ def test_regression_with_mse_and_huber():
     for loss in (mx.losses.MSE(), mx.losses.Huber(delta=0.5)):
         model = mx.Sequential(mx.Linear(1, 32), mx.Tanh(), mx.Linear(32, 1), seed=0)
         history = model.fit(X, y, loss=loss, optimizer=mx.optim.Adam(lr=1e-2), epochs=150, batch_size=32, verbose=0)
-        assert set(history) == {"loss"}
+        assert set(history) == {"loss", "lr"}
         assert float(np.mean((numpy_of(model.predict(X)).ravel() - y) ** 2)) < 0.01
 
 
@@ -132,9 +132,11 @@ def test_early_stopping_restores_best_weights():
 
 def test_early_stopping_needs_the_monitored_metric():
     model = mx.Sequential(mx.Linear(2, 2), seed=0)
-    with pytest.raises(KeyError, match="pass validation_data"):
+    before = numpy_of(model.params)
+    with pytest.raises(ValueError, match="pass validation_data"):
         model.fit(XOR_X, XOR_Y, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.SGD(),
                   callbacks=[mx.callbacks.EarlyStopping()], verbose=0)
+    assert np.array_equal(numpy_of(model.params), before)  # refused before the first step
 
 
 def test_verbose_levels(capsys):

@@ -1,0 +1,228 @@
+"""Metrics for ``fit(metrics=[...])`` and ``evaluate(metrics=[...])``.
+
+A metric is accumulated on the device batch by batch and read once, at the end of the
+epoch (or evaluation), so it costs no host round-trip per step. Give metrics by name or as
+objects:
+
+==========================  =================================  =====================
+name                        object                             for losses
+==========================  =================================  =====================
+``"accuracy"``              :class:`Accuracy`                  classification
+``"top_k_accuracy"``        :class:`TopKAccuracy` ``(k=5)``    ``CrossEntropy``
+``"mae"``                   :class:`MeanAbsoluteError`         regression
+``"mse"``                   :class:`MeanSquaredError`          regression
+``"rmse"``                  :class:`RootMeanSquaredError`      regression
+``"r2"``                    :class:`R2Score`                   regression
+==========================  =================================  =====================
+
+The training value of a metric is measured on each batch's output in training mode, before
+that batch's update (as Keras does); ``val_<name>`` on the validation data after the epoch.
+Accuracy is always logged for classification losses.
+
+Example:
+    >>> import numpy as np, mlp_xp as mx
+    >>> X = np.random.default_rng(0).normal(size=(64, 3)); y = X @ np.array([1.0, -2.0, 0.5])
+    >>> model = mx.Sequential(mx.Linear(3, 1), seed=0)
+    >>> history = model.fit(X, y, loss=mx.losses.MSE(), optimizer=mx.optim.Adam(1e-2), epochs=2,
+    ...                     metrics=["mae", "r2"], verbose=0)
+    >>> sorted(history)
+    ['loss', 'lr', 'mae', 'r2']
+"""
+
+from __future__ import annotations
+
+import math
+
+import array_api_compat
+import numpy as np
+
+__all__ = ["Metric", "Accuracy", "TopKAccuracy", "MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError",
+           "R2Score", "get", "resolve"]
+
+
+class Metric:
+    """Base class: ``update(totals, output, target, xp) -> totals`` adds a batch's sums (device
+    arrays; ``totals`` is None before the first batch) and ``result(totals, count) -> float``
+    reads them once. ``output`` is what the loss sees (logits for fused Softmax/Sigmoid)."""
+
+    name: str = ""
+    #: the loss target kinds this metric makes sense for
+    target_kinds: tuple = ("regression",)
+
+    def update(self, totals, output, target, xp):
+        raise NotImplementedError
+
+    def result(self, totals, count) -> float:
+        raise NotImplementedError
+
+    def bind(self, loss):
+        """This metric for ``loss``; raises ValueError where it makes no sense."""
+        if loss.target_kind not in self.target_kinds:
+            raise ValueError(f"metric {self.name!r} does not apply to {type(loss).__name__} "
+                             f"(it is for {' / '.join(self.target_kinds)} losses)")
+        return self
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _add(totals, values):
+    return values if totals is None else tuple(total + value for total, value in zip(totals, values))
+
+
+def _host(value):
+    from ._backend import to_numpy
+
+    return np.asarray(to_numpy(value), dtype=np.float64)
+
+
+class Accuracy(Metric):
+    """Fraction of correct predictions (argmax for CrossEntropy, logit > 0 for BinaryCrossEntropy)."""
+
+    name = "accuracy"
+    target_kinds = ("class", "binary")
+    loss = None
+
+    def bind(self, loss):
+        super().bind(loss)
+        bound = Accuracy()
+        bound.loss = loss
+        return bound
+
+    def update(self, totals, output, target, xp):
+        return _add(totals, (self.loss.correct(output, target, xp),))
+
+    def result(self, totals, count):
+        return float(_host(totals[0])) / count
+
+
+class TopKAccuracy(Metric):
+    """Fraction of rows whose true class is among the ``k`` highest scores (ties count as hits).
+
+    Args:
+        k: how many top classes count.
+    """
+
+    target_kinds = ("class",)
+
+    def __init__(self, k=5):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"TopKAccuracy k must be an int >= 1, got {k!r}")
+        self.k = int(k)
+        self.name = f"top_{self.k}_accuracy"
+
+    def update(self, totals, output, target, xp):
+        classes = output.shape[-1]
+        if target.ndim == 1:
+            labels = target
+        else:
+            labels = xp.argmax(target, axis=-1)
+        columns = xp.arange(classes, dtype=labels.dtype, device=array_api_compat.device(output))
+        one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(columns, (1, -1)), output.dtype)
+        true_score = xp.sum(output * one_hot, axis=-1, keepdims=True)
+        above = xp.sum(xp.astype(output > true_score, output.dtype), axis=-1)
+        return _add(totals, (xp.sum(xp.astype(above < self.k, output.dtype)),))
+
+    def result(self, totals, count):
+        return float(_host(totals[0])) / count
+
+    def __repr__(self):
+        return f"TopKAccuracy(k={self.k})"
+
+
+class MeanAbsoluteError(Metric):
+    """Mean over samples and outputs of ``|output - target|``."""
+
+    name = "mae"
+
+    def update(self, totals, output, target, xp):
+        return _add(totals, (xp.sum(xp.abs(output - target)) / output.shape[-1],))
+
+    def result(self, totals, count):
+        return float(_host(totals[0])) / count
+
+
+class MeanSquaredError(Metric):
+    """Mean over samples and outputs of ``(output - target)**2``."""
+
+    name = "mse"
+
+    def update(self, totals, output, target, xp):
+        residual = output - target
+        return _add(totals, (xp.sum(residual * residual) / output.shape[-1],))
+
+    def result(self, totals, count):
+        return float(_host(totals[0])) / count
+
+
+class RootMeanSquaredError(MeanSquaredError):
+    """Square root of the mean squared error."""
+
+    name = "rmse"
+
+    def result(self, totals, count):
+        return math.sqrt(super().result(totals, count))
+
+
+class R2Score(Metric):
+    """Coefficient of determination ``1 - SS_res / SS_tot`` per output, averaged over outputs
+    (scikit-learn's ``r2_score``; an output with constant targets scores 1 if predicted
+    exactly, else 0). Sums are taken about the first batch's mean, so large target offsets
+    do not cancel in float32."""
+
+    name = "r2"
+
+    def update(self, totals, output, target, xp):
+        shift = xp.mean(target, axis=0) if totals is None else totals[0]
+        centered = target - shift
+        residual = output - target
+        values = (shift, xp.sum(centered, axis=0), xp.sum(centered * centered, axis=0),
+                  xp.sum(residual * residual, axis=0))
+        return values if totals is None else (shift,) + tuple(t + v for t, v in zip(totals[1:], values[1:]))
+
+    def result(self, totals, count):
+        _, first, second, residual = (_host(value) for value in totals)
+        total = second - first * first / count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0),
+                              np.where(residual == 0, 1.0, 0.0))
+        return float(np.mean(scores))
+
+
+_NAMES = {
+    "accuracy": Accuracy, "acc": Accuracy,
+    "top_k_accuracy": TopKAccuracy, "top_5_accuracy": TopKAccuracy,
+    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "rmse": RootMeanSquaredError, "root_mean_squared_error": RootMeanSquaredError,
+    "r2": R2Score, "r2_score": R2Score,
+}
+
+
+def get(metric) -> Metric:
+    """A metric from its name (``"mae"``, ``"r2"``, ``"top_k_accuracy"``, ``"top_3_accuracy"``...) or itself."""
+    if isinstance(metric, Metric):
+        return metric
+    if isinstance(metric, type) and issubclass(metric, Metric):
+        raise TypeError(f"metrics must be instances or names, got the class {metric.__name__} (add ())")
+    if isinstance(metric, str):
+        name = metric.lower()
+        if name.startswith("top_") and name.endswith("_accuracy") and name[4:-9].isdigit():
+            return TopKAccuracy(int(name[4:-9]))
+        if name in _NAMES:
+            return _NAMES[name]()
+    raise ValueError(f"unknown metric {metric!r}: use one of {sorted(_NAMES)}, 'top_<k>_accuracy', "
+                     "or an mx.metrics.Metric")
+
+
+def resolve(metrics, loss) -> list:
+    """The metrics to log for ``loss``: accuracy first for classification losses, then each of
+    ``metrics`` once, each checked against the loss."""
+    if isinstance(metrics, (str, Metric)):
+        metrics = [metrics]
+    resolved = [Accuracy().bind(loss)] if loss.target_kind != "regression" else []
+    for metric in metrics or ():
+        bound = get(metric).bind(loss)
+        if bound.name not in {existing.name for existing in resolved}:
+            resolved.append(bound)
+    return resolved
