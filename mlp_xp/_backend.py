@@ -46,6 +46,10 @@ class Backend(NamedTuple):
         """The namespace's floating dtype object for ``"float32"`` / ``"float64"``."""
         return getattr(self.xp, resolve_dtype_name(name))
 
+    def dtype_itemsize(self, name: str) -> int:
+        """Bytes per element of a dtype name ("float32": 4)."""
+        return np.dtype(resolve_dtype_name(name)).itemsize
+
     @property
     def index_dtype(self):
         """Integer dtype for labels and row indices: int64, or int32 where JAX lacks 64-bit mode."""
@@ -115,6 +119,8 @@ def resolve_backend(backend="numpy", device=None) -> Backend:
     else:
         raise TypeError(f"backend must be a name or a namespace module, got {type(backend).__name__}")
 
+    if name == "torch" and device is not None:
+        device = _torch_device(module, device)
     if name in ("numpy", "cupy", "torch"):
         xp = importlib.import_module(f"array_api_compat.{name}")
     elif name == "jax":
@@ -122,6 +128,40 @@ def resolve_backend(backend="numpy", device=None) -> Backend:
     else:
         xp = module
     return Backend(name, xp, device)
+
+
+def _torch_device(torch, device):
+    """``device`` as a torch.device that exists here, or a ValueError saying which does not."""
+    try:
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(f"torch device {device!r} is not available here ({reason}); this machine has "
+                         f"{cuda} CUDA device(s): use 'cpu'" + (f" or 'cuda:0'..'cuda:{cuda - 1}'" if cuda else "")
+                         ) from None
+    return resolved
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory available now (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(needed: int, what: str):
+    """MemoryError before allocating ``needed`` bytes of host memory that are not there."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(f"{what} needs {needed / 1e9:.1f} GB of memory but only {available / 1e9:.1f} GB are "
+                          "available: use fewer or narrower layers")
 
 
 def is_host_array(value) -> bool:

@@ -1,15 +1,33 @@
-"""The ``mlp-xp`` command line: ``mlp-xp train`` trains an MLP on a data set that ships
-with the package and prints per-epoch progress and the final test accuracy."""
+"""The ``mlp-xp`` command line.
+
+- ``mlp-xp train``: train an MLP on the bundled digits, or on your own CSV / .npz / .npy
+  data (``--data FILE``), and save it with its preprocessing (``--save model.safetensors``);
+- ``mlp-xp predict MODEL --data FILE``: predictions in the original labels or units;
+- ``mlp-xp evaluate MODEL --data FILE``: loss and metrics on labelled data;
+- ``mlp-xp compare``: one model under several backends and precisions.
+
+Every failure is one line on stderr and a non-zero exit status (2 for bad input, 1 for a
+failed run, 130 for Ctrl-C); set ``MLP_XP_TRACEBACK=1`` to see the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+TASKS = ("auto", "classification", "regression")
 DEFAULT_COMPARE = ("numpy:float64", "numpy:float32", "array_api_strict:float32", "torch:float32", "jax:float32",
                    "cupy:float32", "cupy:tf32", "cupy:float16")
+#: integer targets with more distinct values than this are taken as a regression target by --task auto
+MAX_AUTO_CLASSES = 100
+
+
+class UsageError(ValueError):
+    """Bad input from the command line (exit status 2)."""
 
 
 def _hidden_layers(text):
@@ -22,75 +40,481 @@ def _hidden_layers(text):
     return widths
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fraction(low_inclusive):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low_inclusive and value == 0) and not 0 < value < 1:
+            raise argparse.ArgumentTypeError(f"must be in {'[0' if low_inclusive else '(0'}, 1), got {text}")
+        return value
+
+    return parse
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _add_model_flags(parser, epochs):
+    parser.add_argument("--layers", type=_hidden_layers, default=[128, 64], help="hidden layer widths, comma-separated")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation after each hidden layer")
+    parser.add_argument("--epochs", type=_positive_int, default=epochs, help="passes over the training data")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="samples per optimizer step")
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the split and the batch order")
+
+
+def _add_backend_flags(parser, dtype=True):
+    parser.add_argument("--backend", default="numpy", help="numpy, array_api_strict, cupy, torch or jax")
+    parser.add_argument("--device", default=None, help="the backend's device, e.g. cuda:0 for torch "
+                        "(default: the backend's default device)")
+    if dtype:
+        parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point type")
+
+
 def build_parser():
     from . import __version__
 
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="mlp-xp", description="Array-API MLPs: NumPy, CuPy, PyTorch, JAX.")
     parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train an MLP on the bundled digits data set",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--dataset", choices=("digits",), default="digits", help="data set (ships offline)")
-    train.add_argument("--layers", type=_hidden_layers, default=[128, 64], help="hidden layer widths")
-    train.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    train.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    train.add_argument("--backend", default="numpy", help="numpy, array_api_strict, cupy, torch or jax")
-    train.add_argument("--device", default=None, help="the backend's device (default: its default)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--test-size", type=float, default=0.25, help="fraction held out for testing")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,compare}")
+
+    train = commands.add_parser("train", formatter_class=formatter,
+                                help="train an MLP on the bundled digits or on your data (CSV, .npz, .npy)",
+                                description="Train an MLP and report its accuracy (or R2) on held-out data.")
+    train.add_argument("--data", default=None, help="CSV with a header row, .npz with arrays X and y, or .npy "
+                       "features (default: the bundled digits data set, offline)")
+    train.add_argument("--target", default=None, help="the target: a CSV column (default: the last one), an .npz "
+                       "key (default: y), or the .npy file of targets for .npy features")
+    train.add_argument("--features", default=None, help="comma-separated CSV feature columns (default: every "
+                       "column but the target)")
+    train.add_argument("--task", choices=TASKS, default="auto", help="auto: classification for integer or text "
+                       f"targets (up to {MAX_AUTO_CLASSES} classes), regression for other numbers")
+    _add_model_flags(train, epochs=20)
+    train.add_argument("--dropout", type=_fraction(True), default=0.0, help="dropout after each hidden layer")
+    train.add_argument("--test-size", type=_fraction(True), default=0.25,
+                       help="fraction held out to validate each epoch and test at the end (0: none)")
+    train.add_argument("--no-standardize", action="store_true",
+                       help="use the features (and regression targets) as they are, unscaled")
+    _add_backend_flags(train)
+    train.add_argument("--save", default=None, help="write the trained model, with its preprocessing and class "
+                       "labels, to this .safetensors file")
+    train.add_argument("--json", default=None, help="write the history and the test metrics to this JSON file")
+    train.add_argument("--plot", default=None, help="write the loss and metric curves to this PNG (needs matplotlib)")
     train.add_argument("--quiet", action="store_true", help="print only the final result")
 
-    compare = commands.add_parser("compare", help="train one model under several backends/precisions and "
-                                  "compare losses, parameters, accuracy, speed and memory",
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    predict = commands.add_parser("predict", formatter_class=formatter, help="predict with a saved model",
+                                  description="Predict with a model saved by `mlp-xp train --save`: the same "
+                                  "preprocessing is applied and classes come back as their original labels.")
+    predict.add_argument("model", help="the .safetensors file written by mlp-xp train --save (or mx.save)")
+    predict.add_argument("--data", required=True, help="CSV (the model's feature columns are picked by name; "
+                         "other columns are ignored), .npz (array X) or .npy")
+    predict.add_argument("--output", default=None, help="write the predictions to this CSV (default: stdout)")
+    predict.add_argument("--proba", action="store_true", help="also write each class's probability")
+    _add_backend_flags(predict, dtype=False)
+
+    evaluate = commands.add_parser("evaluate", formatter_class=formatter, help="score a saved model on labelled data",
+                                   description="Loss and metrics of a saved model on labelled data.")
+    evaluate.add_argument("model", help="the .safetensors file written by mlp-xp train --save (or mx.save)")
+    evaluate.add_argument("--data", required=True, help="CSV, .npz or .npy file with features and targets")
+    evaluate.add_argument("--target", default=None, help="the target column / key / .npy file (default: the "
+                          "column the model was trained on, or the last one)")
+    evaluate.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    _add_backend_flags(evaluate, dtype=False)
+
+    compare = commands.add_parser("compare", formatter_class=formatter,
+                                  help="train one model under several backends/precisions and compare losses, "
+                                  "parameters, accuracy, speed and memory")
     compare.add_argument("--configs", default=",".join(DEFAULT_COMPARE),
                          help="comma-separated backend:precision list; the first is the reference")
-    compare.add_argument("--layers", type=_hidden_layers, default=[128, 64], help="hidden layer widths")
-    compare.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    compare.add_argument("--epochs", type=int, default=3)
-    compare.add_argument("--batch-size", type=int, default=32)
-    compare.add_argument("--lr", type=float, default=1e-3)
-    compare.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    compare.add_argument("--seed", type=int, default=0)
+    _add_model_flags(compare, epochs=3)
     compare.add_argument("--json", default=None, help="write the full results (curves included) here")
     compare.add_argument("--plot", default=None, help="write loss and divergence curves to this PNG")
     return parser
 
 
-def _digits_and_model(args, **model_options):
+# ---------------------------------------------------------------------------- checks before work
+
+
+def _check_output(path, flag):
+    """A file we will write at the end: refuse now, not after the run, if it cannot be written."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path!r} is a folder, not a file")
+    if not os.path.isdir(directory):
+        raise UsageError(f"{flag} {path!r}: the folder {directory!r} does not exist")
+    existed = os.path.exists(path)
+    try:  # os.access says yes to root everywhere: try it (without truncating what is there)
+        with open(path, "a" if existed else "x"):
+            pass
+        if not existed:
+            os.remove(path)
+    except OSError as error:
+        raise UsageError(f"{flag} {path!r} is not writable: {error.strerror or error}") from None
+
+
+def _check_plotting(path):
+    if path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'mlp_xp[plot]'") from None
+
+
+def _prepare_backend(backend, dtype):
+    """JAX computes float64 only in 64-bit mode: the command line owns its process, so turn it on."""
+    if backend == "jax" and dtype == "float64":
+        try:
+            import jax
+        except ImportError:
+            return  # resolve_backend says what to install
+        jax.config.update("jax_enable_x64", True)
+
+
+def _check_training_memory(model, batch_size, widths):
+    from ._backend import check_memory
+
+    if model.backend.name in ("numpy", "array_api_strict", "jax", "torch") and (
+            model.backend.device is None or str(model.backend.device) == "cpu"):
+        itemsize = model.backend.dtype_itemsize(model.dtype_name)
+        # parameters, gradient, two optimizer moments and a spare buffer; activations of one batch
+        needed = itemsize * (5 * model.num_parameters + 4 * batch_size * sum(widths))
+        check_memory(needed, f"training {model.num_parameters:,} parameters with batches of {batch_size}")
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _load_training_data(args):
+    import numpy as np
+
+    from . import datasets
+
+    if args.data is None:
+        if args.target is not None:
+            raise UsageError("--target needs --data (the bundled digits have their own labels)")
+        X, y = datasets.load_digits()
+        return datasets.Table(X, y, tuple(f"pixel_{i}" for i in range(X.shape[1])), "digit"), "digits"
+    features = None
+    if args.features is not None:
+        features = [name.strip() for name in args.features.split(",") if name.strip()]
+        if not features or os.path.splitext(args.data)[1].lower() not in (".csv", ".tsv", ".txt"):
+            raise UsageError("--features takes comma-separated column names of a CSV file")
+        if args.target is not None and args.target in features:
+            raise UsageError(f"--features lists the target {args.target!r}")
+    table = datasets.load_table(args.data, target=args.target, features=features)
+    if len(table.X) < 2:
+        raise UsageError(f"{args.data!r} holds {len(table.X)} row(s): too few to train on")
+    y = np.asarray(table.y)
+    if y.dtype.kind not in "biufUS" and y.dtype != object:
+        raise UsageError(f"the target has dtype {y.dtype}; give numbers or text labels")
+    return table, os.path.basename(args.data)
+
+
+def _choose_task(y, requested):
+    """("classification" | "regression", why) for a target array."""
+    import numpy as np
+
+    y = np.asarray(y)
+    text = y.dtype.kind in "USO" or y.dtype.kind == "b"
+    if requested == "regression":
+        if text:
+            raise UsageError("--task regression needs a numeric target, but it holds text or booleans")
+        return "regression", "--task regression"
+    if requested == "classification":
+        if y.ndim != 1:
+            raise UsageError(f"--task classification needs one label per row, the target has shape {y.shape}")
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            raise UsageError("--task classification needs integer or text labels; the target holds fractions")
+        return "classification", "--task classification"
+    if text:
+        return "classification", "text labels"
+    if y.ndim == 1 and y.dtype.kind in "iu":
+        distinct = len(np.unique(y))
+        if distinct <= MAX_AUTO_CLASSES:
+            return "classification", "integer labels"
+        return "regression", (f"{distinct} distinct integer values (more than {MAX_AUTO_CLASSES}); "
+                              "--task classification to override")
+    return "regression", "numeric target"
+
+
+def _activation(name):
     import mlp_xp as mx
 
-    activation = {"relu": mx.ReLU, "leaky_relu": mx.LeakyReLU, "tanh": mx.Tanh, "sigmoid": mx.Sigmoid,
-                  "gelu": mx.GELU, "silu": mx.SiLU, "elu": mx.ELU, "softplus": mx.Softplus}[args.activation]
-    X, y = mx.datasets.load_digits()
-    X_train, X_test, y_train, y_test = mx.datasets.train_test_split(X, y, test_size=getattr(args, "test_size", 0.25),
-                                                                    seed=args.seed)
-    X_train, X_test = mx.datasets.standardize(X_train, X_test)
-    classes = int(y.max()) + 1
-    layers, width = [], X.shape[1]
+    return {"relu": mx.ReLU, "leaky_relu": mx.LeakyReLU, "tanh": mx.Tanh, "sigmoid": mx.Sigmoid,
+            "gelu": mx.GELU, "silu": mx.SiLU, "elu": mx.ELU, "softplus": mx.Softplus}[name]
+
+
+def _build_model(args, in_features, out_features, classification, **model_options):
+    import mlp_xp as mx
+
+    from ._backend import check_memory
+
+    widths = [in_features, *args.layers, out_features]
+    count = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    check_memory(count * 12, f"a model of {count:,} parameters")  # before drawing a single weight
+    layers, width = [], in_features
     for hidden in args.layers:
-        layers += [mx.Linear(width, hidden), activation()]
+        layers += [mx.Linear(width, hidden), _activation(args.activation)()]
         if getattr(args, "dropout", 0.0):
             layers.append(mx.Dropout(args.dropout))
         width = hidden
-    layers += [mx.Linear(width, classes), mx.Softmax()]
-    model = mx.Sequential(*layers, seed=args.seed, **model_options)
-    optimizer = {"adam": mx.optim.Adam, "adamw": mx.optim.AdamW, "sgd": mx.optim.SGD,
-                 "rmsprop": mx.optim.RMSprop}[args.optimizer](lr=args.lr)
-    return (X_train, X_test, y_train, y_test), model, optimizer
+    layers.append(mx.Linear(width, out_features))
+    if classification:
+        layers.append(mx.Softmax())
+    return mx.Sequential(*layers, seed=args.seed, **model_options)
+
+
+def _optimizer(args):
+    import mlp_xp as mx
+
+    return {"adam": mx.optim.Adam, "adamw": mx.optim.AdamW, "sgd": mx.optim.SGD,
+            "rmsprop": mx.optim.RMSprop}[args.optimizer](lr=args.lr)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def train(args):
+    import numpy as np
+
+    import mlp_xp as mx
+
+    for path, flag in ((args.save, "--save"), (args.json, "--json"), (args.plot, "--plot")):
+        _check_output(path, flag)
+    _check_plotting(args.plot)
+    _prepare_backend(args.backend, args.dtype)
+
+    table, source = _load_training_data(args)
+    task, why = _choose_task(table.y, args.task)
+    classification = task == "classification"
+    X, y = table.X, np.asarray(table.y)
+    classes = None
+    if classification:
+        y, classes = mx.datasets.encode_labels(y)
+        if len(classes) < 2:
+            raise UsageError(f"the target {table.target_name!r} has a single class {classes.tolist()[0]!r}: nothing to learn")
+    else:
+        y = y.astype(np.float64)
+    if args.test_size:
+        try:
+            X_train, X_test, y_train, y_test = mx.datasets.train_test_split(
+                X, y, test_size=args.test_size, seed=args.seed, stratify=classification)
+        except ValueError as error:
+            raise UsageError(f"--test-size {args.test_size}: {error}") from None
+    else:
+        X_train, X_test, y_train, y_test = X, None, y, None
+
+    scaler = target_scaler = None
+    if not args.no_standardize:
+        scaler = mx.datasets.Standardizer().fit(X_train)
+        if not classification:
+            target_scaler = mx.datasets.Standardizer().fit(y_train)
+    transform = (lambda data: data) if scaler is None else scaler.transform
+    transform_y = (lambda data: data) if target_scaler is None else target_scaler.transform
+    outputs = len(classes) if classification else (1 if y.ndim == 1 else y.shape[1])
+
+    model = _build_model(args, X.shape[1], outputs, classification, backend=args.backend, device=args.device,
+                         dtype=args.dtype)
+    _check_training_memory(model, args.batch_size, args.layers)
+    model.data = model.data._replace(scaler=scaler, target_scaler=target_scaler,
+                                     classes=None if classes is None else tuple(classes.tolist()),
+                                     feature_names=table.feature_names or None, target_name=table.target_name)
+    loss = mx.losses.CrossEntropy() if classification else mx.losses.MSE()
+    metrics = [] if classification else ["mae", "r2"]
+    if not args.quiet:
+        kind = f"classification, {len(classes)} classes" if classification else "regression"
+        test = f" / {len(X_test)} test" if X_test is not None else ""
+        print(f"{source}: {len(X_train)} train{test} samples, {X.shape[1]} features; target "
+              f"{table.target_name!r}: {kind} ({why}); {model.num_parameters} parameters on {args.backend} "
+              f"{args.dtype}", flush=True)
+    validation = None if X_test is None else (transform(X_test), transform_y(y_test))
+    verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
+    history = model.fit(transform(X_train), transform_y(y_train), loss=loss, optimizer=_optimizer(args),
+                        epochs=args.epochs, batch_size=args.batch_size, validation_data=validation,
+                        metrics=metrics, verbose=verbose)
+
+    scored_X, scored_y, split = (X_test, y_test, "test") if X_test is not None else (X_train, y_train, "train")
+    result = _score(model, transform(scored_X), scored_y, classification)
+    print(f"{split} " + ", ".join(f"{key} {value:.4f}" for key, value in result.items()), flush=True)
+    if args.save:
+        mx.save(model, args.save)
+        if not args.quiet:
+            print(f"saved: {args.save}")
+    if args.json:
+        _write_json(args.json, {"data": source, "task": task, "target": table.target_name,
+                                "classes": model.data.classes, "args": vars(args),
+                                "history": dict(history), split: result})
+    if args.plot:
+        history.plot(args.plot)
+        if not args.quiet:
+            print(f"written: {args.plot}")
+    return 0
+
+
+def _score(model, X, y, classification):
+    """Test metrics in the original units: accuracy (and loss) or MSE, MAE and R2."""
+    import numpy as np
+
+    import mlp_xp as mx
+
+    if classification:
+        result = model.evaluate(X, y, loss=mx.losses.CrossEntropy())
+        return {"accuracy": result["accuracy"], "loss": result["loss"]}
+    predicted = _regression_output(model, X).reshape(np.shape(y))
+    residual = predicted - y
+    total = np.sum((y - np.mean(y, axis=0)) ** 2, axis=0)
+    r2 = np.mean(np.where(total > 0, 1 - np.sum(residual ** 2, axis=0) / np.where(total > 0, total, 1), 0.0))
+    return {"r2": float(r2), "mae": float(np.mean(np.abs(residual))), "mse": float(np.mean(residual ** 2))}
+
+
+def _regression_output(model, X):
+    import numpy as np
+
+    import mlp_xp as mx
+
+    output = np.asarray(mx.to_numpy(model.predict(X)), dtype=np.float64)
+    scaler = model.data.target_scaler
+    return output if scaler is None else scaler.inverse_transform(output)
+
+
+def _write_json(path, payload):
+    import numpy as np
+
+    def plain(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, tuple):
+            return list(value)
+        raise TypeError(f"not JSON: {value!r}")
+
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=1, default=plain)
+    print(f"written: {path}")
+
+
+def _load_model(args):
+    import mlp_xp as mx
+
+    dtype = None
+    _prepare_backend(args.backend, "float64")
+    return mx.load(args.model, backend=args.backend, device=args.device, dtype=dtype)
+
+
+def _features_for(model, path, target=None, need_target=False):
+    from . import datasets
+
+    names = model.data.feature_names
+    csv_like = os.path.splitext(path)[1].lower() in (".csv", ".tsv", ".txt")
+    if target is None and need_target:
+        target = model.data.target_name if csv_like or os.path.splitext(path)[1].lower() == ".npz" else None
+    table = datasets.load_table(path, target=target, features=names if csv_like and names else None,
+                                need_target=need_target)
+    if table.X.shape[1] != model.in_features:
+        raise UsageError(f"{path!r} has {table.X.shape[1]} features, the model takes {model.in_features}")
+    scaler = model.data.scaler
+    return table, (table.X if scaler is None else scaler.transform(table.X))
+
+
+def predict(args):
+    import csv
+
+    import numpy as np
+
+    import mlp_xp as mx
+
+    _check_output(args.output, "--output")
+    model = _load_model(args)
+    _, X = _features_for(model, args.data)
+    output = np.asarray(mx.to_numpy(model.predict(X)), dtype=np.float64)
+    classes = model.data.classes
+    name = model.data.target_name or "prediction"
+    if classes is not None:
+        header = [name] + ([f"probability_{label}" for label in classes] if args.proba else [])
+        rows = ([classes[index]] + (row.tolist() if args.proba else [])
+                for index, row in zip(np.argmax(output, axis=1), output))
+    else:
+        if args.proba:
+            raise UsageError("--proba needs a classification model; this one predicts numbers")
+        values = _regression_output(model, X)
+        header = [name] if values.shape[1] == 1 else [f"{name}_{i}" for i in range(values.shape[1])]
+        rows = (row.tolist() for row in values)
+    file = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    finally:
+        if args.output:
+            file.close()
+    if args.output:
+        print(f"written: {args.output} ({len(output)} predictions)", file=sys.stderr)
+    return 0
+
+
+def evaluate(args):
+    import numpy as np
+
+    _check_output(args.json, "--json")
+    model = _load_model(args)
+    table, X = _features_for(model, args.data, target=args.target, need_target=True)
+    classes = model.data.classes
+    y = np.asarray(table.y)
+    if classes is not None:
+        index = {label: code for code, label in enumerate(classes)}
+        labels = y.tolist()
+        unknown = sorted({str(label) for label in labels if label not in index})
+        if unknown:
+            raise UsageError(f"the target holds labels the model was not trained on: {unknown[:5]}; "
+                             f"it knows {list(classes)}")
+        y = np.array([index[label] for label in labels], dtype=np.int64)
+        result = _score(model, X, y, classification=True)
+    else:
+        if y.dtype.kind not in "iuf":
+            raise UsageError("the target must be numbers for a regression model")
+        result = _score(model, X, y.astype(np.float64), classification=False)
+    print(f"{os.path.basename(args.data)}: {len(X)} samples; " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if args.json:
+        _write_json(args.json, {"model": args.model, "data": args.data, **result})
+    return 0
 
 
 def compare(args):
     import mlp_xp as mx
 
-    (X_train, X_test, y_train, y_test), model, optimizer = _digits_and_model(args, dtype="float64")
+    for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
+        _check_output(path, flag)
+    _check_plotting(args.plot)
+    X, y = mx.datasets.load_digits()
+    X_train, X_test, y_train, y_test = mx.datasets.train_test_split(X, y, test_size=0.25, seed=args.seed)
+    X_train, X_test = mx.datasets.standardize(X_train, X_test)
+    model = _build_model(args, X.shape[1], 10, True, dtype="float64")
     configs = [config.strip() for config in args.configs.split(",") if config.strip()]
-    result = mx.compare(model, X_train, y_train, mx.losses.CrossEntropy(), optimizer, configs=configs,
+    if not configs:
+        raise UsageError("--configs is empty")
+    result = mx.compare(model, X_train, y_train, mx.losses.CrossEntropy(), _optimizer(args), configs=configs,
                         reference=configs[0], epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(X_test, y_test))
     print(f"digits, {len(X_train)} training samples, {args.epochs} epochs; reference {configs[0]}; "
@@ -105,33 +529,61 @@ def compare(args):
     return 0
 
 
-def train(args):
-    import mlp_xp as mx
+# ---------------------------------------------------------------------------- entry point
 
-    (X_train, X_test, y_train, y_test), model, optimizer = _digits_and_model(
-        args, backend=args.backend, device=args.device, dtype=args.dtype)
-    if not args.quiet:
-        print(f"digits: {len(X_train)} train / {len(X_test)} test samples, {model.in_features} features, "
-              f"{model.out_features} classes; {model.num_parameters} parameters on {args.backend} {args.dtype}")
-    loss = mx.losses.CrossEntropy()
-    model.fit(X_train, y_train, loss=loss, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
-              validation_data=(X_test, y_test), verbose=0 if args.quiet else 2)
-    result = model.evaluate(X_test, y_test, loss=loss)
-    print(f"test accuracy: {result['accuracy']:.4f} (test loss {result['loss']:.4f})")
-    return 0
+
+def _fail(message, status):
+    print(f"mlp-xp: error: {message}", file=sys.stderr)
+    return status
+
+
+def _run(args):
+    from ._errors import NonFiniteError
+
+    import numpy as np
+
+    handler = {"train": train, "predict": predict, "evaluate": evaluate, "compare": compare}[args.command]
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # NonFiniteError says it once
+            return handler(args)
+    except NonFiniteError as error:
+        return _fail(f"training diverged: {error}", 1)
+    except MemoryError as error:
+        return _fail(f"out of memory: {error or 'the run needs more memory than this machine has'}", 1)
+    except FileNotFoundError as error:
+        return _fail(error.args[0] if len(error.args) == 1 else f"{error.strerror}: {error.filename!r}", 2)
+    except PermissionError as error:
+        return _fail(f"permission denied: {error.filename!r}", 2)
+    except (ValueError, TypeError, ImportError) as error:
+        return _fail(str(error), 2)
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        return _fail(f"{error.strerror or error}: {error.filename!r}" if error.filename else str(error), 1)
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
-        return {"train": train, "compare": compare}[args.command](args)
-    except (ValueError, ImportError, TypeError) as error:
-        print(f"mlp-xp: error: {error}", file=sys.stderr)
-        return 2
+        return _run(args)
+    except KeyboardInterrupt:
+        print("mlp-xp: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`mlp-xp predict ... | head`): stop quietly, as other tools do
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except Exception as error:  # a bug of ours: still one line, with how to see more
+        if os.environ.get("MLP_XP_TRACEBACK"):
+            raise
+        return _fail(f"unexpected {type(error).__name__}: {error} (set MLP_XP_TRACEBACK=1 to see where; "
+                     "please report it)", 1)
 
 
 if __name__ == "__main__":

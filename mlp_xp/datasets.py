@@ -11,14 +11,16 @@ downloads anything. ``Batches`` streams host arrays to the device one batch at a
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 from importlib import resources
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = ["load_digits", "load_mnist", "load_idx", "train_test_split", "split_indices", "standardize",
-           "Standardizer", "encode_labels", "Batches"]
+           "Standardizer", "encode_labels", "Batches", "Table", "load_table"]
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MNIST_FILES = {
@@ -395,3 +397,171 @@ def encode_labels(y):
         raise ValueError(f"encode_labels takes 1-D labels, got shape {labels.shape}")
     classes, codes = np.unique(labels, return_inverse=True)
     return codes.astype(np.int64), classes
+
+
+class Table(NamedTuple):
+    """Data read by :func:`load_table`.
+
+    Attributes:
+        X: float64 features, (samples, features).
+        y: the target column as read (numbers, or strings for text labels), (samples,) or
+            (samples, outputs); None when the file has no target.
+        feature_names: the feature columns' names.
+        target_name: the target's name, or None.
+    """
+
+    X: Any
+    y: Any
+    feature_names: tuple
+    target_name: Any
+
+
+def _parse_number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _target_values(texts):
+    """A CSV column as int64 (all integers), float64 (all numbers) or strings."""
+    numbers = [_parse_number(text) for text in texts]
+    if all(number is not None and np.isfinite(number) for number in numbers):
+        as_int = all(text.strip().lstrip("+-").isdigit() for text in texts)
+        return np.array([int(text) for text in texts], dtype=np.int64) if as_int else np.array(numbers)
+    return np.array([text.strip() for text in texts])
+
+
+def _read_csv(path, target, features, need_target):
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        sample = file.read(64 * 1024)
+        file.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        rows = [row for row in csv.reader(file, dialect) if row and any(cell.strip() for cell in row)]
+    if len(rows) < 2:
+        raise ValueError(f"{path!r} needs a header row and at least one data row")
+    header = [name.strip() for name in rows[0]]
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path!r} has duplicate column names in its header: {header}")
+    body = rows[1:]
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path!r} line {number} has {len(row)} fields, the header has {len(header)}")
+    if target is None and need_target:
+        target = header[-1]
+    if target is not None and target not in header:
+        if need_target:
+            raise ValueError(f"{path!r} has no column {target!r}; its columns are {header}")
+        target = None
+    names = [name for name in header if name != target] if features is None else list(features)
+    missing = [name for name in names if name not in header]
+    if missing:
+        raise ValueError(f"{path!r} lacks the feature column(s) {missing} the model was trained on; it has {header}")
+    X = np.empty((len(body), len(names)))
+    for column, name in enumerate(names):
+        index = header.index(name)
+        for line, row in enumerate(body):
+            value = _parse_number(row[index])
+            if value is None or not np.isfinite(value):
+                shown = row[index].strip()
+                raise ValueError(f"{path!r} line {line + 2}, column {name!r}: {shown!r} is "
+                                 + ("empty" if not shown else "not a finite number")
+                                 + ": features must be numbers (encode text columns, fill missing values)")
+            X[line, column] = value
+    y = None
+    if target is not None:
+        texts = [row[header.index(target)] for row in body]
+        empty = [line + 2 for line, text in enumerate(texts) if not text.strip()]
+        if empty:
+            raise ValueError(f"{path!r} line {empty[0]}: the target {target!r} is empty")
+        y = _target_values(texts)
+    return Table(X, y, tuple(names), target)
+
+
+def _numeric_features(array, path):
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{path!r}: features must be numbers, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(f"{path!r}: features must be 2-D (samples, features), got shape {array.shape}")
+    return array.astype(np.float64)
+
+
+def load_table(path, target=None, features=None, need_target=True):
+    """Read features and a target from a CSV, ``.npz`` or ``.npy`` file.
+
+    - CSV: a header row names the columns; ``target`` is a column name (default: the
+      last column) and the other columns are the features, which must be numbers. The
+      delimiter (comma, semicolon or tab) is detected. The target is read as integers,
+      numbers or text.
+    - ``.npz``: arrays ``X`` and ``y`` (``target`` names another key for y).
+    - ``.npy``: the features; ``target`` is a second ``.npy`` file with the targets.
+
+    Args:
+        path: the file.
+        target: see above.
+        features: the feature columns to take, in order (CSV), e.g. those a model was
+            trained on; other columns are ignored. None: all but the target.
+        need_target: False to read files without a target (for prediction).
+
+    Returns:
+        A :class:`Table`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: an unknown format, a missing column or key, a non-numeric or empty
+            feature value (named by line and column), or row counts that differ.
+
+    Example:
+        >>> import os, tempfile
+        >>> from mlp_xp.datasets import load_table
+        >>> path = os.path.join(tempfile.mkdtemp(), "pets.csv")
+        >>> _ = open(path, "w").write("weight,height,kind\\n4.1,30,cat\\n30.5,60,dog\\n")
+        >>> table = load_table(path, target="kind")
+        >>> table.X.tolist(), table.y.tolist(), table.feature_names
+        ([[4.1, 30.0], [30.5, 60.0]], ['cat', 'dog'], ('weight', 'height'))
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such data file: {path!r}")
+    extension = os.path.splitext(path)[1].lower()
+    if extension in (".csv", ".tsv", ".txt"):
+        return _read_csv(path, target, features, need_target)
+    if extension == ".npz":
+        key = target or "y"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = data.files
+                x_key = "X" if "X" in names else "x" if "x" in names else None
+                if x_key is None:
+                    raise ValueError(f"{path!r} holds {names}; an .npz data file holds arrays 'X' and 'y'")
+                X = data[x_key]
+                y = data[key] if key in names else None
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path!r} is not a readable .npz file: {error}") from None
+        if y is None and need_target:
+            raise ValueError(f"{path!r} has no array {key!r} for the target; it holds {names}")
+        table = Table(_numeric_features(X, path), y, (), key if y is not None else None)
+    elif extension == ".npy":
+        X = _numeric_features(np.load(path, allow_pickle=False), path)
+        y = None
+        if target is not None:
+            if not os.path.isfile(target):
+                raise FileNotFoundError(f"no such target file: {target!r} (with .npy features, --target is the "
+                                        ".npy file of targets)")
+            y = np.load(target, allow_pickle=False)
+        elif need_target:
+            raise ValueError(f"{path!r} holds only the features: give the targets as a second .npy file")
+        table = Table(X, y, (), None if y is None else os.path.splitext(os.path.basename(target))[0])
+    else:
+        raise ValueError(f"{path!r}: unknown data format {extension or '(no extension)'!r}; use .csv, .npz or .npy")
+    if table.y is not None and len(table.y) != len(table.X):
+        raise ValueError(f"{path!r}: {len(table.X)} rows of features but {len(table.y)} targets")
+    if features is not None and table.X.shape[1] != len(features):
+        raise ValueError(f"{path!r} has {table.X.shape[1]} features, the model takes {len(features)}")
+    return table

@@ -3,7 +3,8 @@
 A file holds the parameters under their state_dict keys ("0.weight" of shape (in, out), ...),
 the optimizer's state vectors under "optimizer.<field>", and in its metadata the architecture
 (layer types and arguments), dtype, seed, the optimizer's type, hyperparameters and step count,
-and the states of the model's two random generators. Loading parses JSON and raw tensors only,
+the states of the model's two random generators, and what ``model.data`` knows of the training
+data (input and target standardisation, class labels, column names). Loading parses JSON and raw tensors only,
 so an untrusted file can never run code. Writes go to a temporary file that is renamed over the
 target, so a crash mid-save leaves the previous file intact.
 
@@ -56,6 +57,54 @@ def _schedule_from_json(value):
     return value
 
 
+def _plain(value):
+    """A label or name as a JSON value (numpy scalars become Python ones)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"cannot save the label {value!r}: class labels must be strings or numbers")
+    return value
+
+
+def _data_to_json(data):
+    out = {}
+    for key in ("scaler", "target_scaler"):
+        scaler = getattr(data, key)
+        if scaler is not None:
+            if scaler.mean is None:
+                raise ValueError(f"model.data.{key} is not fitted")
+            out[key] = {"mean": scaler.mean.tolist(), "scale": scaler.scale.tolist()}
+    for key in ("classes", "feature_names"):
+        if getattr(data, key) is not None:
+            out[key] = [_plain(value) for value in getattr(data, key)]
+    if data.target_name is not None:
+        out["target_name"] = str(data.target_name)
+    return out
+
+
+def _data_from_json(text, model):
+    from .datasets import Standardizer
+
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError("the data metadata must be a JSON object")
+    info = {}
+    for key in ("scaler", "target_scaler"):
+        if key in values:
+            info[key] = Standardizer(values[key]["mean"], values[key]["scale"])
+    for key in ("classes", "feature_names"):
+        if key in values:
+            info[key] = tuple(values[key])
+    if "target_name" in values:
+        info["target_name"] = str(values["target_name"])
+    if info.get("scaler") is not None and info["scaler"].mean.size != model.in_features:
+        raise ValueError(f"its input scaler has {info['scaler'].mean.size} features, the model takes {model.in_features}")
+    if "classes" in info and len(info["classes"]) != model.out_features:
+        raise ValueError(f"it names {len(info['classes'])} classes for {model.out_features} outputs")
+    if "feature_names" in info and len(info["feature_names"]) != model.in_features:
+        raise ValueError(f"it names {len(info['feature_names'])} features, the model takes {model.in_features}")
+    return model.data._replace(**info)
+
+
 def _layer_config(layer):
     config = layer.config()
     if "init" in config and config["init"] is not None and not isinstance(config["init"], str):
@@ -94,6 +143,9 @@ def save(model, path, optimizer=None):
         "rng": json.dumps({"shuffle": model.shuffle_rng.bit_generator.state,
                            "dropout": model.dropout_rng.bit_generator.state}),
     }
+    data = _data_to_json(model.data)
+    if data:
+        metadata["data"] = json.dumps(data)
     if optimizer is not None:
         if optimizer is not model._optimizer or model._optimizer_state is None:
             raise ValueError("this optimizer has no state in the model: pass the optimizer that fit() used, "
@@ -209,6 +261,8 @@ def load(path, backend="numpy", device=None, dtype=None):
                            dtype=dtype or metadata["dtype"], seed=int(metadata["seed"]))
         model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
         _restore_rng(model, metadata["rng"])
+        if "data" in metadata:
+            model.data = _data_from_json(metadata["data"], model)
         if "optimizer" in metadata:
             _restore_optimizer(model, tensors, metadata["optimizer"])
     return model

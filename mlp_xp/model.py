@@ -14,12 +14,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _validation, training
-from ._backend import Backend, resolve_backend, resolve_dtype_name, to_numpy
+from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name, to_numpy
 from ._errors import ShapeError
 from .layers import ForwardContext, Layer, Linear
 from .losses import Loss
 
-__all__ = ["Sequential", "ParamSpec"]
+__all__ = ["Sequential", "ParamSpec", "DataInfo"]
 
 
 class ParamSpec(NamedTuple):
@@ -40,6 +40,33 @@ class ParamSpec(NamedTuple):
     offset: int
     shape: tuple
     size: int
+
+
+class DataInfo(NamedTuple):
+    """What a model knows of the data it was trained on, saved and loaded with it by
+    ``mx.save`` / ``mx.load`` (and used by ``mlp-xp predict`` / ``evaluate``). ``predict``
+    does not apply it: transform inputs with ``scaler`` and map outputs back yourself.
+
+    Attributes:
+        scaler: a :class:`mlp_xp.datasets.Standardizer` for the inputs, or None.
+        target_scaler: a Standardizer for regression targets, or None.
+        classes: the original class labels (output ``i`` is ``classes[i]``), or None.
+        feature_names: the input columns, in order, or None.
+        target_name: the target column, or None.
+
+    Example:
+        >>> import numpy as np, mlp_xp as mx
+        >>> model = mx.Sequential(mx.Linear(2, 3), mx.Softmax(), seed=0)
+        >>> model.data = model.data._replace(classes=("cat", "dog", "owl"), feature_names=("weight", "height"))
+        >>> model.data.classes[int(np.argmax(mx.to_numpy(model.predict([[0.1, 0.2]]))))] in model.data.classes
+        True
+    """
+
+    scaler: Any = None
+    target_scaler: Any = None
+    classes: Any = None
+    feature_names: Any = None
+    target_name: Any = None
 
 
 class Summary(str):
@@ -79,6 +106,9 @@ class Sequential:
 
     def __init__(self, *layers, backend="numpy", device=None, dtype="float32", seed=0):
         self._setup(layers, resolve_backend(backend, device), dtype, seed)
+        # the weights are drawn on the host in float64, then converted: check before allocating
+        check_memory(self.num_parameters * (8 + self.backend.dtype_itemsize(self.dtype_name)),
+                     f"a model of {self.num_parameters:,} parameters")
         init_rng, shuffle_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(3))
         self.params = self.backend.asarray(self._initial_host_params(init_rng).astype(self.dtype_name),
                                            dtype=self.dtype)
@@ -112,6 +142,7 @@ class Sequential:
         self._optimizer = None
         self._optimizer_state = None
         self._fast_paths = None  # resolved on first use: importing numba is not free
+        self.data = DataInfo()
         self._build_layout()
 
     def _build_layout(self):
@@ -397,6 +428,7 @@ class Sequential:
         clone.params = target.asarray(to_numpy(self.params).astype(clone.dtype_name), dtype=clone.dtype)
         clone.shuffle_rng = copy.deepcopy(self.shuffle_rng)
         clone.dropout_rng = copy.deepcopy(self.dropout_rng)
+        clone.data = self.data
         return clone
 
     # ------------------------------------------------------------------ training API
