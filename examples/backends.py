@@ -17,6 +17,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
 
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+
+        # JAX computes in float32 unless 64-bit mode is on (mlp_xp refuses a float64 model without it);
+        # a script owns its process, so it can turn it on. Or run with JAX_ENABLE_X64=1.
+        jax.config.update("jax_enable_x64", True)
+
     X, y = mx.datasets.load_digits()
     X = mx.datasets.standardize(X)
     model = mx.Sequential(mx.Linear(64, 64), mx.ReLU(), mx.Linear(64, 10), mx.Softmax(), dtype="float64", seed=0)

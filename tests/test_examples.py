@@ -3,6 +3,8 @@
 import importlib.util
 import math
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -47,12 +49,28 @@ def test_initializers():
 
 @pytest.mark.parametrize("args", [["--widths", "7,3,11,1,5"], ["--widths", "4,9,2,3", "--activation", "gelu",
                                                                 "--layernorm"]])
-def test_gradient_check(args):
+def test_gradient_check(args, capsys):
     result = _load("gradient_check").main(args)
     assert result.ok and result.max_rel_error < 1e-7
+    assert "(numpy, float64)" in capsys.readouterr().out  # the model is checked in float64, as the title says
 
 
-def test_backends():
-    differences = _load("backends").main(["--epochs", "1"])
-    assert differences["array_api_strict"] == 0.0
-    assert all(value < 1e-10 for value in differences.values())
+def test_gradient_check_of_one_output_and_bad_widths(capsys):
+    result = _load("gradient_check").main(["--widths", "5,1"])
+    assert result.ok and set(result.errors) == {"0.weight", "0.bias"}
+    with pytest.raises(SystemExit) as info:
+        _load("gradient_check").main(["--widths", "5"])
+    assert info.value.code == 2 and "needs an input width and an output width" in capsys.readouterr().err
+
+
+def test_backends(tmp_path):
+    # as a user runs it: a fresh process, where JAX starts without 64-bit mode
+    result = subprocess.run([sys.executable, str(EXAMPLES / "backends.py"), "--epochs", "1"], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "max |p - p_numpy| = 0.0e+00" in lines["array_api_strict"]
+    for backend in ("torch", "jax"):
+        if importlib.util.find_spec(backend) is not None:
+            assert "max |p - p_numpy|" in lines[backend], lines[backend]
+            assert float(lines[backend].split("= ")[1].split(",")[0]) < 1e-10

@@ -14,7 +14,8 @@ def test_readme_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index, capsys):
+def test_readme_block_runs(index, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # blocks that write files write them here
     for module in re.findall(r"^(?:from|import) (sklearn|torch|safetensors\.torch|matplotlib)\b", BLOCKS[index], re.M):
         pytest.importorskip(module.split(".")[0], reason=f"the README block needs {module}")
     namespace = {}
@@ -23,3 +24,24 @@ def test_readme_block_runs(index, capsys):
         printed = capsys.readouterr().out
         accuracy = float(re.search(r"'accuracy': ([0-9.]+)", printed).group(1))
         assert accuracy > 0.93
+
+
+def test_readme_command_line_walkthrough_runs(tmp_path, monkeypatch):
+    """The CSV made by the README's Python block goes through its train / predict / evaluate commands."""
+    import shutil
+    import subprocess
+
+    make_csv = next(block for block in BLOCKS if "plants.csv" in block)
+    commands = next(block for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+                    if "mlp-xp predict" in block)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(make_csv, "README.md plants block", "exec"), {})
+    assert shutil.which("mlp-xp"), "the mlp-xp console script is not installed"
+    for line in commands.strip().splitlines():
+        result = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, f"{line}: {result.stderr}"
+    predicted = (tmp_path / "predicted.csv").read_text().splitlines()
+    assert predicted[0] == "species,probability_setosa,probability_versicolor,probability_virginica"
+    assert predicted[1].split(",")[0] in ("setosa", "versicolor", "virginica")
+    prices = [float(line) for line in (tmp_path / "prices.csv").read_text().splitlines()[1:]]
+    assert len(prices) == 300 and 950 < sum(prices) / len(prices) < 1050
