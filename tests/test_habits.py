@@ -288,3 +288,87 @@ def test_resolved_schedules_save_and_resume(tmp_path):
     _fit(model, epochs=3, optimizer=optimizer)
     mx.save(model, tmp_path / "m.safetensors", optimizer=optimizer)
     assert mx.load(tmp_path / "m.safetensors").optimizer.lr == optimizer.lr
+
+
+# ---------------------------------------------------------------- messages that point the right way
+
+
+def test_sparse_input_says_to_densify():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(ValueError, match=r"scipy.sparse matrix.*X.toarray\(\)"):
+        _classifier().fit(sparse.csr_matrix(X), LABELS, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.SGD(),
+                          verbose=0)
+
+
+def test_pandas_nullable_columns_are_numbers_with_missing_values():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=list("abcd")).astype("Float64")
+    labels = pd.Series(LABELS, dtype="Int64")
+    history = _classifier().fit(frame, labels, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), verbose=0)
+    assert np.isfinite(history["loss"][0])
+    frame.iloc[7, 2] = pd.NA
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity: X\[7, 2\]"):
+        _classifier().fit(frame, labels, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), verbose=0)
+    labels.iloc[3] = pd.NA
+    with pytest.raises(ValueError, match=r"y contains NaN or infinity: y\[3\]"):
+        _classifier().fit(X, labels, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), verbose=0)
+
+
+def test_masked_arrays_are_refused():
+    masked = np.ma.masked_array(X, mask=np.zeros_like(X, dtype=bool))
+    with pytest.raises(ValueError, match="masked array"):
+        _classifier().predict(masked)
+
+
+def test_text_labels_point_to_encode_labels():
+    names = np.array(["low", "mid", "high"])[LABELS]
+    with pytest.raises(ValueError, match=r"text labels \(e.g. '(low|mid|high)'\).*encode_labels"):
+        _classifier().fit(X, names, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), verbose=0)
+    codes, classes = mx.datasets.encode_labels(names)
+    model = _classifier()
+    model.fit(X, codes, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(), verbose=0)
+    assert set(classes[numpy_of(model(X)).argmax(axis=1)]) <= set(names)
+
+
+def test_a_model_too_large_for_memory_fails_before_allocating():
+    with pytest.raises(MemoryError, match=r"a model of 20,000,200,000 parameters needs .* GB of memory"):
+        mx.Sequential(mx.Linear(100_000, 100_000), mx.Linear(100_000, 100_000))
+
+
+# ---------------------------------------------------------------- what the model knows of its data
+
+
+def test_model_data_is_saved_and_loaded(tmp_path):
+    names = np.array(["low", "mid", "high"])
+    model = _classifier()
+    scaler = mx.datasets.Standardizer().fit(X)
+    model.data = model.data._replace(scaler=scaler, classes=tuple(names), feature_names=("a", "b", "c", "d"),
+                                     target_name="level")
+    mx.save(model, tmp_path / "m.safetensors")
+    loaded = mx.load(tmp_path / "m.safetensors", dtype="float64")
+    assert loaded.data.classes == ("low", "mid", "high") and loaded.data.target_name == "level"
+    assert np.array_equal(loaded.data.scaler.mean, scaler.mean) and np.array_equal(loaded.data.scaler.scale,
+                                                                                   scaler.scale)
+    assert loaded.data.feature_names == ("a", "b", "c", "d") and loaded.data.target_scaler is None
+    assert model.to(backend="array_api_strict").data == model.data
+    assert mx.load(tmp_path / "m.safetensors").data.classes == ("low", "mid", "high")
+
+
+@pytest.mark.parametrize("data,message", [
+    ('{"classes": ["a", "b"]}', "names 2 classes for 3 outputs"),
+    ('{"scaler": {"mean": [0.0], "scale": [1.0]}}', "scaler has 1 features"),
+    ('{"scaler": {"mean": [0, 0, 0, 0], "scale": [1, 1, 0, 1]}}', "scales > 0"),
+    ('{"scaler": {"mean": [0, 0, 0, 0]}}', "malformed"),
+    ('[1, 2]', "JSON object"),
+])
+def test_malformed_data_metadata_is_a_value_error(data, message, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    mx.save(_classifier(), path)
+    with safe_open(str(path), framework="numpy") as file:
+        metadata = dict(file.metadata())
+    save_file(load_file(str(path)), str(path), metadata={**metadata, "data": data})
+    with pytest.raises(ValueError, match=message):
+        mx.load(path)
