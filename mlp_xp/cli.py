@@ -40,37 +40,25 @@ def _hidden_layers(text):
     return widths
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number(convert, accept, requirement):
+    """An argparse type: ``convert(text)``, refused unless ``accept(value)``."""
 
-
-def _fraction(low_inclusive):
     def parse(text):
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (low_inclusive and value == 0) and not 0 < value < 1:
-            raise argparse.ArgumentTypeError(f"must be in {'[0' if low_inclusive else '(0'}, 1), got {text}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
         return value
 
     return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+_positive_int = _number(int, lambda value: value >= 1, ">= 1")
+_positive_float = _number(float, lambda value: 0 < value < float("inf"), "a finite number > 0")
+_fraction = _number(float, lambda value: 0 <= value < 1, "in [0, 1)")
 
 
 def _add_model_flags(parser, epochs):
@@ -111,8 +99,8 @@ def build_parser():
     train.add_argument("--task", choices=TASKS, default="auto", help="auto: classification for integer or text "
                        f"targets (up to {MAX_AUTO_CLASSES} classes), regression for other numbers")
     _add_model_flags(train, epochs=20)
-    train.add_argument("--dropout", type=_fraction(True), default=0.0, help="dropout after each hidden layer")
-    train.add_argument("--test-size", type=_fraction(True), default=0.25,
+    train.add_argument("--dropout", type=_fraction, default=0.0, help="dropout after each hidden layer")
+    train.add_argument("--test-size", type=_fraction, default=0.25,
                        help="fraction held out to validate each epoch and test at the end (0: none)")
     train.add_argument("--no-standardize", action="store_true",
                        help="use the features (and regression targets) as they are, unscaled")
@@ -196,8 +184,9 @@ def _prepare_backend(backend, dtype):
 def _check_training_memory(model, batch_size, widths):
     from ._backend import check_memory
 
-    if model.backend.name in ("numpy", "array_api_strict", "jax", "torch") and (
-            model.backend.device is None or str(model.backend.device) == "cpu"):
+    on_host = model.backend.name in ("numpy", "array_api_strict") or (
+        model.backend.name in ("jax", "torch") and str(model.backend.device or "cpu") == "cpu")
+    if on_host:
         itemsize = model.backend.dtype_itemsize(model.dtype_name)
         # parameters, gradient, two optimizer moments and a spare buffer; activations of one batch
         needed = itemsize * (5 * model.num_parameters + 4 * batch_size * sum(widths))
@@ -270,12 +259,7 @@ def _activation(name):
 def _build_model(args, in_features, out_features, classification, **model_options):
     import mlp_xp as mx
 
-    from ._backend import check_memory
-
-    widths = [in_features, *args.layers, out_features]
-    count = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
-    check_memory(count * 12, f"a model of {count:,} parameters")  # before drawing a single weight
-    layers, width = [], in_features
+    layers, width = [], in_features  # Sequential checks the memory its weights need before drawing them
     for hidden in args.layers:
         layers += [mx.Linear(width, hidden), _activation(args.activation)()]
         if getattr(args, "dropout", 0.0):
@@ -418,9 +402,8 @@ def _write_json(path, payload):
 def _load_model(args):
     import mlp_xp as mx
 
-    dtype = None
-    _prepare_backend(args.backend, "float64")
-    return mx.load(args.model, backend=args.backend, device=args.device, dtype=dtype)
+    _prepare_backend(args.backend, "float64")  # a float64 model loads as float64 on JAX too
+    return mx.load(args.model, backend=args.backend, device=args.device)
 
 
 def _features_for(model, path, target=None, need_target=False):
