@@ -21,7 +21,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = r"""
-import json, sys, time
+import json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[2])
 import numpy as np, mlp_xp as mx
@@ -69,7 +69,10 @@ def main(argv=None):
             for label in ("A", "B"):
                 out = subprocess.check_output([sys.executable, "-c", CHILD, trees[label], HERE, args.workload,
                                                str(args.epochs)], text=True)
-                results[label].append(json.loads(out))
+                run = json.loads(out)
+                if not run["file"].startswith(trees[label]):
+                    raise SystemExit(f"revision {label} imported mlp_xp from {run['file']}, not its worktree")
+                results[label].append(run)
     finally:
         for tree in trees.values():
             subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=top, check=False)

@@ -90,7 +90,8 @@ class Accuracy(Metric):
         return bound
 
     def update(self, totals, output, target, xp):
-        return _add(totals, (self.loss.correct(output, target, xp),))
+        correct = self.loss.correct(output, target, xp)
+        return (correct,) if totals is None else (totals[0] + correct,)
 
     def result(self, totals, count):
         return float(_host(totals[0])) / count

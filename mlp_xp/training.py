@@ -349,6 +349,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     ctx = make_context(model, train=True)
     history = History({key: [] for key in log_keys})
     hooks.call("on_train_begin", model=model)
+    batch_hooks = hooks.has("on_batch_end")
 
     stop_training = False
     for epoch in range(1, epochs + 1):
@@ -390,7 +391,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             model.params, model._optimizer_state = params, state
             loss_sum += value_host * count
             seen += count
-            if hooks.has("on_batch_end"):
+            if batch_hooks:
                 hooks.call("on_batch_end", step=step, loss=value_host, model=model)
             for index, metric in enumerate(metric_list):
                 totals[index] = metric.update(totals[index], output, target_batch, xp)
