@@ -26,7 +26,7 @@ def _pandas_values(value):
     return value.to_numpy()
 
 
-def _text_error(array, name):
+def _first_text(array):
     flat = array.reshape(-1)
     for index, item in enumerate(flat):
         if isinstance(item, (str, bytes)) or array.dtype.kind in "US":
@@ -53,7 +53,7 @@ def _host_array(value, name, allow_text=False):
     except (ValueError, TypeError) as error:
         raise ValueError(f"{name} is ragged or not array-like (rows of different lengths?): {error}") from None
     if array.dtype.kind in "USO":
-        text = _text_error(array, name) if array.size else None
+        text = _first_text(array) if array.size else None
         if allow_text and (array.dtype.kind in "US" or text is not None):
             return array
         if text is not None:

@@ -58,16 +58,6 @@ def _check_monitor(monitor, log_keys, who):
         raise ValueError(f"{who} monitors {monitor!r}, which fit will not log: the logs hold {sorted(log_keys)}{hint}")
 
 
-def _check_writable_file(path, who):
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(directory):
-        raise ValueError(f"{who}: the folder {directory!r} of {path!r} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise ValueError(f"{who}: cannot write into the folder {directory!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"{who}: {path!r} is a folder, not a file")
-
-
 def _plan(method, hook, owner):
     """Which of the hook's values to pass, in order, to ``method`` (matched by name, then position)."""
     canonical = HOOK_ARGUMENTS[hook]
@@ -252,7 +242,9 @@ class ModelCheckpoint(Callback):
             example = self.path.format(epoch=1, **{key: 0.5 for key in log_keys})
         except (ValueError, IndexError, KeyError) as error:
             raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted: {error}") from None
-        _check_writable_file(example, "ModelCheckpoint")
+        from .io import check_writable
+
+        check_writable(example, "ModelCheckpoint path")
 
     def on_epoch_end(self, epoch, logs, model):
         from .io import save
@@ -344,7 +336,9 @@ class CSVLogger(Callback):
         self._keys = None
 
     def check_config(self, log_keys):
-        _check_writable_file(self.path, "CSVLogger")
+        from .io import check_writable
+
+        check_writable(self.path, "CSVLogger path")
 
     def on_train_begin(self, model):
         self._keys = None

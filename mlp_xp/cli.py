@@ -146,21 +146,10 @@ def build_parser():
 
 def _check_output(path, flag):
     """A file we will write at the end: refuse now, not after the run, if it cannot be written."""
-    if path is None:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path!r} is a folder, not a file")
-    if not os.path.isdir(directory):
-        raise UsageError(f"{flag} {path!r}: the folder {directory!r} does not exist")
-    existed = os.path.exists(path)
-    try:  # os.access says yes to root everywhere: try it (without truncating what is there)
-        with open(path, "a" if existed else "x"):
-            pass
-        if not existed:
-            os.remove(path)
-    except OSError as error:
-        raise UsageError(f"{flag} {path!r} is not writable: {error.strerror or error}") from None
+    if path is not None:
+        from .io import check_writable
+
+        check_writable(path, flag)
 
 
 def _check_plotting(path):

@@ -31,7 +31,7 @@ from ._backend import to_numpy
 from .layers import LAYER_TYPES
 from .optim import schedules
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "check_writable", "FORMAT_VERSION"]
 
 FORMAT_VERSION = "1"
 _OPTIMIZER_PREFIX = "optimizer."
@@ -55,6 +55,29 @@ def _schedule_from_json(value):
         args = {name: _schedule_from_json(arg) for name, arg in value["args"].items()}
         return cls(**args)
     return value
+
+
+def check_writable(path, what):
+    """A ValueError now, before any work, if ``path`` cannot be written later.
+
+    The folder must exist and the file be creatable (or appendable, if it exists); it is
+    probed by opening it, since ``os.access`` says yes to root everywhere, and nothing that
+    exists is truncated.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a folder, not a file")
+    if not os.path.isdir(directory):
+        raise ValueError(f"{what} {path!r}: the folder {directory!r} does not exist")
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a" if existed else "x"):
+            pass
+        if not existed:
+            os.remove(path)
+    except OSError as error:
+        raise ValueError(f"{what} {path!r} is not writable: {error.strerror or error}") from None
 
 
 def _plain(value):
