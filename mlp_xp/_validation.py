@@ -66,7 +66,8 @@ def _host_array(value, name, allow_text=False):
         raise ValueError(f"{name} is ragged or holds non-numbers (numpy made an object array of shape "
                          f"{array.shape}); give a rectangular array of numbers")
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}"
+                         + (" (complex: its imaginary part would be dropped)" if array.dtype.kind == "c" else ""))
     return array
 
 
@@ -80,15 +81,21 @@ def host_labels(y, name="y"):
     return _host_array(y, name, allow_text=True)
 
 
-def _first_non_finite(array):
+def _first_non_finite(array, row_offset=0):
+    """(index, value) of the first NaN/inf; the row counted from ``row_offset`` (for chunks)."""
     index = np.argwhere(~np.isfinite(array))[0]
-    return tuple(int(i) for i in index), array[tuple(index)]
+    value = array[tuple(index)]
+    return (int(index[0]) + row_offset, *(int(i) for i in index[1:])), value
 
 
 def prepare_inputs(model, X, name="X"):
     """Check X and put it on the model's backend as (samples, in_features) of its dtype."""
     same_namespace = namespace_name(X) == model.backend.name and model.backend.name != "numpy"
     if same_namespace:
+        if not model.xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
+            raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}"
+                             + (" (complex: its imaginary part would be dropped)"
+                                if model.xp.isdtype(X.dtype, "complex floating") else ""))
         shape = tuple(X.shape)
     else:
         host = _host_array(X, name)
@@ -108,17 +115,42 @@ def prepare_inputs(model, X, name="X"):
         if not bool(model.xp.all(model.xp.isfinite(x))):
             raise ValueError(f"{name} contains NaN or infinity (after conversion to {model.dtype_name})")
         return x
+    return model.backend.asarray(_finite_host(model, host.reshape(shape), name), dtype=model.dtype)
+
+
+def _finite_host(model, host, name, row_offset=0):
     with np.errstate(over="ignore"):  # overflow is reported below, as non-finite input
-        host = host.reshape(shape).astype(model.dtype_name, copy=False)
+        host = host.astype(model.dtype_name, copy=False)
     if not np.all(np.isfinite(host)):
-        where, value = _first_non_finite(host)
+        where, value = _first_non_finite(host, row_offset)
         raise ValueError(f"{name} contains NaN or infinity: {name}[{where[0]}, {where[1]}] = {value} "
                          f"(after conversion to {model.dtype_name}); clean or impute the data first")
-    return model.backend.asarray(host, dtype=model.dtype)
+    return host
+
+
+def check_host_chunk(model, X, y, loss, row_offset):
+    """Check rows ``row_offset..`` of host data (a chunk of a ``datasets.Batches``) as ``fit`` would,
+    naming positions by their row in the whole data set; nothing goes to the device."""
+    host = _host_array(X, "X")
+    if host.ndim == 1 and model.in_features == 1:
+        host = host.reshape(-1, 1)
+    if host.ndim != 2 or host.shape[1] != model.in_features:
+        raise ShapeError(f"X has shape {host.shape[1:]} per row from row {row_offset} but layer 0 "
+                         f"({model.layers[0]!r}) expects input of shape (batch, {model.in_features})")
+    _finite_host(model, host, "X", row_offset)
+    _checked_host_targets(model, y, loss, host.shape[0], "y", row_offset)
 
 
 def prepare_targets(model, y, loss, samples, name="y"):
     """Check y against the loss and the model's outputs; put it on the backend."""
+    host = _checked_host_targets(model, y, loss, samples, name)
+    dtype = model.backend.index_dtype if host.dtype == np.int64 else model.dtype
+    return model.backend.asarray(host, dtype=dtype)
+
+
+def _checked_host_targets(model, y, loss, samples, name, row_offset=0):
+    """y checked against the loss and the model's outputs, as a host array: int64 class labels,
+    or targets in the model's dtype."""
     host = _host_array(y, name, allow_text=loss.target_kind == "class")
     if host.dtype.kind in "USO":
         example = str(host.reshape(-1)[0])
@@ -130,7 +162,7 @@ def prepare_targets(model, y, loss, samples, name="y"):
         raise ValueError(f"X has {samples} samples but {name} has "
                          f"{host.shape[0] if host.ndim else 'none (a scalar)'} (shape {host.shape})")
     if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-        where, value = _first_non_finite(host)
+        where, value = _first_non_finite(host, row_offset)
         raise ValueError(f"{name} contains NaN or infinity: {name}{list(where)} = {value}")
     kind = loss.target_kind
     if kind == "class" and host.ndim == 1:
@@ -145,9 +177,10 @@ def prepare_targets(model, y, loss, samples, name="y"):
         if low < 0 or high >= outputs:
             bad = (low if low < 0 else high).item()
             bad = int(bad) if float(bad).is_integer() else bad
-            raise ValueError(f"label out of range: {name} contains {bad} but the model has {outputs} outputs, "
+            row = int(np.flatnonzero(host == bad)[0]) + row_offset
+            raise ValueError(f"label out of range: {name}[{row}] = {bad} but the model has {outputs} outputs, "
                              f"so labels must be in [0, {outputs - 1}]")
-        return model.backend.asarray(host.astype(np.int64), dtype=model.backend.index_dtype)
+        return host.astype(np.int64)
     expected = (samples, outputs)
     if host.ndim == 1 and outputs == 1:
         host = host.reshape(expected)
@@ -165,9 +198,9 @@ def prepare_targets(model, y, loss, samples, name="y"):
         sums = host.sum(axis=1)
         worst = int(np.argmax(np.abs(sums - 1.0)))
         if abs(sums[worst] - 1.0) > 1e-3:
-            raise ValueError(f"CrossEntropy probability targets must sum to 1 per row; row {worst} sums "
-                             f"to {sums[worst]}")
-    return model.backend.asarray(host, dtype=model.dtype)
+            raise ValueError(f"CrossEntropy probability targets must sum to 1 per row; row {worst + row_offset} "
+                             f"sums to {sums[worst]}")
+    return host
 
 
 def check_positive_int(value, name, minimum=1):

@@ -118,7 +118,9 @@ class Batches:
     """Minibatches of host arrays, moved to the device one batch at a time by ``fit``.
 
     For data larger than device memory: pass ``fit(mx.datasets.Batches(X, y, 256), None, ...)``
-    and only one batch at a time is on the device. The batch order comes from the model's
+    and only one batch at a time is on the device. ``fit`` checks all of the data before the
+    first step (in chunks, so memory-mapped data is never read whole), naming a bad value by its
+    row in the whole data set. The batch order comes from the model's
     seeded generator exactly as with in-memory data, so both give the same training.
 
     Args:
@@ -136,6 +138,14 @@ class Batches:
     """
 
     def __init__(self, X, y, batch_size=32):
+        from ._validation import host_labels
+
+        # numpy arrays (memory-mapped ones included) are used as they are; lists, DataFrames and
+        # other array-likes become numpy arrays here, so that rows can be gathered
+        X, y = (value if isinstance(value, np.ndarray) else host_labels(value, name)
+                for value, name in ((X, "X"), (y, "y")))
+        if X.ndim == 0 or y.ndim == 0:
+            raise ValueError(f"X and y must have one row per sample, got shapes {X.shape} and {y.shape}")
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
         if len(X) == 0:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +36,8 @@ __all__ = ["save", "load", "check_writable", "FORMAT_VERSION"]
 
 FORMAT_VERSION = "1"
 _OPTIMIZER_PREFIX = "optimizer."
+#: optimizer state that is a running mean of squares
+_NON_NEGATIVE_STATE = ("exp_avg_sq", "square_avg")
 
 
 def _schedule_to_json(lr):
@@ -80,6 +83,16 @@ def check_writable(path, what):
         raise ValueError(f"{what} {path!r} is not writable: {error.strerror or error}") from None
 
 
+def _json(text, key):
+    """The metadata field ``key`` parsed as JSON, or a ValueError that names it."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"its {key!r} metadata is nested too deeply") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"its {key!r} metadata is not valid JSON: {error}") from None
+
+
 def _plain(value):
     """A label or name as a JSON value (numpy scalars become Python ones)."""
     value = value.item() if isinstance(value, np.generic) else value
@@ -107,7 +120,7 @@ def _data_to_json(data):
 def _data_from_json(text, model):
     from .datasets import Standardizer
 
-    values = json.loads(text)
+    values = _json(text, "data")
     if not isinstance(values, dict):
         raise ValueError("the data metadata must be a JSON object")
     info = {}
@@ -128,7 +141,12 @@ def _data_from_json(text, model):
     return model.data._replace(**info)
 
 
-def _layer_config(layer):
+def _layer_config(index, layer):
+    if LAYER_TYPES.get(type(layer).__name__) is not type(layer):
+        kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
+        raise ValueError(f"cannot save layer {index} ({layer!r}): it is a custom layer class ({kind}), and a file "
+                         "can rebuild only mlp_xp's own layers (loading never runs code); save "
+                         "model.state_dict() with safetensors and rebuild the model in code")
     config = layer.config()
     if "init" in config and config["init"] is not None and not isinstance(config["init"], str):
         config["init"] = None  # a custom initializer only matters at construction; the weights are saved
@@ -160,7 +178,7 @@ def save(model, path, optimizer=None):
     metadata = {
         "format": "mlp_xp",
         "format_version": FORMAT_VERSION,
-        "layers": json.dumps([_layer_config(layer) for layer in model.layers]),
+        "layers": json.dumps([_layer_config(index, layer) for index, layer in enumerate(model.layers)]),
         "dtype": model.dtype_name,
         "seed": str(model.seed),
         "rng": json.dumps({"shuffle": model.shuffle_rng.bit_generator.state,
@@ -182,23 +200,92 @@ def save(model, path, optimizer=None):
         for field in info["fields"]:
             tensors[_OPTIMIZER_PREFIX + field] = np.ascontiguousarray(to_numpy(getattr(state, field)))
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
+    metadata["checksum"] = _checksum(tensors, metadata)
+    _write_atomically(os.fspath(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+_TEMPORARY_PREFIX = ".tmp-mlp_xp-"
+
+
+def _write_atomically(path, write):
+    """``write(temporary)`` then rename it over ``path``: a crash leaves the old file intact.
+
+    A symlink is written through to its target; an existing file keeps its permissions (a new
+    one gets the umask's); a target that is not a regular file (a folder, a device such as
+    /dev/full, a socket) is refused rather than replaced. Temporaries that killed saves left in
+    that folder (named with their process id, which no longer runs) are removed first.
+    """
+    target = os.path.realpath(path)
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise ValueError(f"{path!r} is not a regular file (a folder, device or socket): refusing to replace it")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"the folder {directory!r} of {path!r} does not exist")
+    _remove_stale_temporaries(directory)
+    if os.path.exists(target):
+        mode = os.stat(target).st_mode & 0o7777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    handle, temporary = tempfile.mkstemp(prefix=f"{_TEMPORARY_PREFIX}{os.getpid()}-", suffix=".safetensors",
+                                         dir=directory)
     os.close(handle)
     try:
-        save_file(tensors, temporary, metadata=metadata)
+        write(temporary)
+        os.chmod(temporary, mode)
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
 
 
-def _read(path):
-    """(tensors, metadata) of an mlp_xp file, or a ValueError that says what is wrong."""
+def _remove_stale_temporaries(directory):
+    """Delete our own temporaries whose writing process is gone (left by a kill -9 mid-save)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(_TEMPORARY_PREFIX) and name.endswith(".safetensors")):
+            continue
+        pid = name[len(_TEMPORARY_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(directory, name))
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, but not ours to signal
+    return True
+
+
+def _checksum(tensors, metadata):
+    """sha256 over the metadata (but this checksum) and every tensor's name, dtype, shape and bytes:
+    a flipped byte anywhere in a file is caught at load rather than loaded as other weights."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({key: value for key, value in metadata.items() if key != "checksum"},
+                             sort_keys=True).encode())
+    for key in sorted(tensors):
+        value = np.ascontiguousarray(tensors[key])
+        digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _open(path):
+    """(header shapes {key: shape}, metadata) of an mlp_xp file, reading no tensor data."""
     from safetensors import safe_open
 
     path = os.fspath(path)
@@ -207,20 +294,55 @@ def _read(path):
     try:
         with safe_open(path, framework="numpy") as file:
             metadata = file.metadata() or {}
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
-    except Exception as error:  # safetensors raises its own error types for corrupt headers/data
+            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}") from None
     if metadata.get("format") != "mlp_xp":
         raise ValueError(f"{path!r} is a safetensors file but not an mlp_xp model (no mlp_xp metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path!r} has mlp_xp format version {metadata.get('format_version')!r}; "
                          f"this mlp_xp reads version {FORMAT_VERSION}")
-    return tensors, metadata
+    return shapes, metadata
+
+
+def _check_declared_shapes(model, shapes):
+    """The file's tensors must be exactly the model's (and its optimizer state's), in shape: checked
+    from the header, before any tensor is read."""
+    from ._errors import ShapeError
+
+    expected = {spec.key: spec.shape for spec in model.param_specs}
+    weights = {key for key in shapes if not key.startswith(_OPTIMIZER_PREFIX)}
+    if weights != set(expected):
+        raise ValueError(f"its tensors do not match its layers: missing {sorted(set(expected) - weights)}, "
+                         f"unexpected {sorted(weights - set(expected))}")
+    for key, shape in expected.items():
+        if shapes[key] != shape:
+            raise ShapeError(f"tensor {key!r} has shape {shapes[key]} but its layer needs {shape}")
+    for key, shape in shapes.items():
+        if key.startswith(_OPTIMIZER_PREFIX) and shape != (model.num_parameters,):
+            raise ValueError(f"optimizer state {key[len(_OPTIMIZER_PREFIX):]!r} has shape {shape}, the model has "
+                             f"{model.num_parameters} parameters")
+
+
+def _read_tensors(path, metadata):
+    """Every tensor of the file, verified against the checksum written with it."""
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    try:
+        with safe_open(path, framework="numpy") as file:
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except Exception as error:
+        raise ValueError(f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}") from None
+    expected = metadata.get("checksum")
+    if expected is not None and _checksum(tensors, metadata) != expected:
+        raise ValueError(f"{path!r} is corrupt: its contents do not match the checksum saved with it")
+    return tensors
 
 
 def _build_layers(text):
     layers = []
-    for entry in json.loads(text):
+    for entry in _json(text, "layers"):
         cls = LAYER_TYPES.get(entry.get("type"))
         if cls is None:
             raise ValueError(f"unknown layer type {entry.get('type')!r} in checkpoint")
@@ -229,14 +351,14 @@ def _build_layers(text):
 
 
 def _restore_rng(model, text):
-    states = json.loads(text)
+    states = _json(text, "rng")
     model.shuffle_rng.bit_generator.state = states["shuffle"]
     model.dropout_rng.bit_generator.state = states["dropout"]
 
 
 def _restore_optimizer(model, tensors, text, optimizer=None):
     """Put the saved optimizer state into ``model``; build the optimizer unless one is given."""
-    info = json.loads(text)
+    info = _json(text, "optimizer")
     if optimizer is None:
         cls = optim.OPTIMIZER_TYPES.get(info["type"])
         if cls is None:
@@ -248,15 +370,38 @@ def _restore_optimizer(model, tensors, text, optimizer=None):
         optimizer = cls(**config)
     elif type(optimizer).__name__ != info["type"]:
         raise ValueError(f"the checkpoint holds {info['type']} state but fit was given {type(optimizer).__name__}")
-    state_type = getattr(optim, info["state_type"])
+    state_type = {cls.__name__: cls for cls in (optim.SGDState, optim.AdamState, optim.RMSpropState)}.get(
+        info["state_type"])
+    if state_type is None:
+        raise ValueError(f"unknown optimizer state type {info['state_type']!r}")
+    fresh = optimizer.init(np.zeros(1))
+    if type(fresh) is not state_type:
+        raise ValueError(f"holds {info['state_type']} for a {type(optimizer).__name__}, which keeps {type(fresh).__name__}")
+    needed = {field for field in state_type._fields[1:] if getattr(fresh, field) is not None}
+    if isinstance(fresh, optim.SGDState) and optimizer.momentum and info.get("count", 0) != 0:
+        needed.add("momentum_buffer")
+    missing = sorted(needed - set(info["fields"]))
+    if missing:
+        raise ValueError(f"the {type(optimizer).__name__} state lacks {missing}")
     fields = {field: None for field in state_type._fields[1:]}
     for field in info["fields"]:
+        if field not in fields:
+            raise ValueError(f"optimizer state field {field!r} is not a field of {info['state_type']}")
         value = tensors[_OPTIMIZER_PREFIX + field]
         if value.shape != (model.num_parameters,):
             raise ValueError(f"optimizer state {field!r} has shape {value.shape}, the model has "
                              f"{model.num_parameters} parameters")
-        fields[field] = model.backend.asarray(value.astype(model.dtype_name), dtype=model.dtype)
-    model._optimizer, model._optimizer_state = optimizer, state_type(int(info["count"]), **fields)
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = value.astype(model.dtype_name)
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"optimizer state {field!r} holds NaN or infinity (in {model.dtype_name})")
+        if field in _NON_NEGATIVE_STATE and np.any(value < 0):
+            raise ValueError(f"optimizer state {field!r} is a mean of squares but holds negative values")
+        fields[field] = model.backend.asarray(value, dtype=model.dtype)
+    count = info["count"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"the optimizer's step count must be an int >= 0, got {count!r}")
+    model._optimizer, model._optimizer_state = optimizer, state_type(count, **fields)
     return optimizer
 
 
@@ -278,10 +423,15 @@ def load(path, backend="numpy", device=None, dtype=None):
     """
     from .model import Sequential
 
-    tensors, metadata = _read(path)
+    shapes, metadata = _open(path)
     with _metadata_errors(path):
-        model = Sequential(*_build_layers(metadata["layers"]), backend=backend, device=device,
-                           dtype=dtype or metadata["dtype"], seed=int(metadata["seed"]))
+        seed = metadata["seed"]
+        if not seed.isdigit():
+            raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
+        model = Sequential._skeleton(_build_layers(metadata["layers"]), _backend_of(backend, device),
+                                     dtype or metadata["dtype"], int(seed))
+        _check_declared_shapes(model, shapes)
+        tensors = _read_tensors(path, metadata)
         model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
         _restore_rng(model, metadata["rng"])
         if "data" in metadata:
@@ -291,28 +441,42 @@ def load(path, backend="numpy", device=None, dtype=None):
     return model
 
 
+def _backend_of(backend, device):
+    from ._backend import resolve_backend
+
+    return resolve_backend(backend, device)
+
+
 @contextlib.contextmanager
 def _metadata_errors(path):
-    """Turn whatever malformed metadata makes the rebuilding code trip over into a ValueError."""
+    """Turn whatever malformed metadata makes the rebuilding code trip over into a ValueError
+    (a ShapeError stays one) that names the file."""
+    from ._errors import ShapeError
+
     try:
         yield
     except ImportError:
         raise
-    except ValueError as error:  # ours (and ShapeError) already name the problem
-        raise type(error)(f"{os.fspath(path)!r}: {error}") from None
-    except (KeyError, TypeError, AttributeError, IndexError) as error:
-        raise ValueError(f"{os.fspath(path)!r} has malformed mlp_xp metadata: {type(error).__name__}: {error}") from None
+    except ShapeError as error:
+        raise ShapeError(f"{os.fspath(path)!r}: {error}") from None
+    except ValueError as error:  # ours already name the problem; json's need no rebuilding by type
+        raise ValueError(f"{os.fspath(path)!r}: {error}") from None
+    except (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as error:
+        raise ValueError(f"{os.fspath(path)!r} has malformed mlp_xp metadata: {type(error).__name__}: "
+                         f"{str(error)[:200]}") from None
 
 
 def resume(model, path, optimizer):
     """Load weights, generator states and ``optimizer``'s state from ``path`` into ``model``."""
-    tensors, metadata = _read(path)
+    shapes, metadata = _open(path)
     with _metadata_errors(path):
         saved = _build_layers(metadata["layers"])
         if tuple(saved) != model.layers:
             raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
         if "optimizer" not in metadata:
             raise ValueError("has no optimizer state to resume from: save with optimizer=")
+        _check_declared_shapes(model, shapes)
+        tensors = _read_tensors(path, metadata)
         model.load_state_dict({key: value for key, value in tensors.items()
                                if not key.startswith(_OPTIMIZER_PREFIX)})
         _restore_rng(model, metadata["rng"])

@@ -19,6 +19,7 @@ All arithmetic goes through ``ctx.xp``, an Array API namespace.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from typing import Any, Callable, NamedTuple
 
@@ -95,7 +96,7 @@ def _check_features(value, what):
 
 def _check_finite_number(value, what, minimum=None, strictly=False):
     """A finite float (>= or > ``minimum``), for a layer hyperparameter."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{what} must be a number, got {value!r}")
     number = float(value)
     too_small = minimum is not None and (number <= minimum if strictly else number < minimum)
@@ -348,7 +349,7 @@ class Dropout(Layer):
     _config_keys = ("p",)
 
     def __init__(self, p=0.5):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout p must be a number in [0, 1), got {p!r}")
         self.p = float(p)
 

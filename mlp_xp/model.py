@@ -106,16 +106,29 @@ class Sequential:
 
     def __init__(self, *layers, backend="numpy", device=None, dtype="float32", seed=0):
         self._setup(layers, resolve_backend(backend, device), dtype, seed)
-        # the weights are drawn on the host in float64, then converted: check before allocating
-        check_memory(self.num_parameters * (8 + self.backend.dtype_itemsize(self.dtype_name)),
+        # weights are drawn on the host in float64 one layer at a time, into a vector of the model's
+        # dtype: the peak is that vector plus the largest layer in float64, checked before allocating
+        largest = max((spec.size for spec in self.param_specs), default=0)
+        check_memory(self.num_parameters * self.backend.dtype_itemsize(self.dtype_name) + 8 * largest,
                      f"a model of {self.num_parameters:,} parameters")
         init_rng, shuffle_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(3))
-        self.params = self.backend.asarray(self._initial_host_params(init_rng).astype(self.dtype_name),
-                                           dtype=self.dtype)
+        self.params = self.backend.asarray(self._initial_host_params(init_rng), dtype=self.dtype)
         self.shuffle_rng = shuffle_rng
         self.dropout_rng = dropout_rng
 
     # ------------------------------------------------------------------ building
+
+    @classmethod
+    def _skeleton(cls, layers, backend, dtype, seed) -> "Sequential":
+        """A model with its layout checked but no parameters yet (``params`` is None): for
+        ``to`` and ``mx.load``, which bring their own weights and need not draw any."""
+        model = object.__new__(cls)
+        model._setup(tuple(layers), backend if isinstance(backend, Backend) else resolve_backend(backend),
+                     dtype, seed)
+        model.params = None
+        model.shuffle_rng, model.dropout_rng = (np.random.default_rng(s)
+                                                for s in np.random.SeedSequence(model.seed).spawn(3)[1:])
+        return model
 
     def _setup(self, layers, backend: Backend, dtype, seed):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
@@ -180,7 +193,9 @@ class Sequential:
         return "glorot"
 
     def _initial_host_params(self, rng) -> np.ndarray:
-        flat = np.empty(self.num_parameters)
+        """The initial flat vector, in the model's dtype: each layer is drawn in float64 and cast
+        as it is written in (the same values as casting the whole float64 vector at once)."""
+        flat = np.empty(self.num_parameters, dtype=self.dtype_name)
         for index, layer in enumerate(self.layers):
             values = layer.init_params(rng, self.features[index], self._init_family(index))
             for spec in self.param_specs:
@@ -404,10 +419,23 @@ class Sequential:
                                  f"{spec.layer_index} ({self.layers[spec.layer_index]!r}) needs {spec.shape}")
             if value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)):
                 raise ValueError(f"state_dict[{spec.key!r}] must be finite real numbers")
-            flat[spec.offset:spec.offset + spec.size] = value.reshape(-1)
+            with np.errstate(over="ignore"):  # an overflow is reported below, naming the tensor
+                flat[spec.offset:spec.offset + spec.size] = value.reshape(-1)
+        self._check_cast(flat, "state_dict")
         self.params = self.backend.asarray(flat, dtype=self.dtype)
         self._optimizer, self._optimizer_state = None, None
         return self
+
+    def _check_cast(self, flat, source):
+        """ValueError naming the first tensor that ``flat`` (host, already in this model's
+        dtype) holds as inf or NaN: a value too large for the dtype overflowed in the cast."""
+        if np.all(np.isfinite(flat)):
+            return
+        for spec in self.param_specs:
+            part = flat[spec.offset:spec.offset + spec.size]
+            if not np.all(np.isfinite(part)):
+                raise ValueError(f"{source} {spec.key!r} has values too large for {self.dtype_name} (largest "
+                                 f"finite is {np.finfo(self.dtype_name).max:.3g}): they would become inf")
 
     def to(self, backend=None, device=None, dtype=None) -> "Sequential":
         """A copy with the same weights and generator states on another backend/device/dtype.
@@ -423,9 +451,11 @@ class Sequential:
             target = self.backend if device is None else self.backend._replace(device=device)
         else:
             target = resolve_backend(backend, device)
-        clone = object.__new__(Sequential)
-        clone._setup(self.layers, target, dtype or self.dtype_name, self.seed)
-        clone.params = target.asarray(to_numpy(self.params).astype(clone.dtype_name), dtype=clone.dtype)
+        clone = Sequential._skeleton(self.layers, target, dtype or self.dtype_name, self.seed)
+        with np.errstate(over="ignore"):
+            host = to_numpy(self.params).astype(clone.dtype_name)
+        clone._check_cast(host, "parameter")
+        clone.params = target.asarray(host, dtype=clone.dtype)
         clone.shuffle_rng = copy.deepcopy(self.shuffle_rng)
         clone.dropout_rng = copy.deepcopy(self.dropout_rng)
         clone.data = self.data

@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, NamedTuple
 
 from . import schedules
@@ -39,8 +41,9 @@ def _namespace(xp, array):
 
 
 def _check_non_negative(name, value):
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    """A finite number >= 0 (inf would make every update NaN or inf)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -51,18 +54,28 @@ class Optimizer:
 
     def __init__(self, lr, weight_decay=0.0, clip_norm=None):
         if not callable(lr):
-            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
-                raise ValueError(f"lr must be a number >= 0 or a schedule, got {lr!r}")
+            if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 <= lr < math.inf:
+                raise ValueError(f"lr must be a finite number >= 0 or a schedule, got {lr!r}")
             lr = float(lr)
         self.lr = lr
         self.weight_decay = _check_non_negative("weight_decay", weight_decay)
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"clip_norm must be > 0 or None, got {clip_norm!r}")
+        if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
+                                      or not 0 < clip_norm < math.inf):
+            raise ValueError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
 
     def learning_rate(self, count: int) -> float:
-        """The learning rate of update number ``count`` (0-based)."""
-        return float(self.lr(count)) if callable(self.lr) else self.lr
+        """The learning rate of update number ``count`` (0-based).
+
+        Raises:
+            ValueError: a schedule (a plain function, say) gave a negative or non-finite rate.
+        """
+        if not callable(self.lr):
+            return self.lr
+        lr = float(self.lr(count))
+        if not 0 <= lr < math.inf:
+            raise ValueError(f"the learning-rate schedule {self.lr!r} gave lr={lr!r} at update {count}")
+        return lr
 
     def init(self, params):
         raise NotImplementedError
@@ -154,7 +167,10 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
         super().__init__(lr, weight_decay, clip_norm)
-        beta1, beta2 = betas
+        try:
+            beta1, beta2 = (float(beta) for beta in betas)
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}") from None
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
             raise ValueError(f"betas must be in [0, 1), got {betas!r}")
         self.betas = (float(beta1), float(beta2))
@@ -222,7 +238,7 @@ class RMSprop(Optimizer):
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
                  clip_norm=None):
         super().__init__(lr, weight_decay, clip_norm)
-        if not 0.0 <= alpha <= 1.0:
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         self.alpha = float(alpha)
         self.eps = _check_non_negative("eps", eps)

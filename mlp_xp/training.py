@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import sys
 import time
+
+import numpy as np
 
 from . import _validation
 from ._errors import NonFiniteError
@@ -84,8 +88,12 @@ def make_context(model, train: bool) -> ForwardContext:
     return ForwardContext(model.xp, True, uniform, model.kernels)
 
 
+#: optimizer state that accumulates squared gradients: once inf, the update divides by it and freezes
+_SQUARED_STATE = ("exp_avg_sq", "square_avg")
+
+
 class _Updater:
-    """Applies optimizer steps.
+    """Applies optimizer steps, and says when one overflowed the optimizer's state.
 
     Generic path: ``optimizer.update`` returns new arrays. Fast path (mutable backends with
     kernels): gradients land in one preallocated buffer, and new parameters are written into
@@ -103,13 +111,33 @@ class _Updater:
             # train in buffers of our own: never write into an array the caller may still hold
             model.params = model.xp.asarray(model.params, copy=True)
             self.buffers = (model.params, model.xp.empty_like(model.params))
+        squares = any(field in _SQUARED_STATE for field in
+                      type(optimizer.init(model.xp.zeros(1, dtype=model.dtype)))._fields)
+        #: the largest gradient whose square is finite in the model's dtype (inf without squared state)
+        self.gradient_limit = math.sqrt(float(np.finfo(model.dtype_name).max)) if squares else math.inf
 
     def step(self, grad, state, params):
+        """(new params, new state, the name of a state field that overflowed, or None)."""
         if self.kernel is None:
-            return self.optimizer.update(grad, state, params, self.xp)
+            params, state = self.optimizer.update(grad, state, params, self.xp)
+            return params, state, self._overflowed(state)
         # write into whichever buffer ``params`` is not (after a restore both may have been "spare")
         out = self.buffers[1] if params is self.buffers[0] else self.buffers[0]
-        return out, self.kernel(grad, state, params, out)
+        state, overflowed = self.kernel(grad, state, params, out)
+        return out, state, overflowed
+
+    def _overflowed(self, state):
+        xp = self.xp
+        for field in _SQUARED_STATE:
+            value = getattr(state, field, None)
+            if value is not None and not bool(xp.max(value) < math.inf):  # NaN compares False too
+                return field
+        return None
+
+    def gradient_is_safe(self, grad):
+        """Finite, and (for Adam and RMSprop) small enough that its square is finite."""
+        xp = self.xp
+        return bool(xp.max(xp.abs(grad)) < self.gradient_limit)
 
 
 def _batches(count, batch_size):
@@ -135,24 +163,40 @@ def _first_non_finite_activation(model, params, x):
     return None
 
 
-def _non_finite_error(model, epoch, step, params, previous_params, x):
-    """Build the error for a non-finite loss at (epoch, step) and restore finite weights."""
+def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0):
+    """Build the error for a non-finite loss at (epoch, step) and put back the weights from
+    before the last update that landed (which made the parameters, or the forward pass,
+    overflow), where there was one."""
     bad_parameter = _first_non_finite_parameter(model, params)
-    if bad_parameter is not None and previous_params is not None:
+    restored = previous_params is not None and previous_params is not params
+    if restored:
         model.params = previous_params
-        detail = (f"parameter {bad_parameter!r} became non-finite in the previous update; the model keeps "
-                  "its weights from before that update. Lower the learning rate or set clip_norm")
-        name = bad_parameter
-    elif bad_parameter is not None:
-        detail = f"parameter {bad_parameter!r} is non-finite"
+    keeps = ("the model keeps its weights from before that update" if restored
+             else "the model keeps its weights")
+    if bad_parameter is not None:
+        detail = (f"parameter {bad_parameter!r} became non-finite in the previous update; {keeps}. "
+                  "Lower the learning rate or set clip_norm")
         name = bad_parameter
     else:
         where = _first_non_finite_activation(model, params, x)
-        detail = (f"the parameters are finite but the forward pass overflowed ({where or 'in the loss'}); "
-                  "scale the inputs or lower the learning rate")
+        cause = " (the last update may have caused it)" if restored else ""
+        detail = (f"the parameters are finite but the forward pass overflowed ({where or 'in the loss'}){cause}; "
+                  f"{keeps}. Scale the inputs or lower the learning rate")
         name = "loss"
+    if skipped:
+        detail = (f"skipping cannot recover: this is the {skipped + 1}th non-finite batch in a row (an epoch's "
+                  f"worth). {detail}")
     return NonFiniteError(f"non-finite loss at epoch {epoch}, step {step}: {detail}",
                           epoch=epoch, step=step, name=name)
+
+
+def _state_overflow_error(model, epoch, step, field):
+    limit = math.sqrt(float(np.finfo(model.dtype_name).max))
+    return NonFiniteError(
+        f"non-finite optimizer state at epoch {epoch}, step {step}: {field!r} (a running mean of squared "
+        f"gradients) overflowed {model.dtype_name}: gradients beyond about {limit:.3g} square to infinity and "
+        "would freeze those weights. The model keeps its weights from before that update; scale the inputs, "
+        "lower the learning rate or set clip_norm", epoch=epoch, step=step, name=f"optimizer.{field}")
 
 
 def _in_memory_batches(model, x, target, shuffle, batch_size):
@@ -207,6 +251,14 @@ def _resolve_verbose(verbose):
     return verbose
 
 
+def _check_all_batches(model, batches, loss):
+    """Every row of a ``datasets.Batches`` checked before the first step, in chunks of about 64 MB
+    so that memory-mapped data is never read whole; errors name the row in the whole data set."""
+    rows = max(1, (1 << 23) // max(1, model.in_features))
+    for start in range(0, len(batches.X), rows):
+        _validation.check_host_chunk(model, batches.X[start:start + rows], batches.y[start:start + rows], loss, start)
+
+
 def _split_validation(model, x, target, fraction):
     """Hold out ``fraction`` of the rows, drawn with a generator seeded from the model's seed
     (stratified by class for integer labels), without touching the model's own generators."""
@@ -214,7 +266,7 @@ def _split_validation(model, x, target, fraction):
 
     from .datasets import split_indices
 
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
     labels = None
     if target.ndim == 1:  # class labels: stratify (one host read, before training)
@@ -311,8 +363,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             raise ValueError("validation_split needs in-memory data; with a datasets.Batches pass validation_data")
         samples = len(X.X)
         steps_per_epoch = len(X)
-        first_x, first_y = X.X[:1], X.y[:1]  # check shapes and labels now, not after an epoch
-        _validation.prepare_targets(model, first_y, loss, _validation.prepare_inputs(model, first_x).shape[0])
+        _check_all_batches(model, X, loss)
     else:
         x = _validation.prepare_inputs(model, X)
         target = _validation.prepare_targets(model, y, loss, x.shape[0])
@@ -350,8 +401,21 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     history = History({key: [] for key in log_keys})
     hooks.call("on_train_begin", model=model)
     batch_hooks = hooks.has("on_batch_end")
+    copy_for_hooks = updater.kernel is not None  # fast-path buffers are overwritten two steps later
+
+    def fail(error, bar):
+        """Raise ``error`` or (with on_nonfinite="stop") record it; the optimizer state is reset."""
+        model._optimizer_state = None
+        if on_nonfinite == "stop":
+            history.stop_reason = str(error)
+            return True
+        if bar is not None:
+            bar.close()
+        raise error
 
     stop_training = False
+    params = previous = model.params  # previous: the weights before the last update that landed
+    consecutive_skips = 0
     for epoch in range(1, epochs + 1):
         hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
@@ -364,34 +428,41 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         loss_sum = 0.0
         totals = [None] * len(metric_list)
         seen = skipped = 0
-        params = previous = model.params
+        params = model.params  # a callback may have replaced them (EarlyStopping restores, ...)
         last_refresh = 0.0
         for step, (x_batch, target_batch) in enumerate(batches, start=1):
             count = x_batch.shape[0]
             value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
                                                             updater.grad_buffer)
             value_host = float(value)
-            finite = _is_finite(value_host) and (not check_grads or bool(xp.all(xp.isfinite(grad))))
-            if not finite:
-                error = _non_finite_error(model, epoch, step, params, previous, x_batch)
-                params = model.params  # the last finite weights (restored by _non_finite_error)
-                if on_nonfinite == "skip_batch":  # gradients were checked: the optimizer state is clean
+            if not (_is_finite(value_host) and (not check_grads or updater.gradient_is_safe(grad))):
+                # skip a bad batch while the weights are finite and skipping has not lasted an epoch
+                if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
+                        and _first_non_finite_parameter(model, params) is None):
                     skipped += 1
+                    consecutive_skips += 1
                     continue
-                model._optimizer_state = None
-                if on_nonfinite == "raise":
-                    if bar is not None:
-                        bar.close()
-                    raise error
-                history.stop_reason = str(error)
-                stop_training = True
-                break
-            previous = params
-            params, state = updater.step(grad, state, params)
+                error = _non_finite_error(model, epoch, step, params, previous, x_batch,
+                                          skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0)
+                params = model.params  # the weights from before the update that caused it
+                if fail(error, bar):
+                    stop_training = True
+                    break
+            before = params
+            params, state, overflowed = updater.step(grad, state, params)
+            if overflowed is not None:
+                params = model.params = before
+                if fail(_state_overflow_error(model, epoch, step, overflowed), bar):
+                    stop_training = True
+                    break
+            consecutive_skips = 0
+            previous = before
             model.params, model._optimizer_state = params, state
             loss_sum += value_host * count
             seen += count
             if batch_hooks:
+                if copy_for_hooks:
+                    params = model.params = xp.asarray(params, copy=True)
                 hooks.call("on_batch_end", step=step, loss=value_host, model=model)
             for index, metric in enumerate(metric_list):
                 totals[index] = metric.update(totals[index], output, target_batch, xp)
@@ -402,15 +473,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                     last_refresh = time.monotonic()
         if not stop_training and not bool(xp.all(xp.isfinite(params))):  # the epoch's last update
             error = _non_finite_error(model, epoch, step, params, previous, x_batch)
-            if on_nonfinite == "skip_batch":
-                skipped += 1
-            else:
-                model._optimizer_state = None
-                if on_nonfinite == "raise":
-                    if bar is not None:
-                        bar.close()
-                    raise error
-                history.stop_reason, stop_training = str(error), True
+            params = model.params
+            stop_training = fail(error, bar)
 
         logs = {"loss": loss_sum / seen if seen else float("nan")}
         for metric, total in zip(metric_list, totals):
@@ -431,6 +495,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         elif verbose == 2:
             print(f"epoch {epoch}/{epochs} - {_format_logs(logs)} - {elapsed:.2f}s - {seen / elapsed:.0f} samples/s",
                   file=sys.stdout, flush=True)
+        if copy_for_hooks and not stop_training:
+            model.params = xp.asarray(model.params, copy=True)  # an array the hooks may keep
         if hooks.call("on_epoch_end", epoch=epoch, logs=logs, model=model) or stop_training:
             break
     hooks.call("on_train_end", model=model)

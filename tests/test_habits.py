@@ -369,6 +369,11 @@ def test_malformed_data_metadata_is_a_value_error(data, message, tmp_path):
     mx.save(_classifier(), path)
     with safe_open(str(path), framework="numpy") as file:
         metadata = dict(file.metadata())
-    save_file(load_file(str(path)), str(path), metadata={**metadata, "data": data})
+    from mlp_xp.io import _checksum
+
+    metadata["data"] = data
+    tensors = load_file(str(path))
+    metadata["checksum"] = _checksum(tensors, metadata)  # a well-formed file with bad contents
+    save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ValueError, match=message):
         mx.load(path)

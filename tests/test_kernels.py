@@ -66,7 +66,8 @@ def test_fast_update_matches_generic_update_directly(kernel_name):
         for _ in range(4):
             generic_params, generic_state = optimizer.update(grads, generic_state, generic_params, None)
             out = np.empty_like(fast_params)
-            fast_state = update(grads.copy(), fast_state, fast_params, out)
+            fast_state, overflowed = update(grads.copy(), fast_state, fast_params, out)
+            assert overflowed is None
             fast_params = out
         assert np.array_equal(generic_params, fast_params), optimizer
 

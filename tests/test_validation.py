@@ -32,8 +32,8 @@ BAD_INPUTS = [
     ("inf", with_inf, Y, ValueError, r"X\[4, 0\] = -inf"),
     ("overflows float32", X * 1e300, Y, ValueError, "after conversion to float32"),
     ("label too big", X, np.array([0, 1, 2, 3, 1, 2]), ValueError,
-     r"label out of range: y contains 3 but the model has 3 outputs, so labels must be in \[0, 2\]"),
-    ("negative label", X, np.array([0, -1, 2, 0, 1, 2]), ValueError, "label out of range: y contains -1"),
+     r"label out of range: y\[3\] = 3 but the model has 3 outputs, so labels must be in \[0, 2\]"),
+    ("negative label", X, np.array([0, -1, 2, 0, 1, 2]), ValueError, r"label out of range: y\[1\] = -1"),
     ("fractional label", X, np.array([0, 1.5, 2, 0, 1, 2]), ValueError, "non-integer class labels"),
     ("nan label", X, np.array([0, np.nan, 2, 0, 1, 2]), ValueError, "y contains NaN"),
     ("string labels", X, np.array(["a", "b", "c", "a", "b", "c"]), ValueError, "encode_labels"),
@@ -79,7 +79,7 @@ def test_bad_validation_data_is_named():
         _fit(_model(), X, Y, validation_data=(with_nan, Y))
     with pytest.raises(ValueError, match="validation_data must be a pair"):
         _fit(_model(), X, Y, validation_data=X)
-    with pytest.raises(ValueError, match="label out of range: validation y contains 7"):
+    with pytest.raises(ValueError, match=r"label out of range: validation y\[0\] = 7"):
         _fit(_model(), X, Y, validation_data=(X, np.full(6, 7)))
 
 

@@ -25,7 +25,8 @@ from .ufunc import UfuncKernels
 
 @numba.njit(cache=True, error_model="numpy")
 def _adam(grads, params, m, v, out, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
-          step_size, weight_decay, decay, l2, decoupled):
+          step_size, weight_decay, decay, l2, decoupled, limit):
+    finite = True  # every new second moment below ``limit`` (inf): the non-finite guard, in the same pass
     for i in range(grads.shape[0]):
         g = grads[i]
         p = params[i]
@@ -37,8 +38,10 @@ def _adam(grads, params, m, v, out, one_minus_beta1, beta2, one_minus_beta2, bia
         v_i = beta2 * v[i] + one_minus_beta2 * (g * g)
         m[i] = m_i
         v[i] = v_i
+        finite &= v_i < limit
         denom = np.sqrt(v_i) / bias_correction2_sqrt + eps
         out[i] = p - step_size * m_i / denom
+    return finite
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -92,10 +95,11 @@ def _adam_update(opt, grads, state, params, out):
     step = state.count + 1
     grads = opt._clip(np, grads)
     decoupled = bool(opt.weight_decay) and opt._decoupled
-    _adam(grads, params, state.exp_avg, state.exp_avg_sq, out, cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2),
-          cast((1.0 - beta2 ** step) ** 0.5), cast(opt.eps), cast(lr / (1.0 - beta1 ** step)), cast(opt.weight_decay),
-          cast(1.0 - lr * opt.weight_decay), bool(opt.weight_decay) and not decoupled, decoupled)
-    return AdamState(step, state.exp_avg, state.exp_avg_sq)
+    finite = _adam(grads, params, state.exp_avg, state.exp_avg_sq, out, cast(1.0 - beta1), cast(beta2),
+                   cast(1.0 - beta2), cast((1.0 - beta2 ** step) ** 0.5), cast(opt.eps),
+                   cast(lr / (1.0 - beta1 ** step)), cast(opt.weight_decay), cast(1.0 - lr * opt.weight_decay),
+                   bool(opt.weight_decay) and not decoupled, decoupled, cast(np.inf))
+    return AdamState(step, state.exp_avg, state.exp_avg_sq), None if finite else "exp_avg_sq"
 
 
 def _sgd_update(opt, grads, state, params, out):
@@ -105,4 +109,4 @@ def _sgd_update(opt, grads, state, params, out):
     buffer = np.empty_like(params) if first and opt.momentum else state.momentum_buffer
     _sgd(grads, params, buffer if buffer is not None else params, out, cast(opt.learning_rate(state.count)),
          cast(opt.momentum), cast(opt.weight_decay), first, opt.nesterov, bool(opt.momentum), bool(opt.weight_decay))
-    return SGDState(state.count + 1, buffer)
+    return SGDState(state.count + 1, buffer), None

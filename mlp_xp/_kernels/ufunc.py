@@ -32,9 +32,10 @@ class UfuncKernels:
     def optimizer(self, optimizer):
         """An in-place update for ``optimizer``, or None if it has no fast path here.
 
-        The update has the signature ``update(grads, state, params, out) -> state``: it writes
-        the new parameters into ``out`` (never into ``params``) and updates the state's buffers
-        in place. ``grads`` may be overwritten.
+        The update has the signature ``update(grads, state, params, out) -> (state,
+        overflowed)``: it writes the new parameters into ``out`` (never into ``params``),
+        updates the state's buffers in place, and names the squared-gradient state field that
+        became inf or NaN (else None). ``grads`` may be overwritten.
         """
         # exact types: a user subclass may change the update rule
         if type(optimizer) in (Adam, AdamW):
@@ -91,7 +92,7 @@ class _UfuncAdam(_UfuncUpdate):
         update = np.multiply(m, lr / (1.0 - beta1 ** step), out=grads)
         np.divide(update, scratch, out=update)
         np.subtract(source, update, out=out)
-        return AdamState(step, m, v)
+        return AdamState(step, m, v), None if np.max(v) < np.inf else "exp_avg_sq"
 
 
 class _UfuncSGD(_UfuncUpdate):
@@ -118,4 +119,4 @@ class _UfuncSGD(_UfuncUpdate):
                 grads = buffer
         np.multiply(grads, lr, out=out)
         np.subtract(params, out, out=out)
-        return SGDState(state.count + 1, buffer)
+        return SGDState(state.count + 1, buffer), None
