@@ -26,7 +26,8 @@ from .conftest import numpy_of
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in generated data is the point
 
 DOCUMENTED = (ValueError, TypeError, mx.NonFiniteError)
-CASES = {"fit": 250, "predict": 150, "evaluate": 150, "load": 100, "cli": 80}
+CASES = {"fit": 250, "predict": 150, "evaluate": 150, "load": 100, "cli": 80, "metadata": 300, "state": 100,
+         "hyperparameters": 150}
 FEATURES, CLASSES = 3, 4
 
 
@@ -219,9 +220,147 @@ def test_load_with_bad_files(data, checkpoint_bytes, tmp_path_factory):
         blob = struct.pack("<Q", len(encoded)) + encoded + blob[8 + header_length:]
     path = tmp_path_factory.mktemp("bad") / "model.safetensors"
     path.write_bytes(blob)
-    result = _documented(lambda: mx.load(path))
-    if not isinstance(result, Exception):
-        _assert_finite_model(result)
+    _load_or_value_error(path)
+
+
+def _load_or_value_error(path):
+    """Loading a hostile file gives a finite model or a ValueError with a message, nothing else."""
+    try:
+        model = mx.load(path)
+    except ValueError as error:
+        assert str(error).strip()
+        return None
+    _assert_finite_model(model)
+    state = model._optimizer_state
+    if state is not None:
+        for value in state[1:]:
+            assert value is None or np.all(np.isfinite(numpy_of(value)))
+    return model
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70), st.floats(allow_nan=True, allow_infinity=True),
+              st.text(max_size=6), st.sampled_from([0, 1, -1, 2 ** 64, 1e400, "Linear", "float32", "cosine"])),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children,
+                                                                                 max_size=3)),
+    max_leaves=8)
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON value: (path of keys/indices)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _paths(child, prefix + (index,))
+
+
+def _replaced(value, path, new):
+    if not path:
+        return new
+    value = value.copy()
+    value[path[0]] = _replaced(value[path[0]], path[1:], new)
+    return value
+
+
+@_settings("metadata")
+@given(data=st.data())
+def test_load_with_hostile_metadata(data, checkpoint_bytes, tmp_path_factory):
+    """Any JSON value anywhere in any metadata field, in a file whose checksum is recomputed (as a
+    crafted file's would be): a ValueError at load or a finite model, never another exception."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from mlp_xp.io import _checksum
+
+    path = tmp_path_factory.mktemp("meta") / "model.safetensors"
+    path.write_bytes(checkpoint_bytes)
+    with safe_open(str(path), framework="numpy") as file:
+        metadata = dict(file.metadata())
+    key = data.draw(st.sampled_from(sorted(key for key in metadata if key not in ("format", "format_version",
+                                                                                   "checksum"))), label="key")
+    try:
+        value = json.loads(metadata[key])
+    except ValueError:
+        value = metadata[key]
+    place = data.draw(st.sampled_from(list(_paths(value))), label="place")
+    new = data.draw(json_values, label="new")
+    changed = _replaced(value, place, new)
+    metadata[key] = changed if isinstance(changed, str) and not isinstance(value, (dict, list)) and key in (
+        "seed", "dtype") else json.dumps(changed)
+    tensors = load_file(str(path))
+    metadata["checksum"] = _checksum(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+    _load_or_value_error(path)
+
+
+@_settings("state")
+@given(data=st.data())
+def test_load_with_extreme_optimizer_state(data, checkpoint_bytes, tmp_path_factory):
+    """Extreme values in the saved optimizer state: refused at load, or a model that trains on
+    (a step either works or raises NonFiniteError, never a silent NaN)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from mlp_xp.io import _checksum
+
+    path = tmp_path_factory.mktemp("state") / "model.safetensors"
+    path.write_bytes(checkpoint_bytes)
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="numpy") as file:
+        metadata = dict(file.metadata())
+    key = data.draw(st.sampled_from(sorted(key for key in tensors if key.startswith("optimizer."))), label="key")
+    index = data.draw(st.integers(0, tensors[key].size - 1), label="index")
+    tensors[key][index] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf, -1.0, 3e38, -3e38, 1e-45, 1e20]))
+    metadata["checksum"] = _checksum(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+    model = _load_or_value_error(path)
+    if model is not None:
+        result = _documented(lambda: model.fit(np.eye(FEATURES), [0, 1, 2], loss=mx.losses.CrossEntropy(),
+                                               optimizer=model.optimizer, verbose=0))
+        assert not isinstance(result, TypeError)
+        _assert_finite_model(model)
+
+
+extreme_numbers = st.sampled_from([0, 0.0, -0.0, 1e-300, 1e-45, 1e-8, 0.5, 0.9, 0.999, 1.0, 2.0, 1e3, 1e38, 1e300,
+                                   -1.0, -1e-8, np.nan, np.inf, -np.inf, True, None, "0.1", np.float32(0.1),
+                                   np.int64(1)])
+
+
+@_settings("hyperparameters")
+@given(data=st.data())
+def test_fit_with_extreme_hyperparameters(data):
+    """Any optimizer with extreme hyperparameters: a ValueError when it is made (or when a schedule
+    gives a bad rate), else fit ends finite or raises NonFiniteError."""
+    make = data.draw(st.sampled_from([mx.optim.SGD, mx.optim.Adam, mx.optim.AdamW, mx.optim.RMSprop]), label="make")
+    names = {mx.optim.SGD: ["lr", "momentum", "weight_decay", "clip_norm"],
+             mx.optim.Adam: ["lr", "eps", "weight_decay", "clip_norm", "betas"],
+             mx.optim.AdamW: ["lr", "eps", "weight_decay", "clip_norm", "betas"],
+             mx.optim.RMSprop: ["lr", "alpha", "eps", "momentum", "weight_decay", "clip_norm"]}[make]
+    options = {}
+    for name in data.draw(st.lists(st.sampled_from(names), max_size=3, unique=True), label="names"):
+        if name == "betas":
+            options[name] = data.draw(st.one_of(st.tuples(extreme_numbers, extreme_numbers),
+                                                st.tuples(extreme_numbers)), label=name)
+        else:
+            options[name] = data.draw(extreme_numbers, label=name)
+    try:
+        optimizer = make(**options)
+    except ValueError as error:
+        assert str(error).strip()
+        return
+    model = _model()
+    X = np.random.default_rng(0).normal(size=(8, FEATURES)) * data.draw(st.sampled_from([1.0, 1e10, 1e30]))
+    result = _documented(lambda: model.fit(X, np.arange(8) % CLASSES, loss=mx.losses.CrossEntropy(),
+                                           optimizer=optimizer, epochs=2, batch_size=4, verbose=0))
+    assert not isinstance(result, TypeError), result
+    _assert_finite_model(model)
+    state = model._optimizer_state
+    if state is not None:
+        for value in state[1:]:
+            assert value is None or np.all(np.isfinite(numpy_of(value)))
 
 
 FLAGS = ["--layers", "--activation", "--epochs", "--batch-size", "--lr", "--optimizer", "--backend", "--dtype",
