@@ -33,6 +33,9 @@ for a, b in zip(spec["widths"][:-2], spec["widths"][1:-1]):
     layers += [mx.Linear(a, b), mx.ReLU()]
 layers += [mx.Linear(spec["widths"][-2], spec["widths"][-1]), mx.Softmax()]
 model = mx.Sequential(*layers, seed=0)
+if sys.argv[5] == "plain":  # a plain install: in-place ufuncs, no numba
+    from mlp_xp._kernels import for_backend
+    model.kernels = for_backend("numpy", model.dtype_name, use_numba=False)
 name, options = spec["optimizer"]
 optimizer = {"adam": mx.optim.Adam, "sgd": mx.optim.SGD}[name](**options)
 fit = lambda epochs: model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=epochs,
@@ -54,6 +57,7 @@ def main(argv=None):
     parser.add_argument("--workload", default="W2", choices=("W1", "W2"))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per process")
+    parser.add_argument("--no-numba", action="store_true", help="time the plain-install fast path")
     args = parser.parse_args(argv)
 
     top = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], cwd=HERE, text=True).strip()
@@ -68,7 +72,7 @@ def main(argv=None):
         for _ in range(args.rounds):
             for label in ("A", "B"):
                 out = subprocess.check_output([sys.executable, "-c", CHILD, trees[label], HERE, args.workload,
-                                               str(args.epochs)], text=True)
+                                               str(args.epochs), "plain" if args.no_numba else "numba"], text=True)
                 run = json.loads(out)
                 if not run["file"].startswith(trees[label]):
                     raise SystemExit(f"revision {label} imported mlp_xp from {run['file']}, not its worktree")
