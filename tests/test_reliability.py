@@ -424,3 +424,13 @@ def test_train_test_split_never_returns_an_empty_test_set():
     for test_size in (1, True, 0, 1.0):
         with pytest.raises(ValueError):
             mx.datasets.train_test_split(X, LABELS, test_size=test_size)
+
+
+def test_skip_batch_does_not_count_an_update_that_overflowed():
+    # one batch per epoch, so the update that overflows is an epoch's last; its gradient is finite
+    model = mx.Sequential(mx.Linear(4, 1), dtype="float32", seed=0)
+    first = numpy_of(model.params)
+    with pytest.raises(mx.NonFiniteError, match=r"epoch 1, step 1: parameter '0.(weight|bias)' became non-finite"):
+        model.fit(X, TARGET, loss=mx.losses.MSE(), optimizer=mx.optim.SGD(lr=1e38), epochs=2, batch_size=64,
+                  verbose=0, on_nonfinite="skip_batch")
+    assert np.array_equal(numpy_of(model.params), first)  # from before the update that overflowed
