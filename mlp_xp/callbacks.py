@@ -101,12 +101,16 @@ class Hooks:
     hook with the arguments it takes and returns True if any asked to stop.
     """
 
-    def __init__(self, callbacks):
-        self.callbacks = list(callbacks or [])
-        self._bound = {hook: [] for hook in HOOK_ARGUMENTS}
-        for callback in self.callbacks:
+    def __init__(self, callbacks, main_process=True):
+        callbacks = list(callbacks or [])
+        for callback in callbacks:
             if isinstance(callback, type):
                 raise TypeError(f"callbacks must be instances, got the class {callback.__name__} (add ())")
+        # in distributed training, callbacks that write files run on process 0 only
+        self.callbacks = [callback for callback in callbacks
+                          if main_process or not getattr(callback, "main_process_only", False)]
+        self._bound = {hook: [] for hook in HOOK_ARGUMENTS}
+        for callback in self.callbacks:
             for hook in HOOK_ARGUMENTS:
                 method = getattr(callback, hook, None)
                 if method is None:
@@ -218,7 +222,10 @@ class ModelCheckpoint(Callback):
         save_optimizer: include the optimizer state and step count (needed to resume exactly).
 
     Writes are atomic (temporary file + rename), so a crash never leaves a half-written file.
+    In distributed training only process 0 writes.
     """
+
+    main_process_only = True
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", save_optimizer=True):
         self.path = os.fspath(path)
@@ -324,11 +331,14 @@ class LearningRateScheduler(Callback):
 
 class CSVLogger(Callback):
     """Append one row per epoch (``epoch`` and every log value) to a CSV file, flushed each time.
+    In distributed training only process 0 writes.
 
     Args:
         path: the CSV file.
         append: keep an existing file's rows (its header is reused); otherwise start afresh.
     """
+
+    main_process_only = True
 
     def __init__(self, path, append=False):
         self.path = os.fspath(path)

@@ -110,6 +110,9 @@ def build_parser():
     train.add_argument("--json", default=None, help="write the history and the test metrics to this JSON file")
     train.add_argument("--plot", default=None, help="write the loss and metric curves to this PNG (needs matplotlib)")
     train.add_argument("--quiet", action="store_true", help="print only the final result")
+    train.add_argument("--distributed", choices=("auto", "off", "mpi"), default="auto",
+                       help="data-parallel training over processes; auto: MPI when started by mpiexec with "
+                       "several processes (only process 0 prints and writes files)")
 
     predict = commands.add_parser("predict", formatter_class=formatter, help="predict with a saved model",
                                   description="Predict with a model saved by `mlp-xp train --save`: the same "
@@ -275,6 +278,9 @@ def train(args):
 
     import mlp_xp as mx
 
+    engine = mx.distributed.resolve(None if args.distributed == "off" else args.distributed)
+    if engine is not None and not engine.is_main:  # process 0 prints and writes
+        args.quiet, args.save, args.json, args.plot = True, None, None, None
     for path, flag in ((args.save, "--save"), (args.json, "--json"), (args.plot, "--plot")):
         _check_output(path, flag)
     _check_plotting(args.plot)
@@ -320,15 +326,17 @@ def train(args):
     if not args.quiet:
         kind = f"classification, {len(classes)} classes" if classification else "regression"
         test = f" / {len(X_test)} test" if X_test is not None else ""
+        where = f" x {engine.size} processes" if engine is not None else ""
         print(f"{source}: {len(X_train)} train{test} samples, {X.shape[1]} features; target "
               f"{table.target_name!r}: {kind} ({why}); {model.num_parameters} parameters on {args.backend} "
-              f"{args.dtype}", flush=True)
+              f"{args.dtype}{where}", flush=True)
     validation = None if X_test is None else (transform(X_test), transform_y(y_test))
     verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
     history = model.fit(transform(X_train), transform_y(y_train), loss=loss, optimizer=_optimizer(args),
                         epochs=args.epochs, batch_size=args.batch_size, validation_data=validation,
-                        metrics=metrics, verbose=verbose)
-
+                        metrics=metrics, verbose=verbose, distributed=engine)
+    if engine is not None and not engine.is_main:
+        return 0
     scored_X, scored_y, split = (X_test, y_test, "test") if X_test is not None else (X_train, y_train, "train")
     result = _score(model, transform(scored_X), scored_y, classification)
     print(f"{split} " + ", ".join(f"{key} {value:.4f}" for key, value in result.items()), flush=True)

@@ -55,6 +55,12 @@ class Metric:
     def result(self, totals, count) -> float:
         raise NotImplementedError
 
+    def merge(self, parts):
+        """Totals of several processes combined: ``parts`` is a list of (totals, row count), the
+        totals as host arrays (or None where a process saw no rows). Sums by default."""
+        present = [totals for totals, _ in parts if totals is not None]
+        return tuple(sum(values) for values in zip(*present)) if present else None
+
     def bind(self, loss):
         """This metric for ``loss``; raises ValueError where it makes no sense."""
         if loss.target_kind not in self.target_kinds:
@@ -180,6 +186,28 @@ class R2Score(Metric):
         values = (shift, xp.sum(centered, axis=0), xp.sum(centered * centered, axis=0),
                   xp.sum(residual * residual, axis=0))
         return values if totals is None else (shift,) + tuple(t + v for t, v in zip(totals[1:], values[1:]))
+
+    def merge(self, parts):
+        """Chan et al.'s pairwise update: each part's (mean, sum of squared deviations) combined."""
+        merged = None
+        for totals, rows in parts:
+            if totals is None:
+                continue
+            shift, first, second, residual = (_host(value) for value in totals)
+            mean, deviations = shift + first / rows, second - first * first / rows
+            if merged is None:
+                merged = (mean, deviations, residual, rows)
+                continue
+            mean_a, deviations_a, residual_a, rows_a = merged
+            total_rows = rows_a + rows
+            delta = mean - mean_a
+            merged = (mean_a + delta * rows / total_rows,
+                      deviations_a + deviations + delta * delta * rows_a * rows / total_rows,
+                      residual_a + residual, total_rows)
+        if merged is None:
+            return None
+        mean, deviations, residual, _ = merged
+        return mean, np.zeros_like(mean), deviations, residual
 
     def result(self, totals, count):
         _, first, second, residual = (_host(value) for value in totals)

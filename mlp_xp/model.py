@@ -471,12 +471,12 @@ class Sequential:
 
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-            resume_from=None):
+            resume_from=None, distributed=None):
         """Train with minibatches; see :func:`mlp_xp.training.fit`."""
         return training.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                             validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                             callbacks=callbacks, verbose=verbose, on_nonfinite=on_nonfinite,
-                            resume_from=resume_from)
+                            resume_from=resume_from, distributed=distributed)
 
     def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
         """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.training.evaluate`."""

@@ -251,6 +251,79 @@ def _resolve_verbose(verbose):
     return verbose
 
 
+def _check_replicas(model, engine, samples):
+    """Every process must hold the same weights and as much data, or the replicas would drift."""
+    import hashlib
+
+    from ._backend import to_numpy
+
+    digest = hashlib.sha256(np.ascontiguousarray(to_numpy(model.params)).tobytes()).hexdigest()
+    views = engine.allgather((samples, digest))
+    if len({view[0] for view in views}) > 1:
+        raise ValueError(f"distributed training needs the same data on every process; sample counts per process: "
+                         f"{[view[0] for view in views]}")
+    if len({view[1] for view in views}) > 1:
+        raise ValueError("distributed training needs the same initial weights on every process (same seed, or the "
+                         "same resume_from file); process weights differ")
+
+
+def _sharded_context(model, rows, begin, end):
+    """Training context of one process: dropout masks are drawn for the whole batch and sliced, so
+    every process draws what one process training on the whole batch would."""
+    backend, rng = model.backend, model.dropout_rng
+
+    def uniform(shape, dtype):
+        return backend.asarray(rng.random((rows,) + tuple(shape[1:]))[begin:end], dtype=dtype)
+
+    return ForwardContext(model.xp, True, uniform, model.kernels)
+
+
+def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None):
+    """The whole batch's mean loss and gradient from this process's shard and one all-reduce of
+    ``[count x gradient, count x loss]``; with ``buffer`` (numpy fast path, num_parameters + 1
+    elements) the gradient is written into it and reduced in place.
+
+    Returns (loss, flat gradient, this shard's output, this shard's target, its row count)."""
+    xp, rows, size = model.xp, x.shape[0], model.num_parameters
+    begin, end = engine.shard(0, rows)
+    count = end - begin
+    local_target, output = target[begin:end, ...], None
+    if count:
+        value, grad, output = model._loss_and_flat_grad(params, x[begin:end, ...], local_target, loss,
+                                                        _sharded_context(model, rows, begin, end),
+                                                        None if buffer is None else buffer[:size])
+        if buffer is None:
+            local = xp.concat([grad * count, xp.reshape(value * count, (1,))])
+        else:
+            local = buffer
+            local[size] = value
+            local *= count
+    else:  # fewer rows than processes: this one only keeps its dropout generator in step
+        for index, layer in enumerate(model.layers):
+            if getattr(layer, "p", 0.0):
+                model.dropout_rng.random((rows, model.features[index]))
+        local = xp.zeros(size + 1, dtype=model.dtype, device=model.device)
+        if buffer is not None:
+            buffer[...] = 0
+            local = buffer
+    total = engine.allreduce_sum(local, xp)
+    if buffer is None:
+        total = total / rows
+    else:
+        total /= rows  # in place, the same division
+    return total[size], total[:size], output, local_target, count
+
+
+def _merge_totals(engine, metric_list, totals, count):
+    """Every process's metric totals, merged (each metric knows how), as host arrays."""
+    from ._backend import to_numpy
+
+    mine = [None if total is None else tuple(np.asarray(to_numpy(value)) for value in total) for total in totals]
+    everyone = engine.allgather((mine, count))
+    return [metric.merge([(parts[index], rows) for parts, rows in everyone])
+            for index, metric in enumerate(metric_list)]
+
+
 def _check_all_batches(model, batches, loss):
     """Every row of a ``datasets.Batches`` checked before the first step, in chunks of about 64 MB
     so that memory-mapped data is never read whole; errors name the row in the whole data set."""
@@ -286,7 +359,7 @@ def _split_validation(model, x, target, fraction):
 
 def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
         validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-        resume_from=None) -> History:
+        resume_from=None, distributed=None) -> History:
     """Train ``model`` in place with minibatch gradient steps.
 
     Every input, argument and callback configuration is checked before the first step.
@@ -326,6 +399,10 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         resume_from: a checkpoint written by ``mx.save(model, path, optimizer=...)`` (or
             ``callbacks.ModelCheckpoint``): its weights, optimizer state and random-generator
             states are loaded first, so training continues exactly where it stopped.
+        distributed: data-parallel training over processes (see :mod:`mlp_xp.distributed`):
+            None (one process), "auto" (MPI when started by ``mpiexec`` with several
+            processes), "mpi", "nccl", or an engine object. Each process must pass the same
+            data and start from the same model; one all-reduce per step keeps them identical.
 
     Returns:
         A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
@@ -337,6 +414,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
             non-finite parameter or activation. The optimizer state is reset.
     """
+    from . import distributed as distributed_module
     from . import metrics as metrics_module
     from .callbacks import Hooks
     from .datasets import Batches
@@ -349,10 +427,13 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     epochs = _validation.check_positive_int(epochs, "epochs", minimum=0)
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     verbose = _resolve_verbose(verbose)
+    engine = distributed_module.resolve(distributed)
+    if engine is not None and not engine.is_main:
+        verbose = 0  # one process prints
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
     metric_list = metrics_module.resolve(metrics, loss)
-    hooks = Hooks(callbacks)
+    hooks = Hooks(callbacks, main_process=engine is None or engine.is_main)
     if validation_split is not None and validation_data is not None:
         raise ValueError("give validation_data or validation_split, not both")
     streaming = isinstance(X, Batches)
@@ -389,6 +470,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         from .io import resume
 
         resume(model, resume_from, optimizer)
+    if engine is not None:
+        _check_replicas(model, engine, samples)
     optimizer.lr = resolve(optimizer.lr, steps_per_epoch, epochs)
 
     xp = model.xp
@@ -402,6 +485,9 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     hooks.call("on_train_begin", model=model)
     batch_hooks = hooks.has("on_batch_end")
     copy_for_hooks = updater.kernel is not None  # fast-path buffers are overwritten two steps later
+    # distributed fast path: gradients are written into, and summed in, one buffer with the loss at its end
+    reduce_buffer = xp.empty(model.num_parameters + 1, dtype=model.dtype) if (
+        engine is not None and updater.kernel is not None) else None
 
     def fail(error, bar):
         """Raise ``error`` or (with on_nonfinite="stop") record it; the optimizer state is reset."""
@@ -427,13 +513,18 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         bar = _progress_bar(verbose, epoch, epochs, samples)
         loss_sum = 0.0
         totals = [None] * len(metric_list)
-        seen = skipped = 0
+        seen = seen_local = skipped = 0
         params = model.params  # a callback may have replaced them (EarlyStopping restores, ...)
         last_refresh = 0.0
         for step, (x_batch, target_batch) in enumerate(batches, start=1):
             count = x_batch.shape[0]
-            value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
-                                                            updater.grad_buffer)
+            if engine is None:
+                value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
+                                                                updater.grad_buffer)
+                local_target, local_count = target_batch, count
+            else:
+                value, grad, output, local_target, local_count = _sharded_loss_and_grad(
+                    model, engine, params, x_batch, target_batch, loss, reduce_buffer)
             value_host = float(value)
             if not (_is_finite(value_host) and (not check_grads or updater.gradient_is_safe(grad))):
                 # skip a bad batch while the weights are finite and skipping has not lasted an epoch
@@ -460,12 +551,14 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             model.params, model._optimizer_state = params, state
             loss_sum += value_host * count
             seen += count
+            seen_local += local_count
             if batch_hooks:
                 if copy_for_hooks:
                     params = model.params = xp.asarray(params, copy=True)
                 hooks.call("on_batch_end", step=step, loss=value_host, model=model)
-            for index, metric in enumerate(metric_list):
-                totals[index] = metric.update(totals[index], output, target_batch, xp)
+            if local_count:
+                for index, metric in enumerate(metric_list):
+                    totals[index] = metric.update(totals[index], output, local_target, xp)
             if bar is not None:
                 bar.update(count)
                 if time.monotonic() - last_refresh > 0.25:
@@ -477,6 +570,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             stop_training = fail(error, bar)
 
         logs = {"loss": loss_sum / seen if seen else float("nan")}
+        if engine is not None:  # the training metrics of every process's shards
+            totals = _merge_totals(engine, metric_list, totals, seen_local)
         for metric, total in zip(metric_list, totals):
             logs[metric.name] = metric.result(total, seen) if seen else float("nan")
         if validation is not None:

@@ -1,0 +1,227 @@
+"""Data-parallel training over processes: one all-reduce of the flat gradient per step.
+
+``fit(..., distributed="mpi")`` (or ``"auto"``, or an :class:`MPI` / :class:`NCCL` object)
+trains one replica of the model per process. Every process draws the same global batch order
+from the shared seed, takes its contiguous shard of each batch, computes the summed loss and
+gradient of its rows, and one all-reduce of a single flat buffer (``[sum of gradients, sum of
+losses, count]``) gives every process the gradient of the whole batch; each applies the same
+update, so the replicas stay identical, bitwise. Dropout masks are drawn for the whole batch and
+sliced, so a run on N processes computes what one process computes on the whole batch (to
+float64 rounding: the sums are added in another order).
+
+Engines:
+
+- :class:`MPI` (mpi4py; ``pip install 'mlp_xp[mpi]'``, whose ``mpich`` wheel provides
+  ``mpiexec``): CPU processes, numpy-based backends. Launch with ``mpiexec -n 4 python train.py``
+  or ``mpiexec -n 4 mlp-xp train ...``.
+- :class:`NCCL` (CuPy's NCCL bindings, one GPU per process, the NCCL id shared over MPI): the
+  reduction stays on the GPUs. Written against CuPy's API but **not yet run on a GPU**.
+
+Only process 0 prints progress and runs the callbacks that write files (``ModelCheckpoint``,
+``CSVLogger``); every process runs the others (``EarlyStopping`` stops all of them together).
+Resuming (``fit(resume_from=path)``) reads the same file on every process.
+
+A process that dies makes the others fail: ``mpiexec`` ends the job, and a reduction that waits
+longer than ``timeout`` seconds raises :class:`DistributedError` instead of hanging.
+
+Example (run with ``mpiexec -n 2 python script.py``)::
+
+    import mlp_xp as mx
+    X, y = mx.datasets.load_digits()
+    model = mx.Sequential(mx.Linear(64, 64), mx.ReLU(), mx.Linear(64, 10), mx.Softmax(), seed=0)
+    model.fit(mx.datasets.standardize(X), y, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(),
+              epochs=5, distributed="mpi")
+    if mx.distributed.MPI().is_main:
+        mx.save(model, "model.safetensors")
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+
+import numpy as np
+
+__all__ = ["Engine", "MPI", "NCCL", "DistributedError", "resolve", "launched_with_mpi"]
+
+#: environment variables that MPI launchers (MPICH/hydra, Open MPI, PMIx, Slurm) set for each process
+_LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+class DistributedError(RuntimeError):
+    """A collective operation failed or timed out (another process died or stalled)."""
+
+
+def launched_with_mpi() -> bool:
+    """True when this process was started by an MPI launcher with more than one process."""
+    for name in _LAUNCHER_SIZE_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return True
+    return False
+
+
+class Engine:
+    """A group of processes training replicas of one model.
+
+    Attributes:
+        rank: this process's index, 0 .. size - 1.
+        size: the number of processes.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on process 0, the one that prints and writes files."""
+        return self.rank == 0
+
+    def allreduce_sum(self, buffer, xp):
+        """The elementwise sum of ``buffer`` over all processes (an array of the model's backend)."""
+        raise NotImplementedError
+
+    def allgather(self, value) -> list:
+        """Every process's small Python ``value``, in rank order (for checks, not for the hot path)."""
+        raise NotImplementedError
+
+    def shard(self, start, stop):
+        """This process's contiguous part of rows ``start:stop``: ``(begin, end)``; may be empty."""
+        count = stop - start
+        return start + count * self.rank // self.size, start + count * (self.rank + 1) // self.size
+
+
+class MPI(Engine):
+    """MPI over mpi4py: CPU processes, each holding a replica.
+
+    Args:
+        comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+        timeout: seconds a reduction may wait for the other processes before
+            :class:`DistributedError` (a dead or stalled process); None waits forever.
+
+    Raises:
+        ImportError: mpi4py is not installed (``pip install 'mlp_xp[mpi]'``).
+    """
+
+    def __init__(self, comm=None, timeout=300.0):
+        try:
+            from mpi4py import MPI as mpi
+        except ImportError:
+            raise ImportError("distributed='mpi' needs mpi4py: pip install 'mlp_xp[mpi]' (with the mpich wheel, "
+                              "which provides mpiexec)") from None
+        self._mpi = mpi
+        self.comm = comm if comm is not None else mpi.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.timeout = timeout
+
+    def _wait(self, request, what):
+        if self.timeout is None:
+            request.Wait()
+            return
+        # poll without sleeping: MPI progresses a non-blocking collective only inside Test, and the
+        # other processes are in the same collective anyway; look at the clock every 1000 polls
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for _ in range(1000):
+                if request.Test():
+                    return
+            if time.monotonic() > deadline:
+                # the job cannot go on; MPI_Finalize would wait for the stalled process forever, so
+                # end the whole job once this error has been reported (atexit runs before mpi4py's)
+                atexit.register(self.comm.Abort, 1)
+                raise DistributedError(f"{what}: process {self.rank} waited more than {self.timeout:g} s for "
+                                       f"the other {self.size - 1}; one of them died or stalled")
+
+    def allreduce_sum(self, buffer, xp):
+        """Sums in place when ``buffer`` is a writeable contiguous numpy array."""
+        from ._backend import to_numpy
+
+        if isinstance(buffer, np.ndarray) and buffer.flags.c_contiguous and buffer.flags.writeable:
+            self._wait(self.comm.Iallreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM), "all-reduce")
+            return buffer
+        host = np.ascontiguousarray(to_numpy(buffer)).copy()
+        self._wait(self.comm.Iallreduce(self._mpi.IN_PLACE, host, op=self._mpi.SUM), "all-reduce")
+        return xp.asarray(host, device=_device_of(buffer))
+
+    def allgather(self, value):
+        return self.comm.allgather(value)
+
+    def __repr__(self):
+        return f"MPI(rank={self.rank}, size={self.size})"
+
+
+class NCCL(Engine):
+    """NCCL through CuPy: one GPU per process, the reduction on the GPUs.
+
+    The processes are started by an MPI launcher (``mpiexec -n 8 ...``); MPI shares NCCL's
+    unique id, then every all-reduce runs over NCCL on the current CUDA stream. Each process uses
+    GPU ``rank % device_count`` unless ``device`` says otherwise.
+
+    Not yet run on a GPU: written against CuPy's ``cupy.cuda.nccl`` API; the tests that exercise
+    it are skipped without CUDA.
+
+    Args:
+        comm: an mpi4py communicator used once, to share the NCCL id.
+        device: the CUDA device index of this process.
+    """
+
+    def __init__(self, comm=None, device=None):
+        try:
+            import cupy
+            from cupy.cuda import nccl
+        except ImportError:
+            raise ImportError("distributed='nccl' needs CuPy with NCCL: pip install 'mlp_xp[cuda13]'") from None
+        mpi = MPI(comm)
+        self.rank, self.size = mpi.rank, mpi.size
+        self._cupy, self._nccl, self._mpi = cupy, nccl, mpi
+        index = self.rank % cupy.cuda.runtime.getDeviceCount() if device is None else device
+        cupy.cuda.Device(index).use()
+        uid = mpi.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
+        self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+
+    def allreduce_sum(self, buffer, xp):
+        cupy, nccl = self._cupy, self._nccl
+        buffer = cupy.ascontiguousarray(buffer)
+        result = cupy.empty_like(buffer)
+        kind = {cupy.dtype("float32"): nccl.NCCL_FLOAT32, cupy.dtype("float64"): nccl.NCCL_FLOAT64}[buffer.dtype]
+        self.comm.allReduce(buffer.data.ptr, result.data.ptr, buffer.size, kind, nccl.NCCL_SUM,
+                            cupy.cuda.get_current_stream().ptr)
+        return result
+
+    def allgather(self, value):
+        return self._mpi.allgather(value)
+
+    def __repr__(self):
+        return f"NCCL(rank={self.rank}, size={self.size})"
+
+
+def _device_of(array):
+    import array_api_compat
+
+    return array_api_compat.device(array)
+
+
+def resolve(distributed):
+    """The engine ``fit`` uses: None for one process.
+
+    Args:
+        distributed: None / False (one process), "mpi", "nccl", "auto" (MPI when launched by
+            an MPI launcher with more than one process, else None), or an :class:`Engine`.
+    """
+    if distributed is None or distributed is False:
+        return None
+    if isinstance(distributed, Engine):
+        return distributed if distributed.size > 1 else None
+    if distributed == "auto":
+        return MPI() if launched_with_mpi() else None
+    if distributed == "mpi":
+        engine = MPI()
+    elif distributed == "nccl":
+        engine = NCCL()
+    else:
+        raise ValueError(f"distributed must be None, 'auto', 'mpi', 'nccl' or an mx.distributed engine, "
+                         f"got {distributed!r}")
+    return engine if engine.size > 1 else None

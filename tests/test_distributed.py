@@ -1,0 +1,133 @@
+"""Data-parallel training over MPI processes (mpiexec from the mpich wheel) against one process."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import mlp_xp as mx
+
+pytest.importorskip("mpi4py", reason="distributed tests need mpi4py (in the [test] extra)")
+
+WORKER = pathlib.Path(__file__).resolve().parent / "mpi_worker.py"
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
+def _load_worker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mpi_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+worker = _load_worker()
+
+
+def _mpiexec(processes, out, mode, epochs=3, timeout=120):
+    assert MPIEXEC, "mpiexec not found: pip install mpich"
+    started = time.monotonic()
+    result = subprocess.run([MPIEXEC, "-n", str(processes), sys.executable, str(WORKER), str(out), mode, str(epochs)],
+                            capture_output=True, text=True, timeout=timeout)
+    return result, time.monotonic() - started
+
+
+def _single_process(epochs):
+    net = worker.model()
+    history = worker.fit(net, epochs, None)
+    return mx.to_numpy(net.params), history
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_processes_train_what_one_process_trains_on_the_whole_batch(processes, tmp_path):
+    result, _ = _mpiexec(processes, tmp_path, "train")
+    assert result.returncode == 0, result.stderr
+    params = [np.load(tmp_path / f"train-params-{rank}.npy") for rank in range(processes)]
+    histories = [json.load(open(tmp_path / f"train-history-{rank}.json")) for rank in range(processes)]
+    assert all(np.array_equal(params[0], other) for other in params[1:])  # replicas stay identical, bitwise
+    assert all(history == histories[0] for history in histories[1:])
+    reference, history = _single_process(3)
+    scale = np.max(np.abs(reference))
+    assert np.max(np.abs(params[0] - reference)) / scale < 1e-12  # float64, dropout and LayerNorm included
+    for key in ("loss", "accuracy", "top_2_accuracy", "val_loss", "val_accuracy"):
+        assert histories[0][key] == pytest.approx(history[key], rel=1e-12, abs=1e-12), key
+
+
+def test_a_dead_process_ends_the_run_instead_of_hanging(tmp_path):
+    result, seconds = _mpiexec(2, tmp_path, "die", timeout=120)
+    assert result.returncode != 0 and seconds < 60
+    assert not (tmp_path / "die-params-0.npy").exists()
+
+
+def test_a_stalled_process_is_a_timeout_error(tmp_path):
+    result, seconds = _mpiexec(2, tmp_path, "stall", timeout=120)
+    assert result.returncode != 0 and seconds < 60
+    assert "DistributedError" in result.stderr and "waited more than 3 s" in result.stderr
+
+
+def test_only_process_0_writes_and_every_process_resumes(tmp_path):
+    result, _ = _mpiexec(2, tmp_path, "checkpoint", epochs=2)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-history-0.json", "checkpoint-history-1.json", "checkpoint-params-0.npy",
+        "checkpoint-params-1.npy", "checkpoint.safetensors", "log.csv"]  # no temporaries left by a second writer
+    assert len(open(tmp_path / "log.csv").read().splitlines()) == 3  # one header and two epochs: one writer
+    result, _ = _mpiexec(2, tmp_path, "resume", epochs=2)
+    assert result.returncode == 0, result.stderr
+    resumed = [np.load(tmp_path / f"resume-params-{rank}.npy") for rank in range(2)]
+    straight, _ = _single_process(4)
+    assert np.array_equal(resumed[0], resumed[1])
+    assert np.max(np.abs(resumed[0] - straight)) / np.max(np.abs(straight)) < 1e-12
+
+
+def test_one_process_needs_no_engine():
+    assert mx.distributed.resolve(None) is None and mx.distributed.resolve("auto") is None
+    with pytest.raises(ValueError, match="distributed must be"):
+        mx.distributed.resolve("gloo")
+
+
+def test_shards_cover_a_batch_once():
+    class Fake(mx.distributed.Engine):
+        def __init__(self, rank, size):
+            self.rank, self.size = rank, size
+
+    for size in (1, 2, 3, 7):
+        for rows in (0, 1, 2, 5, 16):
+            pieces = [Fake(rank, size).shard(0, rows) for rank in range(size)]
+            assert pieces[0][0] == 0 and pieces[-1][1] == rows
+            assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+
+
+def test_r2_merged_over_processes_equals_r2_of_all_rows():
+    rng = np.random.default_rng(0)
+    y = rng.normal(1e4, 3.0, size=(40, 2))
+    prediction = y + rng.normal(size=(40, 2))
+    metric = mx.metrics.R2Score()
+    xp = mx.Sequential(mx.Linear(1, 1)).xp
+    whole = metric.result(metric.update(None, prediction, y, xp), 40)
+    parts = [(metric.update(None, prediction[a:b], y[a:b], xp), b - a) for a, b in ((0, 7), (7, 30), (30, 40))]
+    assert metric.result(metric.merge(parts), 40) == pytest.approx(whole, rel=1e-12)
+
+
+def test_the_command_line_under_mpiexec(tmp_path):
+    script = shutil.which("mlp-xp", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    assert script, "the mlp-xp console script is not installed"
+    model_path = tmp_path / "digits.safetensors"
+    result = subprocess.run([MPIEXEC, "-n", "2", script, "train", "--epochs", "2", "--layers", "32",
+                             "--save", str(model_path)], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "x 2 processes" in lines[0] and sum(line.startswith("epoch ") for line in lines) == 2  # process 0 only
+    assert sum(line.startswith("test accuracy") for line in lines) == 1 and model_path.exists()
+    single = subprocess.run([script, "train", "--epochs", "2", "--layers", "32", "--quiet"], capture_output=True,
+                            text=True, timeout=180, cwd=tmp_path)
+    two = float(lines[-2].split()[2].rstrip(","))
+    one = float(single.stdout.split()[2].rstrip(","))
+    assert abs(two - one) <= 0.005  # float32: the same training, summed in another order
