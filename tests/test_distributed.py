@@ -131,3 +131,25 @@ def test_the_command_line_under_mpiexec(tmp_path):
     two = float(lines[-2].split()[2].rstrip(","))
     one = float(single.stdout.split()[2].rstrip(","))
     assert abs(two - one) <= 0.005  # float32: the same training, summed in another order
+
+
+@pytest.mark.gpu
+def test_nccl_on_one_gpu():
+    """The 1-GPU run of the NCCL engine: a reduction over one process is the identity, and the
+    sharded step gives the plain step's loss and gradient (runs where CuPy finds a GPU)."""
+    import cupy
+
+    from mlp_xp.training import _sharded_loss_and_grad, make_context
+
+    engine = mx.distributed.NCCL()
+    assert engine.size == 1 and engine.is_main
+    values = cupy.arange(5, dtype=cupy.float64)
+    assert cupy.array_equal(engine.allreduce_sum(values.copy(), cupy), values)
+    net = mx.Sequential(mx.Linear(6, 8), mx.ReLU(), mx.Linear(8, 3), mx.Softmax(), backend="cupy", dtype="float64",
+                        seed=0)
+    X, y = worker.data()
+    x, target = cupy.asarray(X[:16]), cupy.asarray(y[:16])
+    value, grad, _, _, _ = _sharded_loss_and_grad(net, engine, net.params, x, target, mx.losses.CrossEntropy())
+    plain, plain_grad, _ = net._loss_and_flat_grad(net.params, x, target, mx.losses.CrossEntropy(),
+                                                   make_context(net, False))
+    assert float(abs(value - plain)) < 1e-12 and float(cupy.max(cupy.abs(grad - plain_grad))) < 1e-12
