@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Everything issue 14 needs from one short lease of a GPU machine, in one command:
+#
+#   bash benchmarks/gpu_run.sh "$OUT"
+#
+# run from the repository root of a bare GPU machine (the device tool's: numpy, cupy, torch, pytest and
+# hypothesis are there). It installs what that machine lacks from wheels carried in .whl/ (array-api-compat,
+# array-api-strict; see the comment below), then writes into the folder given:
+#   nvidia-smi.txt, tests.log (the whole suite, cupy included), gpu-results.json and bench.log (G1-G3).
+# To prepare .whl/ here (pure-Python wheels, any platform):
+#   python3 -m pip download --no-deps -d .whl array-api-compat==1.16.0 array-api-strict==2.6.1
+set -uo pipefail
+out=${1:?usage: bash benchmarks/gpu_run.sh OUTDIR}
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1
+python3 -c "import cupy, mlp_xp; print('GPUs:', cupy.cuda.runtime.getDeviceCount(), 'mlp_xp', mlp_xp.__version__)" \
+    || exit 1
+# the parity tests first: they say whether the timings below mean anything
+python3 -m pytest tests/test_gpu_parity.py -q -p no:cacheprovider -rs 2>&1 | tee "$out/tests-parity.log"
+python3 -m pytest tests -q -p no:cacheprovider -rs --durations=10 2>&1 | tail -n 60 > "$out/tests.log"
+python3 benchmarks/gpu.py --output "$out/gpu-results.json" 2>&1 | tee "$out/bench.log"
