@@ -34,8 +34,9 @@ from ._backend import BACKEND_NAMES, to_numpy
 
 __all__ = ["compare", "Comparison", "DEFAULT_CONFIGS"]
 
-DEFAULT_CONFIGS = ("numpy:float64", "numpy:float32", "array_api_strict:float32", "torch:float32", "jax:float32",
-                   "cupy:float64", "cupy:float32", "cupy:tf32", "cupy:float16")
+DEFAULT_CONFIGS = ("numpy:float64", "numpy:float32", "numpy:tf32", "numpy:bfloat16", "numpy:float16",
+                   "array_api_strict:float32", "torch:float32", "torch:bfloat16", "jax:float32",
+                   "cupy:float64", "cupy:float32", "cupy:tf32", "cupy:float16", "cupy:bfloat16")
 PRECISIONS = ("float64", "float32", "tf32", "float16", "bfloat16")
 
 
@@ -61,8 +62,6 @@ def _unavailable(backend, precision):
                 return "no CUDA GPU"
         except Exception as error:  # a driver or runtime problem: report it, do not crash the comparison
             return f"cupy cannot use a GPU here: {error}"
-    if precision not in ("float32", "float64"):
-        return f"precision {precision} is not implemented yet (float32 and float64 are)"
     if backend == "jax" and precision == "float64":
         import jax
 
@@ -89,7 +88,8 @@ class Comparison:
             ``divergence`` (per step, |loss - reference| / |reference|), ``max_divergence``,
             ``final_divergence``, ``final_param_rel_error`` (||p - p_ref|| / ||p_ref||),
             ``accuracy`` (classification losses), ``samples_per_s``, ``peak_memory_mb``
-            (host memory traced for numpy-based backends; None where it cannot be traced).
+            (host memory traced for numpy-based backends; None where it cannot be traced),
+            ``skipped_steps`` (float16 steps dropped by loss scaling).
         skipped: {configuration: why it did not run}.
     """
 
@@ -100,13 +100,13 @@ class Comparison:
     def table(self) -> str:
         """The comparison as a fixed-width text table."""
         lines = [f"{'config':26} {'final loss':>11} {'max div':>9} {'final div':>9} {'param err':>9} "
-                 f"{'accuracy':>8} {'samples/s':>10} {'peak MB':>8}"]
+                 f"{'accuracy':>8} {'samples/s':>10} {'peak MB':>8} {'skipped':>7}"]
         for row in self.rows:
             accuracy = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "-"
             memory = f"{row['peak_memory_mb']:.1f}" if row["peak_memory_mb"] is not None else "n/a"
             lines.append(f"{row['config']:26} {row['loss_curve'][-1]:>11.6f} {row['max_divergence']:>9.1e} "
                          f"{row['final_divergence']:>9.1e} {row['final_param_rel_error']:>9.1e} {accuracy:>8} "
-                         f"{row['samples_per_s']:>10.0f} {memory:>8}")
+                         f"{row['samples_per_s']:>10.0f} {memory:>8} {row['skipped_steps']:>7}")
         lines += [f"{config:26} skipped: {why}" for config, why in self.skipped.items()]
         return "\n".join(lines)
 
@@ -155,14 +155,14 @@ def _train(model, X, y, loss, optimizer, epochs, batch_size, memory):
         tracemalloc.start()
     started = time.perf_counter()
     try:
-        model.fit(X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size, callbacks=[recorder],
-                  verbose=0)
+        history = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                            callbacks=[recorder], verbose=0)
         elapsed = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1] / 2**20 if memory else None
     finally:
         if memory:
             tracemalloc.stop()
-    return recorder.losses, elapsed, peak
+    return recorder.losses, elapsed, peak, history
 
 
 def compare(model, X, y, loss, optimizer, configs=DEFAULT_CONFIGS, reference="numpy:float64", epochs=1,
@@ -197,16 +197,26 @@ def compare(model, X, y, loss, optimizer, configs=DEFAULT_CONFIGS, reference="nu
                 raise ValueError(f"the reference configuration {reference!r} cannot run: {why}")
             result.skipped[config] = why
             continue
+        dtype, compute = (precision, None) if precision in ("float32", "float64") else ("float32", precision)
+        try:
+            copy_of_model = model.to(backend=backend, dtype=dtype, precision=compute)
+        except (ValueError, ImportError) as error:  # e.g. a backend without that type
+            if config == reference:
+                raise
+            result.skipped[config] = str(error)
+            continue
         # warm-up on a few batches (kernel compilation, JIT, allocator): not timed, not traced
-        _train(model.to(backend=backend, dtype=precision), X_host[:2 * batch_size], y_host[:2 * batch_size], loss,
-               copy.deepcopy(optimizer), 1, batch_size, memory=False)
-        copy_of_model = model.to(backend=backend, dtype=precision)
-        losses, elapsed, peak = _train(copy_of_model, X_host, y_host, loss, copy.deepcopy(optimizer), epochs,
-                                       batch_size, memory=backend in ("numpy", "array_api_strict"))
+        _train(copy_of_model.to(), X_host[:2 * batch_size], y_host[:2 * batch_size], loss, copy.deepcopy(optimizer), 1,
+               batch_size, memory=False)
+        losses, elapsed, peak, history = _train(copy_of_model, X_host, y_host, loss, copy.deepcopy(optimizer), epochs,
+                                                batch_size, memory=backend in ("numpy", "array_api_strict"))
         params = to_numpy(copy_of_model.params).astype(np.float64)
         if config == reference:
             reference_params, reference_losses = params, np.array(losses)
-        divergence = np.abs(np.array(losses) - reference_losses) / np.maximum(np.abs(reference_losses), 1e-300)
+        # float16 runs record one loss per step taken: steps skipped by loss scaling are missing
+        steps = min(len(losses), len(reference_losses))
+        divergence = (np.abs(np.array(losses[:steps]) - reference_losses[:steps])
+                      / np.maximum(np.abs(reference_losses[:steps]), 1e-300))
         metrics = copy_of_model.evaluate(X_eval, y_eval, loss)
         result.rows.append({
             "config": config, "backend": backend, "precision": precision,
@@ -216,6 +226,6 @@ def compare(model, X, y, loss, optimizer, configs=DEFAULT_CONFIGS, reference="nu
                                            / max(np.linalg.norm(reference_params), 1e-300)),
             "accuracy": metrics.get("accuracy"), "eval_loss": metrics["loss"],
             "samples_per_s": len(X_host) * epochs / elapsed if elapsed > 0 else math.inf,
-            "peak_memory_mb": peak,
+            "peak_memory_mb": peak, "skipped_steps": int(sum(history.get("skipped_steps", []))),
         })
     return result

@@ -187,6 +187,9 @@ def save(model, path, optimizer=None):
     data = _data_to_json(model.data)
     if data:
         metadata["data"] = json.dumps(data)
+    if model.precision.compute != model.dtype_name:
+        metadata["precision"] = json.dumps({**model.precision.config(), "scale": model._loss_scale.scale,
+                                            "good_steps": model._loss_scale.good_steps})
     if optimizer is not None:
         if optimizer is not model._optimizer or model._optimizer_state is None:
             raise ValueError("this optimizer has no state in the model: pass the optimizer that fit() used, "
@@ -428,17 +431,39 @@ def load(path, backend="numpy", device=None, dtype=None):
         seed = metadata["seed"]
         if not seed.isdigit():
             raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
-        model = Sequential._skeleton(_build_layers(metadata["layers"]), _backend_of(backend, device),
-                                     dtype or metadata["dtype"], int(seed))
+        precision, loss_scale = _precision_from_json(metadata.get("precision"))
+        dtype = dtype or metadata["dtype"]
+        model = Sequential._skeleton(_build_layers(metadata["layers"]), _backend_of(backend, device), dtype,
+                                     int(seed), precision if precision is None or dtype == "float32" else None)
         _check_declared_shapes(model, shapes)
         tensors = _read_tensors(path, metadata)
         model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
         _restore_rng(model, metadata["rng"])
+        if loss_scale is not None and model.precision == precision:
+            model._loss_scale = loss_scale
         if "data" in metadata:
             model.data = _data_from_json(metadata["data"], model)
         if "optimizer" in metadata:
             _restore_optimizer(model, tensors, metadata["optimizer"])
     return model
+
+
+def _precision_from_json(text):
+    """(Precision, LossScale) saved with a model, or (None, None) for a plain one."""
+    if text is None:
+        return None, None
+    from .precision import LossScale, Precision
+
+    values = _json(text, "precision")
+    if not isinstance(values, dict):
+        raise ValueError("the precision metadata must be a JSON object")
+    scale, good_steps = values.pop("scale", None), values.pop("good_steps", 0)
+    precision = Precision(**values)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1.0 <= scale < float("inf") \
+            or isinstance(good_steps, bool) or not isinstance(good_steps, int) or good_steps < 0:
+        raise ValueError(f"the saved loss scale must be a finite number >= 1 and its good steps an int >= 0, got "
+                         f"{scale!r} and {good_steps!r}")
+    return precision, LossScale(float(scale), good_steps)
 
 
 def _backend_of(backend, device):
@@ -480,4 +505,7 @@ def resume(model, path, optimizer):
         model.load_state_dict({key: value for key, value in tensors.items()
                                if not key.startswith(_OPTIMIZER_PREFIX)})
         _restore_rng(model, metadata["rng"])
+        precision, loss_scale = _precision_from_json(metadata.get("precision"))
+        if loss_scale is not None and precision == model.precision:
+            model._loss_scale = loss_scale
         _restore_optimizer(model, tensors, metadata["optimizer"], optimizer)

@@ -40,12 +40,16 @@ class ForwardContext(NamedTuple):
         uniform: ``uniform(shape, dtype) -> array`` of U[0, 1) samples on the backend, used
             by Dropout in training; None where no randomness is allowed.
         kernels: the backend's fast paths (:mod:`mlp_xp._kernels`), or None.
+        matmul: ``matmul(a, b)`` for the matrix products of Linear layers where the model's
+            precision changes them (TF32 rounding, float32 accumulation of float16 inputs);
+            None for plain ``a @ b``.
     """
 
     xp: Any
     train: bool = False
     uniform: Callable | None = None
     kernels: Any = None
+    matmul: Callable | None = None
 
 
 class Layer:
@@ -151,20 +155,21 @@ class Linear(Layer):
 
     def forward(self, params, x, ctx):
         xp, weight = ctx.xp, params["weight"]
-        y = x @ weight
+        matmul = ctx.matmul or xp.matmul
+        y = matmul(x, weight)
         if self.bias:
             y = y + params["bias"]
 
         def backward(dy, need_input_grad=True, out=None):
             if out is None:
-                grads = {"weight": x.T @ dy}
+                grads = {"weight": matmul(x.T, dy)}
                 if self.bias:
                     grads["bias"] = xp.sum(dy, axis=0)
             else:  # straight into the model's gradient buffer: no temporary, no copy
                 grads = {"weight": ctx.kernels.matmul(x.T, dy, out["weight"])}
                 if self.bias:
                     grads["bias"] = ctx.kernels.sum_rows(dy, out["bias"])
-            return (dy @ weight.T if need_input_grad else None), grads
+            return (matmul(dy, weight.T) if need_input_grad else None), grads
 
         return y, backward
 

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _validation, training
+from . import precision as precisions
 from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name, to_numpy
 from ._errors import ShapeError
 from .layers import ForwardContext, Layer, Linear
@@ -87,7 +88,11 @@ class Sequential:
         *layers: the layers, first to last (a single list or tuple is accepted too).
         backend: "numpy", "array_api_strict", "cupy", "torch", "jax", or a namespace module.
         device: the backend's device; None for its default.
-        dtype: "float32" or "float64".
+        dtype: "float32" or "float64": the master weights and optimizer state.
+        precision: what forward and backward passes compute in (see :mod:`mlp_xp.precision`):
+            None (the dtype), "tf32" (float32 with TF32-rounded matrix products), "float16"
+            (mixed, with dynamic loss scaling) or "bfloat16" (mixed); or an
+            ``mx.precision.Precision``. The narrow ones keep float32 master weights.
         seed: fixes the initial weights, the batch order and the dropout masks, the same
             on every backend.
 
@@ -104,8 +109,8 @@ class Sequential:
         (4, 8)
     """
 
-    def __init__(self, *layers, backend="numpy", device=None, dtype="float32", seed=0):
-        self._setup(layers, resolve_backend(backend, device), dtype, seed)
+    def __init__(self, *layers, backend="numpy", device=None, dtype="float32", seed=0, precision=None):
+        self._setup(layers, resolve_backend(backend, device), dtype, seed, precision)
         # weights are drawn on the host in float64 one layer at a time, into a vector of the model's
         # dtype: the peak is that vector plus the largest layer in float64, checked before allocating
         largest = max((spec.size for spec in self.param_specs), default=0)
@@ -119,18 +124,18 @@ class Sequential:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def _skeleton(cls, layers, backend, dtype, seed) -> "Sequential":
+    def _skeleton(cls, layers, backend, dtype, seed, precision=None) -> "Sequential":
         """A model with its layout checked but no parameters yet (``params`` is None): for
         ``to`` and ``mx.load``, which bring their own weights and need not draw any."""
         model = object.__new__(cls)
         model._setup(tuple(layers), backend if isinstance(backend, Backend) else resolve_backend(backend),
-                     dtype, seed)
+                     dtype, seed, precision)
         model.params = None
         model.shuffle_rng, model.dropout_rng = (np.random.default_rng(s)
                                                 for s in np.random.SeedSequence(model.seed).spawn(3)[1:])
         return model
 
-    def _setup(self, layers, backend: Backend, dtype, seed):
+    def _setup(self, layers, backend: Backend, dtype, seed, precision=None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -151,6 +156,11 @@ class Sequential:
                 raise ValueError("JAX runs float64 only in 64-bit mode: call jax.config.update('jax_enable_x64', "
                                  "True) first, or use dtype='float32'")
         self.dtype = backend.dtype(self.dtype_name)
+        self.precision = precisions.resolve(precision, self.dtype_name)
+        # the narrow type layers compute in under mixed precision (None: the dtype itself)
+        self._compute_dtype = (precisions.compute_dtype(backend, self.precision.compute) if self.precision.mixed
+                               else None)
+        self._loss_scale = precisions.LossScale(self.precision.initial_scale(), 0)
         self.seed = int(seed)
         self._optimizer = None
         self._optimizer_state = None
@@ -271,7 +281,8 @@ class Sequential:
 
     def __repr__(self):
         layers = ", ".join(map(repr, self.layers))
-        return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}, "
+        precision = "" if self.precision.compute == self.dtype_name else f", precision={self.precision.compute!r}"
+        return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}{precision}, "
                 f"seed={self.seed})")
 
     def summary(self) -> "Summary":
@@ -297,7 +308,8 @@ class Sequential:
                     f"{'' if layer.bias else ', no bias'})") if isinstance(layer, Linear) else repr(layer)
             name = name if len(name) <= 39 else name[:36] + "..."
             lines.append(f"{index:<3} {name:<39} {f'(batch, {out})':<15} {count:>10}")
-        lines.append(f"total parameters: {self.num_parameters} ({self.backend.name}, {self.dtype_name})")
+        precision = "" if self.precision.compute == self.dtype_name else f", computing in {self.precision.compute}"
+        lines.append(f"total parameters: {self.num_parameters} ({self.backend.name}, {self.dtype_name}{precision})")
         return Summary("\n".join(lines))
 
     # ------------------------------------------------------------------ forward / backward
@@ -311,13 +323,41 @@ class Sequential:
                                                                 spec.shape)
         return per_layer
 
+    def _context(self, train=False, uniform=None) -> ForwardContext:
+        """The forward context of this model's precision: fast paths for plain float32/float64,
+        the precision's matrix product otherwise."""
+        if self.precision.compute == self.dtype_name:
+            return ForwardContext(self.xp, train, uniform, self.kernels)
+        return ForwardContext(self.xp, train, uniform, None, self._precision_matmul())
+
+    def _precision_matmul(self):
+        xp, compute = self.xp, self._compute_dtype
+        if self.precision.compute == "tf32":
+            if self.backend.name == "numpy":
+                from ._kernels.ufunc import round_to_tf32_bits as rounded
+            else:
+                def rounded(a):
+                    return precisions.round_to_tf32(xp, a)
+            return lambda a, b: xp.matmul(rounded(a), rounded(b))
+        if self.backend.name in ("numpy", "array_api_strict"):
+            # what tensor cores do, emulated: narrow inputs, float32 accumulation, a rounded result
+            float32 = self.dtype
+            return lambda a, b: xp.astype(xp.matmul(xp.astype(a, float32), xp.astype(b, float32)), compute)
+        return xp.matmul  # native narrow products (they accumulate in float32 on GPUs)
+
     def _forward(self, params, x, ctx, stop=None):
-        """Run layers[:stop]; return the output and each layer's backward closure."""
+        """Run layers[:stop]; return the output and each layer's backward closure. Under mixed
+        precision the layers compute in the narrow type and the output comes back as float32."""
+        compute = self._compute_dtype
+        if compute is not None:
+            params, x = self.xp.astype(params, compute), self.xp.astype(x, compute)
         per_layer = self._layer_params(params)
         backwards = []
         for index, layer in enumerate(self.layers[:stop]):
             x, backward = layer.forward(per_layer[index], x, ctx)
             backwards.append(backward)
+        if compute is not None:
+            x = self.xp.astype(x, self.dtype)
         return x, backwards
 
     def _fused(self, loss: Loss) -> bool:
@@ -327,15 +367,22 @@ class Sequential:
     def _loss_forward_stop(self, loss):
         return len(self.layers) - 1 if self._fused(loss) else len(self.layers)
 
-    def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None):
+    def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None, scale=1.0):
         """Loss, its gradient as one flat vector, and the output the loss was computed from.
 
         With ``grad_out`` (a flat buffer; needs ``ctx.kernels``) the gradient is written into it
-        and returned, instead of being concatenated into a new array.
+        and returned, instead of being concatenated into a new array. Under mixed precision the
+        loss is computed in float32, its gradient multiplied by ``scale`` and taken back through
+        the layers in the narrow type, and the flat gradient returned in float32, divided by
+        ``scale`` (it may hold inf where the scaled backward pass overflowed).
         """
         xp = self.xp
         output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss))
         value, grad = loss.value_and_grad(output, target, xp)
+        if self._compute_dtype is not None:
+            grad = xp.astype(grad * scale if scale != 1.0 else grad, self._compute_dtype)
+        if ctx.kernels is None:  # layers write into a buffer only through the fast paths
+            grad_out = None
         out = self._layer_params(grad_out) if grad_out is not None else [None] * len(self.layers)
         layer_grads = {}
         for index in range(len(backwards) - 1, self._first_param_layer - 1, -1):
@@ -349,10 +396,15 @@ class Sequential:
                     ctx.kernels.copy_into(destination, written)
             return value, grad_out, output
         flat = [xp.reshape(layer_grads[spec.layer_index][spec.name], (-1,)) for spec in self.param_specs]
-        return value, (xp.concat(flat) if flat else xp.zeros_like(params)), output
+        flat = xp.concat(flat) if flat else xp.zeros_like(params)
+        if self._compute_dtype is not None:
+            flat = xp.astype(flat, self.dtype)
+            if scale != 1.0:
+                flat = flat / scale
+        return value, flat, output
 
     def _loss_value(self, params, x, target, loss):
-        output, _ = self._forward(params, x, ForwardContext(self.xp, False), self._loss_forward_stop(loss))
+        output, _ = self._forward(params, x, self._context(), self._loss_forward_stop(loss))
         return loss.value(output, target, self.xp)
 
     def loss_and_grad(self, X, y, loss, train=False):
@@ -437,8 +489,9 @@ class Sequential:
                 raise ValueError(f"{source} {spec.key!r} has values too large for {self.dtype_name} (largest "
                                  f"finite is {np.finfo(self.dtype_name).max:.3g}): they would become inf")
 
-    def to(self, backend=None, device=None, dtype=None) -> "Sequential":
-        """A copy with the same weights and generator states on another backend/device/dtype.
+    def to(self, backend=None, device=None, dtype=None, precision=None) -> "Sequential":
+        """A copy with the same weights and generator states on another backend/device/dtype/precision
+        (the precision is kept unless the dtype changes).
 
         Example:
             >>> import mlp_xp as mx
@@ -451,7 +504,9 @@ class Sequential:
             target = self.backend if device is None else self.backend._replace(device=device)
         else:
             target = resolve_backend(backend, device)
-        clone = Sequential._skeleton(self.layers, target, dtype or self.dtype_name, self.seed)
+        if precision is None and (dtype is None or resolve_dtype_name(dtype) == self.dtype_name):
+            precision = self.precision  # the same precision, unless the dtype changes
+        clone = Sequential._skeleton(self.layers, target, dtype or self.dtype_name, self.seed, precision)
         with np.errstate(over="ignore"):
             host = to_numpy(self.params).astype(clone.dtype_name)
         clone._check_cast(host, "parameter")

@@ -78,14 +78,14 @@ def make_context(model, train: bool) -> ForwardContext:
     """A forward context; in training, dropout masks come from the model's host generator
     (identical on every backend for the same seed)."""
     if not train:
-        return ForwardContext(model.xp, False, None, model.kernels)
+        return model._context()
     backend, rng = model.backend, model.dropout_rng
 
     def uniform(shape, dtype):
         # drawn in float64 whatever the model's dtype: float32 and float64 runs get the same masks
         return backend.asarray(rng.random(shape), dtype=dtype)
 
-    return ForwardContext(model.xp, True, uniform, model.kernels)
+    return model._context(True, uniform)
 
 
 #: optimizer state that accumulates squared gradients: once inf, the update divides by it and freezes
@@ -155,7 +155,7 @@ def _first_non_finite_parameter(model, params):
 def _first_non_finite_activation(model, params, x):
     xp = model.xp
     per_layer = model._layer_params(params)
-    ctx = ForwardContext(xp, False)
+    ctx = model._context()
     for index, layer in enumerate(model.layers):
         x, _ = layer.forward(per_layer[index], x, ctx)
         if not bool(xp.all(xp.isfinite(x))):
@@ -251,6 +251,20 @@ def _resolve_verbose(verbose):
     return verbose
 
 
+def _next_loss_scale(precision, state, overflowed):
+    """GradScaler's rule: halve on overflow, double after ``growth_interval`` good steps in a row."""
+    from .precision import LossScale
+
+    if not precision.dynamic:
+        return state
+    if overflowed:
+        return LossScale(max(state.scale * 0.5, 1.0), 0)
+    good = state.good_steps + 1
+    if good >= precision.growth_interval:
+        return LossScale(state.scale * 2.0, 0)
+    return LossScale(state.scale, good)
+
+
 def _check_replicas(model, engine, samples):
     """Every process must hold the same weights and as much data, or the replicas would drift."""
     import hashlib
@@ -275,10 +289,10 @@ def _sharded_context(model, rows, begin, end):
     def uniform(shape, dtype):
         return backend.asarray(rng.random((rows,) + tuple(shape[1:]))[begin:end], dtype=dtype)
 
-    return ForwardContext(model.xp, True, uniform, model.kernels)
+    return model._context(True, uniform)
 
 
-def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None):
+def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None, scale=1.0):
     """The whole batch's mean loss and gradient from this process's shard and one all-reduce of
     ``[count x gradient, count x loss]``; with ``buffer`` (numpy fast path, num_parameters + 1
     elements) the gradient is written into it and reduced in place.
@@ -291,7 +305,7 @@ def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None):
     if count:
         value, grad, output = model._loss_and_flat_grad(params, x[begin:end, ...], local_target, loss,
                                                         _sharded_context(model, rows, begin, end),
-                                                        None if buffer is None else buffer[:size])
+                                                        None if buffer is None else buffer[:size], scale)
         if buffer is None:
             local = xp.concat([grad * count, xp.reshape(value * count, (1,))])
         else:
@@ -465,6 +479,9 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     log_keys = names + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"]
     if on_nonfinite == "skip_batch":
         log_keys.append("skipped_batches")
+    scaling = model.precision.scaled  # float16: dynamic loss scaling skips steps whose gradients overflow
+    if scaling:
+        log_keys += ["loss_scale", "skipped_steps"]
     hooks.check_config(log_keys)
     if resume_from is not None:
         from .io import resume
@@ -513,19 +530,26 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         bar = _progress_bar(verbose, epoch, epochs, samples)
         loss_sum = 0.0
         totals = [None] * len(metric_list)
-        seen = seen_local = skipped = 0
+        seen = seen_local = skipped = skipped_steps = 0
         params = model.params  # a callback may have replaced them (EarlyStopping restores, ...)
         last_refresh = 0.0
         for step, (x_batch, target_batch) in enumerate(batches, start=1):
             count = x_batch.shape[0]
+            scale = model._loss_scale.scale
             if engine is None:
                 value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
-                                                                updater.grad_buffer)
+                                                                updater.grad_buffer, scale)
                 local_target, local_count = target_batch, count
             else:
                 value, grad, output, local_target, local_count = _sharded_loss_and_grad(
-                    model, engine, params, x_batch, target_batch, loss, reduce_buffer)
+                    model, engine, params, x_batch, target_batch, loss, reduce_buffer, scale)
             value_host = float(value)
+            if scaling and _is_finite(value_host):
+                overflowed = not bool(xp.all(xp.isfinite(grad)))
+                model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, overflowed)
+                if overflowed:  # the scaled backward pass overflowed float16: skip this step, not an error
+                    skipped_steps += 1
+                    continue
             if not (_is_finite(value_host) and (not check_grads or updater.gradient_is_safe(grad))):
                 # skip a bad batch while the weights are finite and skipping has not lasted an epoch
                 if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
@@ -581,6 +605,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         logs["lr"] = optimizer.learning_rate(max(updates - 1, 0))
         if on_nonfinite == "skip_batch":
             logs["skipped_batches"] = skipped
+        if scaling:
+            logs["loss_scale"], logs["skipped_steps"] = model._loss_scale.scale, skipped_steps
         for key, value in logs.items():
             history[key].append(value)
         elapsed = time.perf_counter() - started
@@ -623,7 +649,7 @@ def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024):
     """evaluate() on inputs and targets already checked and on the backend (fit's validation data)."""
     xp = model.xp
     stop_layer = model._loss_forward_stop(loss)
-    ctx = ForwardContext(xp, False)
+    ctx = model._context()
     loss_sum = 0.0
     totals = [None] * len(metric_list)
     samples = x.shape[0]
@@ -648,7 +674,7 @@ def predict(model, X, batch_size=1024):
     """
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     x = _validation.prepare_inputs(model, X)
-    ctx = ForwardContext(model.xp, False)
+    ctx = model._context()
     outputs = [model._forward(model.params, x[start:stop, ...], ctx)[0]
                for start, stop in _batches(x.shape[0], batch_size)]
     return outputs[0] if len(outputs) == 1 else model.xp.concat(outputs, axis=0)

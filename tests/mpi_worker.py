@@ -39,7 +39,7 @@ def fit(net, epochs, distributed, **options):
 def main():
     out, mode = sys.argv[1], sys.argv[2]
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    engine = mx.distributed.MPI(timeout=3.0 if mode == "stall" else 60.0)
+    engine = mx.distributed.MPI(timeout={"stall": 3.0, "die": 20.0}.get(mode, 60.0))
     net = model()
     callbacks = []
     if mode in ("die", "stall") and engine.rank == 1:

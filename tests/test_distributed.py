@@ -62,7 +62,7 @@ def test_processes_train_what_one_process_trains_on_the_whole_batch(processes, t
 
 def test_a_dead_process_ends_the_run_instead_of_hanging(tmp_path):
     result, seconds = _mpiexec(2, tmp_path, "die", timeout=120)
-    assert result.returncode != 0 and seconds < 60
+    assert result.returncode != 0 and seconds < 90, (result.returncode, seconds, result.stderr[-500:])
     assert not (tmp_path / "die-params-0.npy").exists()
 
 

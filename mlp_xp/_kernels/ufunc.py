@@ -10,6 +10,16 @@ from __future__ import annotations
 from ..optim import SGD, Adam, AdamState, AdamW, SGDState
 
 
+def round_to_tf32_bits(a):
+    """numpy float32 rounded to TF32 with integer arithmetic on its bits (round half to even):
+    bitwise the generic :func:`mlp_xp.precision.round_to_tf32`, several times faster."""
+    import numpy
+
+    bits = numpy.ascontiguousarray(a, dtype=numpy.float32).view(numpy.uint32)
+    rounded = (bits + numpy.uint32(0xFFF) + ((bits >> numpy.uint32(13)) & numpy.uint32(1))) & numpy.uint32(0xFFFFE000)
+    return rounded.view(numpy.float32)
+
+
 class UfuncKernels:
     """Buffers-and-``out=`` versions of the hot operations for one array module."""
 
