@@ -5,7 +5,7 @@ analytic gradients, stable losses and clear errors. The public API is exactly wh
 module re-exports.
 """
 
-from . import callbacks, datasets, distributed, initializers, losses, metrics, optim
+from . import callbacks, datasets, distributed, initializers, losses, metrics, optim, precision
 from ._backend import to_numpy
 from ._errors import NonFiniteError, ShapeError
 from .compare import Comparison, compare
@@ -22,7 +22,7 @@ __version__ = "0.2.0"
 __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",
     "Identity", "Softmax", "Dropout", "LayerNorm",
-    "losses", "optim", "callbacks", "datasets", "initializers", "metrics", "distributed",
+    "losses", "optim", "callbacks", "datasets", "initializers", "metrics", "distributed", "precision",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
     "save", "load", "layer_statistics", "compare", "Comparison",
     "__version__",

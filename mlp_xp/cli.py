@@ -20,8 +20,9 @@ import sys
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 TASKS = ("auto", "classification", "regression")
-DEFAULT_COMPARE = ("numpy:float64", "numpy:float32", "array_api_strict:float32", "torch:float32", "jax:float32",
-                   "cupy:float32", "cupy:tf32", "cupy:float16")
+DEFAULT_COMPARE = ("numpy:float64", "numpy:float32", "numpy:tf32", "numpy:bfloat16", "numpy:float16",
+                   "array_api_strict:float32", "torch:float32", "torch:bfloat16", "jax:float32", "cupy:float32",
+                   "cupy:tf32", "cupy:float16", "cupy:bfloat16")
 #: integer targets with more distinct values than this are taken as a regression target by --task auto
 MAX_AUTO_CLASSES = 100
 

@@ -21,7 +21,9 @@ def test_gpu_harness_in_smoke_mode(tmp_path):
     g2 = report["workloads"]["G2 float32"]["contenders"]
     assert {"floor", "mlp_xp-cupy", "mlp_xp-torch", "torch-eager"} <= set(g2)
     assert g2["mlp_xp-cupy"]["loss"] == pytest.approx(g2["torch-eager"]["loss"], rel=1e-3)  # same computation
-    assert "issue 12" in report["workloads"]["G1 tf32"]["not_run"]["mlp_xp-cupy"]
+    g1 = report["workloads"]["G1 float16"]["contenders"]
+    assert g1["mlp_xp-cupy"]["loss"] == pytest.approx(g1["torch-eager"]["loss"], rel=2e-2)  # mixed precision too
+    assert "GPU" in report["workloads"]["G2 float32"]["not_run"]["torch-graphs"]
 
 
 def test_distributed_harness(tmp_path):
