@@ -176,3 +176,16 @@ def test_compare_reports_each_precision(digits):
     assert rows["numpy:bfloat16"]["final_param_rel_error"] > rows["numpy:float32"]["final_param_rel_error"]
     assert all(abs(row["accuracy"] - rows["numpy:float64"]["accuracy"]) < 0.02 for row in rows.values())
     assert "has no float16" in result.skipped["array_api_strict:float16"]
+
+
+def test_mixed_precision_models_pickle_and_move(digits):
+    import pickle
+
+    X_train = digits[0][:32]
+    model = mx.Sequential(mx.Linear(64, 16), mx.ReLU(), mx.Linear(16, 10), precision="bfloat16", seed=0)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.precision == model.precision
+    assert np.array_equal(numpy_of(again.predict(X_train)), numpy_of(model.predict(X_train)))
+    with pytest.raises(ValueError, match="has no bfloat16"):
+        model.to(backend="array_api_strict")  # a backend without the type says so
+    assert model.to(dtype="float64").precision.compute == "float64"  # another dtype: a plain model
