@@ -17,7 +17,8 @@ class NonFiniteError(FloatingPointError):
     Attributes:
         epoch: 1-based epoch in which it happened (None outside ``fit``).
         step: 1-based optimizer step within that epoch.
-        name: state_dict key of the first non-finite parameter, or ``"loss"``.
+        name: state_dict key of the first non-finite parameter, ``"loss"``, ``"gradient"`` (a
+            finite loss whose gradient overflowed), or ``"optimizer.<field>"`` (optimizer state).
     """
 
     def __init__(self, message, *, epoch=None, step=None, name=None):

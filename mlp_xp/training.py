@@ -163,7 +163,7 @@ def _first_non_finite_activation(model, params, x):
     return None
 
 
-def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0):
+def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0, gradient=False):
     """Build the error for a non-finite loss at (epoch, step) and put back the weights from
     before the last update that landed (which made the parameters, or the forward pass,
     overflow), where there was one."""
@@ -177,6 +177,12 @@ def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0)
         detail = (f"parameter {bad_parameter!r} became non-finite in the previous update; {keeps}. "
                   "Lower the learning rate or set clip_norm")
         name = bad_parameter
+    elif gradient:
+        compute = model.precision.compute
+        detail = (f"the loss is finite but its gradient overflowed {compute} in the backward pass"
+                  + (" with no loss scale left to lower" if model.precision.scaled else "")
+                  + f"; {keeps}. Scale the inputs or targets, or train in float32")
+        name = "gradient"
     else:
         where = _first_non_finite_activation(model, params, x)
         cause = " (the last update may have caused it)" if restored else ""
@@ -186,7 +192,8 @@ def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0)
     if skipped:
         detail = (f"skipping cannot recover: this is the {skipped + 1}th non-finite batch in a row (an epoch's "
                   f"worth). {detail}")
-    return NonFiniteError(f"non-finite loss at epoch {epoch}, step {step}: {detail}",
+    what = "gradient" if gradient and bad_parameter is None else "loss"
+    return NonFiniteError(f"non-finite {what} at epoch {epoch}, step {step}: {detail}",
                           epoch=epoch, step=step, name=name)
 
 
@@ -544,13 +551,19 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 value, grad, output, local_target, local_count = _sharded_loss_and_grad(
                     model, engine, params, x_batch, target_batch, loss, reduce_buffer, scale)
             value_host = float(value)
+            grads_finite = True
             if scaling and _is_finite(value_host):
-                overflowed = not bool(xp.all(xp.isfinite(grad)))
-                model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, overflowed)
-                if overflowed:  # the scaled backward pass overflowed float16: skip this step, not an error
+                grads_finite = bool(xp.all(xp.isfinite(grad)))
+                if not grads_finite and model.precision.dynamic and model._loss_scale.scale > 1.0:
+                    # the scaled backward pass overflowed float16: skip the step and halve the scale
+                    model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, True)
                     skipped_steps += 1
                     continue
-            if not (_is_finite(value_host) and (not check_grads or updater.gradient_is_safe(grad))):
+                if grads_finite:
+                    model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, False)
+                # else: no scale left to lower (or a fixed scale): the guard below reports it
+            if not (_is_finite(value_host) and grads_finite
+                    and (not check_grads or updater.gradient_is_safe(grad))):
                 # skip a bad batch while the weights are finite and skipping has not lasted an epoch
                 if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
                         and _first_non_finite_parameter(model, params) is None):
@@ -558,7 +571,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                     consecutive_skips += 1
                     continue
                 error = _non_finite_error(model, epoch, step, params, previous, x_batch,
-                                          skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0)
+                                          skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0,
+                                          gradient=_is_finite(value_host))
                 params = model.params  # the weights from before the update that caused it
                 if fail(error, bar):
                     stop_training = True

@@ -189,3 +189,14 @@ def test_mixed_precision_models_pickle_and_move(digits):
     with pytest.raises(ValueError, match="has no bfloat16"):
         model.to(backend="array_api_strict")  # a backend without the type says so
     assert model.to(dtype="float64").precision.compute == "float64"  # another dtype: a plain model
+
+
+@pytest.mark.parametrize("precision", [Precision("float16", init_scale=1.0), Precision("float16", loss_scale=8.0)])
+def test_gradients_that_overflow_without_any_scale_are_an_error_not_endless_skipping(precision):
+    X = np.random.default_rng(0).normal(size=(64, 4))
+    y = np.full(64, 1e6)  # float32 loss ~1e12 is finite; its float16 gradient 2.5e5 is not
+    model = mx.Sequential(mx.Linear(4, 1), precision=precision, seed=0)
+    with pytest.raises(mx.NonFiniteError, match="non-finite gradient at epoch 1, step 1: the loss is finite but its "
+                                                "gradient overflowed float16") as info:
+        model.fit(X, y, loss=mx.losses.MSE(), optimizer=mx.optim.SGD(lr=1e-3), epochs=2, batch_size=8, verbose=0)
+    assert info.value.name == "gradient"
