@@ -547,6 +547,19 @@ def main(argv=None):
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    status = _main(args)
+    if status and getattr(args, "distributed", "off") != "off":
+        from .distributed import launched_with_mpi
+
+        if launched_with_mpi():  # the other processes may be waiting for this one: end them too
+            sys.stderr.flush()
+            from mpi4py import MPI
+
+            MPI.COMM_WORLD.Abort(status)
+    return status
+
+
+def _main(args):
     try:
         return _run(args)
     except KeyboardInterrupt:

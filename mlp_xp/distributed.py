@@ -21,8 +21,9 @@ Only process 0 prints progress and runs the callbacks that write files (``ModelC
 ``CSVLogger``); every process runs the others (``EarlyStopping`` stops all of them together).
 Resuming (``fit(resume_from=path)``) reads the same file on every process.
 
-A process that dies makes the others fail: ``mpiexec`` ends the job, and a reduction that waits
-longer than ``timeout`` seconds raises :class:`DistributedError` instead of hanging.
+A process that dies makes the others fail: ``mpiexec`` ends the job when a process is killed, an
+uncaught exception in one process aborts the job once Python has printed it, and a reduction that
+waits longer than ``timeout`` seconds raises :class:`DistributedError` instead of hanging.
 
 Example (run with ``mpiexec -n 2 python script.py``)::
 
@@ -116,6 +117,12 @@ class MPI(Engine):
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         self.timeout = timeout
+        if self.size > 1:
+            _abort_on_uncaught_exceptions(self.comm)
+
+    def abort(self, status=1):
+        """End every process of the job now (MPI_Abort): for an error only this process saw."""
+        self.comm.Abort(status)
 
     def _wait(self, request, what):
         if self.timeout is None:
@@ -196,6 +203,24 @@ class NCCL(Engine):
 
     def __repr__(self):
         return f"NCCL(rank={self.rank}, size={self.size})"
+
+
+def _abort_on_uncaught_exceptions(comm):
+    """An exception that ends one process would leave the others waiting in a collective forever:
+    after Python has reported it, end the whole job (what ``python -m mpi4py`` does)."""
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "_mlp_xp_aborts", False):
+        return
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        sys.stderr.flush()
+        comm.Abort(1)
+
+    hook._mlp_xp_aborts = True
+    sys.excepthook = hook
 
 
 def _device_of(array):

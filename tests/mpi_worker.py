@@ -3,7 +3,7 @@
     mpiexec -n 2 python tests/mpi_worker.py OUT MODE [EPOCHS]
 
 MODE: "train" (fit, then save params and history per rank), "die" (process 1 exits during epoch 2),
-"stall" (process 1 hangs; process 0 has a 3 s timeout), "checkpoint" (fit with a ModelCheckpoint
+"raise" (an uncaught exception in process 1 only), "stall" (process 1 hangs; process 0 has a 3 s timeout), "checkpoint" (fit with a ModelCheckpoint
 written by process 0 only), "resume" (fit from OUT/checkpoint.safetensors).
 """
 
@@ -42,12 +42,14 @@ def main():
     engine = mx.distributed.MPI(timeout={"stall": 3.0, "die": 20.0}.get(mode, 60.0))
     net = model()
     callbacks = []
-    if mode in ("die", "stall") and engine.rank == 1:
+    if mode in ("die", "stall", "raise") and engine.rank == 1:
         class Fail:
             def on_epoch_begin(self, epoch, model):
                 if epoch == 2:
                     if mode == "die":
                         os._exit(3)
+                    if mode == "raise":
+                        raise RuntimeError("only process 1 fails")
                     time.sleep(600)
         callbacks.append(Fail())
     options = {}

@@ -70,6 +70,13 @@ def test_a_dead_process_ends_the_run_instead_of_hanging(tmp_path):
 
 
 @needs_mpiexec
+def test_an_exception_in_one_process_ends_the_job(tmp_path):
+    result, seconds = _mpiexec(2, tmp_path, "raise", timeout=120)
+    assert result.returncode != 0 and seconds < 30
+    assert "RuntimeError: only process 1 fails" in result.stderr  # reported first, then the job is aborted
+
+
+@needs_mpiexec
 def test_a_stalled_process_is_a_timeout_error(tmp_path):
     result, seconds = _mpiexec(2, tmp_path, "stall", timeout=120)
     assert result.returncode != 0 and seconds < 60
@@ -137,6 +144,10 @@ def test_the_command_line_under_mpiexec(tmp_path):
     two = float(lines[-2].split()[2].rstrip(","))
     one = float(single.stdout.split()[2].rstrip(","))
     assert abs(two - one) <= 0.005  # float32: the same training, summed in another order
+    # an error only process 0 sees (it alone checks the output paths) ends every process at once
+    failed = subprocess.run([MPIEXEC, "-n", "2", script, "train", "--save", str(tmp_path / "missing" / "m.st")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert failed.returncode == 2 and "mlp-xp: error: --save" in failed.stderr
 
 
 @pytest.mark.gpu
