@@ -1,13 +1,17 @@
 """mlp_xp.sklearn: scikit-learn's own estimator checks, Pipeline, GridSearchCV, backends, pickling."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits, make_regression  # noqa: E402
+from sklearn.datasets import load_digits, make_multilabel_classification, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SklearnClassifier  # noqa: E402
+from sklearn.neural_network import MLPRegressor as SklearnRegressor  # noqa: E402
 from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -16,9 +20,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from mlp_xp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
-@parametrize_with_checks([MLPClassifier(random_state=0), MLPRegressor(random_state=0)])
+@parametrize_with_checks([MLPClassifier(random_state=0, max_iter=50), MLPRegressor(random_state=0, max_iter=50),
+                          MLPClassifier(random_state=0, max_iter=50, solver="lbfgs"),
+                          MLPRegressor(random_state=0, max_iter=50, solver="sgd")])
 def test_scikit_learn_estimator_checks(estimator, check):
-    check(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
 
 
 def test_pipeline_and_grid_search():
@@ -64,8 +72,168 @@ def test_regressor_multi_output_and_pickle():
 def test_bad_parameters():
     X, y = load_digits(return_X_y=True)
     with pytest.raises(ValueError, match="solver must be"):
-        MLPClassifier(solver="lbfgs").fit(X, y)
+        MLPClassifier(solver="newton").fit(X, y)
     with pytest.raises(ValueError, match="activation must be one of"):
         MLPClassifier(activation="swish").fit(X, y)
     with pytest.raises(ValueError, match="max_iter"):
         MLPClassifier(max_iter=0).fit(X, y)
+    with pytest.raises(ValueError, match="learning_rate must be"):
+        MLPClassifier(learning_rate="cosine").fit(X, y)
+    with pytest.raises(ValueError, match="loss must be"):
+        MLPRegressor(loss="huber").fit(X, y)
+
+
+# ------------------------------------------------------------------ the same formulas as scikit-learn's
+
+
+DIGITS_X, DIGITS_Y = load_digits(return_X_y=True)
+DIGITS_X = DIGITS_X / 16
+
+
+def _both(options, X, y, regressor=False, **fit):
+    ours = (MLPRegressor if regressor else MLPClassifier)(**options)
+    theirs = (SklearnRegressor if regressor else SklearnClassifier)(**options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return ours.fit(X, y, **fit), theirs.fit(X, y, **fit)
+
+
+def _relative(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.mark.parametrize("options", [
+    {"solver": "sgd"}, {"solver": "sgd", "momentum": 0.5, "nesterovs_momentum": False, "alpha": 0.1},
+    {"solver": "sgd", "learning_rate": "invscaling", "power_t": 0.3}, {"solver": "sgd", "learning_rate": "adaptive",
+                                                                      "n_iter_no_change": 2, "tol": 1e-2},
+    {"solver": "adam"}, {"solver": "adam", "alpha": 1.0, "activation": "tanh", "batch_size": 64},
+    {"solver": "adam", "early_stopping": True, "validation_fraction": 0.2, "n_iter_no_change": 3},
+    {"solver": "sgd", "activation": "logistic", "shuffle": False}, {"solver": "adam", "activation": "identity"},
+])
+def test_the_loss_curve_is_scikit_learns(options):
+    ours, theirs = _both(dict(hidden_layer_sizes=(32, 16), max_iter=12, random_state=0, **options),
+                         DIGITS_X, DIGITS_Y)
+    assert ours.n_iter_ == theirs.n_iter_ and len(ours.loss_curve_) == len(theirs.loss_curve_)
+    assert _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12
+    assert all(_relative(a, b) < 1e-10 for a, b in zip(ours.coefs_, theirs.coefs_))
+    assert _relative(ours.predict_proba(DIGITS_X), theirs.predict_proba(DIGITS_X)) < 1e-10
+    assert (ours.t_, ours.n_layers_, ours.n_outputs_, ours.out_activation_) == (
+        theirs.t_, theirs.n_layers_, theirs.n_outputs_, theirs.out_activation_)
+    for name in ("best_loss_", "validation_scores_", "best_validation_score_"):
+        mine, reference = getattr(ours, name), getattr(theirs, name)
+        assert (reference is None and mine is None) or mine == pytest.approx(reference, rel=1e-12), name
+
+
+def test_binary_multilabel_sparse_and_weighted_classification_match():
+    X, Y = make_multilabel_classification(n_samples=120, n_features=8, n_classes=3, random_state=0)
+    ours, theirs = _both(dict(hidden_layer_sizes=(16,), max_iter=20, random_state=0), X, Y)
+    assert ours.out_activation_ == "logistic" and ours.n_outputs_ == 3
+    assert _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12 and np.array_equal(ours.predict(X), theirs.predict(X))
+    binary = (DIGITS_Y > 4).astype(int)
+    ours, theirs = _both(dict(hidden_layer_sizes=(8,), max_iter=10, random_state=0), DIGITS_X, binary)
+    assert ours.n_outputs_ == 1 and ours.coefs_[-1].shape == (8, 1) and ours.predict_proba(DIGITS_X).shape[1] == 2
+    assert _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, size=len(DIGITS_Y))
+    ours, theirs = _both(dict(hidden_layer_sizes=(16,), max_iter=8, random_state=0), scipy_sparse.csr_matrix(DIGITS_X),
+                         DIGITS_Y, sample_weight=weights)
+    assert _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12
+
+
+@pytest.mark.parametrize("options", [{"solver": "sgd", "alpha": 1.0}, {"solver": "adam"}, {"solver": "lbfgs"},
+                                     {"solver": "adam", "loss": "poisson"}])
+def test_regression_matches(options):
+    X, y = make_regression(n_samples=150, n_features=5, n_targets=2, random_state=0)
+    y = y / y.std()
+    if options.get("loss") == "poisson":
+        y = np.exp(y[:, 0] / 2)
+    ours, theirs = _both(dict(hidden_layer_sizes=(16,), max_iter=25, random_state=0, **options), X, y, regressor=True)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-8)
+    assert _relative(ours.predict(X), theirs.predict(X)) < 1e-7
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_alpha_is_scikit_learns_l2_penalty(solver):
+    X, y = np.ones((20, 1)), np.full(20, 100.0)  # the issue's case: a constant target, no hidden layer, alpha=10
+    ours, theirs = _both(dict(hidden_layer_sizes=(), alpha=10.0, solver=solver, random_state=0), X, y, regressor=True)
+    assert ours.predict(X[:1])[0] == pytest.approx(theirs.predict(X[:1])[0], rel=1e-8)
+
+
+def test_float32_stays_float32():
+    X = DIGITS_X.astype(np.float32)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, DIGITS_Y)
+    assert clf.coefs_[0].dtype == np.float32 and clf.model_.dtype_name == "float32"
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, DIGITS_Y.astype(np.float32))
+    assert reg.predict(X).dtype == np.float32
+
+
+def test_warnings_errors_and_edge_cases(capsys):
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(2\\) reached"):
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(DIGITS_X, DIGITS_Y)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+        MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=3, random_state=0).fit(DIGITS_X, DIGITS_Y)
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPRegressor(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=1e6, max_iter=5,
+                     random_state=0).fit(DIGITS_X, DIGITS_Y * 1e6)
+    one = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one.fit(DIGITS_X[:20], np.zeros(20, dtype=int))
+        assert set(one.predict(DIGITS_X[:5])) == {0}  # one class is accepted, as scikit-learn does
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, verbose=True, random_state=0).fit(DIGITS_X, DIGITS_Y)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("Iteration 1, loss = ") and printed[1].startswith("Iteration 2, loss = ")
+
+
+def test_partial_fit_warm_start_and_lbfgs_without_partial_fit():
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit") and hasattr(MLPClassifier(), "partial_fit")
+    ours = MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
+    theirs = SklearnClassifier(hidden_layer_sizes=(16,), random_state=0)
+    for _ in range(3):
+        ours.partial_fit(DIGITS_X, DIGITS_Y, classes=np.arange(10))
+        theirs.partial_fit(DIGITS_X, DIGITS_Y, classes=np.arange(10))
+    assert ours.n_iter_ == theirs.n_iter_ and _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12
+    ours, theirs = _both(dict(hidden_layer_sizes=(16,), max_iter=3, warm_start=True, random_state=0), DIGITS_X,
+                         DIGITS_Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(DIGITS_X, DIGITS_Y), theirs.fit(DIGITS_X, DIGITS_Y)
+    assert len(ours.loss_curve_) == 6 and _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12
+
+
+def test_the_device_side_lbfgs():
+    strict = pytest.importorskip("array_api_strict")
+    options = dict(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=60, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        host = MLPClassifier(**options).fit(DIGITS_X, DIGITS_Y)
+        device = MLPClassifier(**options, backend="array_api_strict", device=strict.Device("device1")).fit(DIGITS_X,
+                                                                                                          DIGITS_Y)
+    first = MLPClassifier(**dict(options, max_iter=1), backend="array_api_strict")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first.fit(DIGITS_X, DIGITS_Y)
+    assert device.loss_ < 0.2 * first.loss_ and device.loss_ < 3 * host.loss_ + 0.05
+    assert device.score(DIGITS_X, DIGITS_Y) > 0.95
+
+
+def test_sparse_input_is_densified_a_chunk_at_a_time(monkeypatch):
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    import mlp_xp.sklearn as wrapper
+
+    monkeypatch.setattr(wrapper, "_SPARSE_CHUNK", 100)
+    X = scipy_sparse.csr_matrix(DIGITS_X)
+    seen = []
+    original = wrapper._BaseMLP._device_batch
+
+    def spy(self, data, rows):
+        result = original(self, data, rows)
+        seen.append(result.shape[0])
+        return result
+
+    monkeypatch.setattr(wrapper._BaseMLP, "_device_batch", spy)
+    ours, theirs = _both(dict(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=5, random_state=0), X, DIGITS_Y)
+    assert max(seen) <= 100 and ours.loss_ == pytest.approx(theirs.loss_, rel=1e-8)
+    assert np.array_equal(ours.predict(X), theirs.predict(X))
