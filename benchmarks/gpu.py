@@ -1,7 +1,7 @@
 """GPU benchmarks G1-G3 (shared/BENCHMARKS.md): mlp_xp on CuPy and on torch-on-CUDA against the
 cuBLAS floor, PyTorch eager, torch.compile and CUDA-graph-captured PyTorch, interleaved in one run.
 
-    python benchmarks/gpu.py                      # G1 (float32, tf32, float16), G2, G3 on the GPU
+    python benchmarks/gpu.py                      # G1 (float32, tf32, float16), G2, G3, sklearn on the GPU
     python benchmarks/gpu.py --smoke              # tiny shapes on the CPU: checks this harness (CI runs it)
 
 Every contender trains ``--steps`` optimizer steps per round from the same initial weights on the
@@ -11,6 +11,8 @@ whole round (synchronised), reporting the median and min-max. Every contender's 
 finite and agree with PyTorch eager's at the same precision (1e-3 relative for float32; 2e-2 for
 tf32/float16), or the run fails. G3 is the peak device memory of one training round, read in a
 fresh process per contender (CuPy: a memory hook on its pool; torch: max_memory_allocated).
+"sklearn" fits mlp_xp.sklearn.MLPClassifier(backend="cupy") and scikit-learn's CPU MLPClassifier with
+the same parameters on 200,000 x 100 synthetic rows: fit time and test accuracy.
 
 Results go to benchmarks/results/gpu-DEVICE.json with the device name, driver, CUDA, CuPy and torch
 versions; a short table is printed last. mlp_xp's TF32 on CuPy is its emulation (inputs rounded,
@@ -277,6 +279,46 @@ def peak_memory(name, smoke, steps):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --------------------------------------------------------------------------- scikit-learn users
+
+
+def sklearn_comparison(smoke, rounds):
+    """mlp_xp.sklearn.MLPClassifier on the GPU (numpy in smoke mode) against scikit-learn's CPU MLP on
+    a larger data set: fit time (median of ``rounds``) and test accuracy, same parameters and seed."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+    from mlp_xp.sklearn import MLPClassifier
+
+    rows, features = (2000, 20) if smoke else (200_000, 100)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, features)).astype(np.float32)
+    y = np.argmax(np.tanh(X @ rng.normal(size=(features, 32)) / np.sqrt(features)) @ rng.normal(size=(32, 10)), axis=1)
+    split = int(0.8 * rows)
+    options = dict(hidden_layer_sizes=(64,) if smoke else (512, 256), max_iter=3 if smoke else 10, random_state=0,
+                   batch_size=256)
+    contenders = {"scikit-learn (CPU)": lambda: SklearnMLP(**options),
+                  "mlp_xp.sklearn": lambda: MLPClassifier(**options, backend="numpy" if smoke else "cupy")}
+    result = {}
+    for name, make in contenders.items():
+        times = []
+        with warnings.catch_warnings():  # warm-up: imports, kernel compilation, the allocator
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            make().set_params(max_iter=1).fit(X[:1000], y[:1000])
+        for _ in range(rounds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                started = time.perf_counter()
+                model = make().fit(X[:split], y[:split])
+                times.append(time.perf_counter() - started)
+        result[name] = {"fit_seconds": statistics.median(times), "test_accuracy": float(model.score(X[split:], y[split:])),
+                        "final_loss": float(model.loss_)}
+    result["rows"], result["features"] = rows, features
+    return result
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -312,7 +354,8 @@ def check_losses(workload, precision, losses):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", nargs="+", default=["G1", "G2", "G3"], choices=("G1", "G2", "G3"))
+    parser.add_argument("--workloads", nargs="+", default=["G1", "G2", "G3", "sklearn"],
+                        choices=("G1", "G2", "G3", "sklearn"))
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per timed round")
@@ -325,7 +368,7 @@ def main(argv=None):
     report = {"date": datetime.date.today().isoformat(), "device": device, "versions": versions,
               "smoke": args.smoke, "steps_per_round": args.steps, "workloads": {}}
     lines = []
-    for workload in [w for w in args.workloads if w != "G3"]:
+    for workload in [w for w in args.workloads if w in WORKLOADS]:
         setup = Setup(workload, args.smoke, args.steps)
         for precision in PRECISIONS[workload]:
             runners, skipped = {}, {}
@@ -363,6 +406,10 @@ def main(argv=None):
         memory = {name: peak_memory(name, args.smoke, args.steps) for name in ("mlp_xp-cupy", "torch-eager")}
         report["workloads"]["G3"] = memory
         lines += [f"G3  float32  {name:14s} peak {value}" for name, value in memory.items()]
+    if "sklearn" in args.workloads:
+        report["workloads"]["sklearn"] = comparison = sklearn_comparison(args.smoke, max(1, min(args.rounds, 3)))
+        lines += [f"sklearn  {name:20s} fit {row['fit_seconds']:.2f} s  test accuracy {row['test_accuracy']:.4f}"
+                  for name, row in comparison.items() if isinstance(row, dict)]
     os.makedirs(RESULTS, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in device).strip("-")
     path = args.output or os.path.join(RESULTS, f"gpu-{slug}.json")

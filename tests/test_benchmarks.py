@@ -17,7 +17,11 @@ def test_gpu_harness_in_smoke_mode(tmp_path):
                              "--output", str(output)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(output.read_text())
-    assert report["smoke"] and set(report["workloads"]) == {"G1 float32", "G1 tf32", "G1 float16", "G2 float32", "G3"}
+    assert report["smoke"] and set(report["workloads"]) == {"G1 float32", "G1 tf32", "G1 float16", "G2 float32", "G3",
+                                                            "sklearn"}
+    sklearn_rows = report["workloads"]["sklearn"]
+    assert sklearn_rows["mlp_xp.sklearn"]["final_loss"] == pytest.approx(sklearn_rows["scikit-learn (CPU)"]["final_loss"],
+                                                                         rel=1e-4)  # the same fit
     g2 = report["workloads"]["G2 float32"]["contenders"]
     assert {"floor", "mlp_xp-cupy", "mlp_xp-torch", "torch-eager"} <= set(g2)
     assert g2["mlp_xp-cupy"]["loss"] == pytest.approx(g2["torch-eager"]["loss"], rel=1e-3)  # same computation
