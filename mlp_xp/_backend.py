@@ -100,7 +100,6 @@ def resolve_backend(backend="numpy", device=None) -> Backend:
         ValueError: an unknown backend name.
         ImportError: the backend's package is missing (the message says what to install).
     """
-    import array_api_compat
 
     if isinstance(backend, Backend):
         return backend if device is None else backend._replace(device=device)
