@@ -295,7 +295,8 @@ def train(args):
     if classification:
         y, classes = mx.datasets.encode_labels(y)
         if len(classes) < 2:
-            raise UsageError(f"the target {table.target_name!r} has a single class {classes.tolist()[0]!r}: nothing to learn")
+            raise UsageError(f"the target {table.target_name!r} has a single class {classes.tolist()[0]!r}: "
+                             "nothing to learn")
     else:
         y = y.astype(np.float64)
     if args.test_size:

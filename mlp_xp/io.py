@@ -133,7 +133,8 @@ def _data_from_json(text, model):
     if "target_name" in values:
         info["target_name"] = str(values["target_name"])
     if info.get("scaler") is not None and info["scaler"].mean.size != model.in_features:
-        raise ValueError(f"its input scaler has {info['scaler'].mean.size} features, the model takes {model.in_features}")
+        raise ValueError(f"its input scaler has {info['scaler'].mean.size} features, the model takes "
+                         f"{model.in_features}")
     if "classes" in info and len(info["classes"]) != model.out_features:
         raise ValueError(f"it names {len(info['classes'])} classes for {model.out_features} outputs")
     if "feature_names" in info and len(info["feature_names"]) != model.in_features:
@@ -379,7 +380,8 @@ def _restore_optimizer(model, tensors, text, optimizer=None):
         raise ValueError(f"unknown optimizer state type {info['state_type']!r}")
     fresh = optimizer.init(np.zeros(1))
     if type(fresh) is not state_type:
-        raise ValueError(f"holds {info['state_type']} for a {type(optimizer).__name__}, which keeps {type(fresh).__name__}")
+        raise ValueError(f"holds {info['state_type']} for a {type(optimizer).__name__}, which keeps "
+                         f"{type(fresh).__name__}")
     needed = {field for field in state_type._fields[1:] if getattr(fresh, field) is not None}
     if isinstance(fresh, optim.SGDState) and optimizer.momentum and info.get("count", 0) != 0:
         needed.add("momentum_buffer")

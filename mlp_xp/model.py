@@ -116,7 +116,8 @@ class Sequential:
         largest = max((spec.size for spec in self.param_specs), default=0)
         check_memory(self.num_parameters * self.backend.dtype_itemsize(self.dtype_name) + 8 * largest,
                      f"a model of {self.num_parameters:,} parameters")
-        init_rng, shuffle_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(3))
+        init_rng, shuffle_rng, dropout_rng = (np.random.default_rng(s)
+                                              for s in np.random.SeedSequence(self.seed).spawn(3))
         self.params = self.backend.asarray(self._initial_host_params(init_rng), dtype=self.dtype)
         self.shuffle_rng = shuffle_rng
         self.dropout_rng = dropout_rng

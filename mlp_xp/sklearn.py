@@ -161,7 +161,8 @@ class _Adam:
         self.t += 1
         self.m = self.beta_1 * self.m + (1 - self.beta_1) * grad
         self.v = self.beta_2 * self.v + (1 - self.beta_2) * (grad ** 2)
-        self.learning_rate = self.learning_rate_init * math.sqrt(1 - self.beta_2 ** self.t) / (1 - self.beta_1 ** self.t)
+        self.learning_rate = (self.learning_rate_init * math.sqrt(1 - self.beta_2 ** self.t)
+                              / (1 - self.beta_1 ** self.t))
         return params + (-self.learning_rate * self.m / (xp.sqrt(self.v) + self.epsilon))
 
     def iteration_ends(self, time_step):
@@ -276,7 +277,8 @@ class _BaseMLP(BaseEstimator):
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):
-            raise ValueError(f"learning_rate must be 'constant', 'invscaling' or 'adaptive', got {self.learning_rate!r}")
+            raise ValueError("learning_rate must be 'constant', 'invscaling' or 'adaptive', got "
+                             f"{self.learning_rate!r}")
         number("alpha", 0.0)
         number("learning_rate_init", 0.0, low_open=True)
         number("power_t", 0.0)
