@@ -334,11 +334,7 @@ class Standardizer:
 
     def transform(self, X):
         """``(X - mean) / scale`` as float64, in X's shape (1-D stays 1-D)."""
-        shape = np.shape(X) if not hasattr(X, "shape") else tuple(X.shape)
-        rows = self._rows(X)
-        self._check(rows)
-        out = (rows - self.mean) / self.scale
-        return out.reshape(-1) if len(shape) == 1 else out
+        return self._apply(X, lambda rows: (rows - self.mean) / self.scale)
 
     def fit_transform(self, X):
         """``fit(X)`` then ``transform(X)``."""
@@ -346,11 +342,16 @@ class Standardizer:
 
     def inverse_transform(self, X):
         """Undo ``transform``: ``X * scale + mean``."""
-        shape = np.shape(X) if not hasattr(X, "shape") else tuple(X.shape)
-        rows = self._rows(X)
+        return self._apply(X, lambda rows: rows * self.scale + self.mean)
+
+    def _apply(self, X, function):
+        from ._validation import host_features
+
+        array = host_features(X)
+        rows = self._rows(array)
         self._check(rows)
-        out = rows * self.scale + self.mean
-        return out.reshape(-1) if len(shape) == 1 else out
+        out = function(rows)
+        return out.reshape(-1) if array.ndim == 1 else out
 
     def __repr__(self):
         return "Standardizer()" if self.mean is None else f"Standardizer(<{self.mean.size} features>)"

@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 
 from . import optim
-from ._backend import to_numpy
+from ._backend import resolve_backend, to_numpy
 from .layers import LAYER_TYPES
 from .optim import schedules
 
@@ -433,16 +433,11 @@ def load(path, backend="numpy", device=None, dtype=None):
         seed = metadata["seed"]
         if not seed.isdigit():
             raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
-        precision, loss_scale = _precision_from_json(metadata.get("precision"))
+        precision, _ = _precision_from_json(metadata.get("precision"))
         dtype = dtype or metadata["dtype"]
-        model = Sequential._skeleton(_build_layers(metadata["layers"]), _backend_of(backend, device), dtype,
-                                     int(seed), precision if precision is None or dtype == "float32" else None)
-        _check_declared_shapes(model, shapes)
-        tensors = _read_tensors(path, metadata)
-        model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
-        _restore_rng(model, metadata["rng"])
-        if loss_scale is not None and model.precision == precision:
-            model._loss_scale = loss_scale
+        model = Sequential._skeleton(_build_layers(metadata["layers"]), resolve_backend(backend, device), dtype,
+                                     int(seed), precision if dtype == "float32" else None)
+        tensors = _restore_weights(model, path, shapes, metadata)
         if "data" in metadata:
             model.data = _data_from_json(metadata["data"], model)
         if "optimizer" in metadata:
@@ -466,12 +461,6 @@ def _precision_from_json(text):
         raise ValueError(f"the saved loss scale must be a finite number >= 1 and its good steps an int >= 0, got "
                          f"{scale!r} and {good_steps!r}")
     return precision, LossScale(float(scale), good_steps)
-
-
-def _backend_of(backend, device):
-    from ._backend import resolve_backend
-
-    return resolve_backend(backend, device)
 
 
 @contextlib.contextmanager
@@ -502,12 +491,18 @@ def resume(model, path, optimizer):
             raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
         if "optimizer" not in metadata:
             raise ValueError("has no optimizer state to resume from: save with optimizer=")
-        _check_declared_shapes(model, shapes)
-        tensors = _read_tensors(path, metadata)
-        model.load_state_dict({key: value for key, value in tensors.items()
-                               if not key.startswith(_OPTIMIZER_PREFIX)})
-        _restore_rng(model, metadata["rng"])
-        precision, loss_scale = _precision_from_json(metadata.get("precision"))
-        if loss_scale is not None and precision == model.precision:
-            model._loss_scale = loss_scale
+        tensors = _restore_weights(model, path, shapes, metadata)
         _restore_optimizer(model, tensors, metadata["optimizer"], optimizer)
+
+
+def _restore_weights(model, path, shapes, metadata):
+    """Shapes checked from the header, then weights, generator states and (for the same precision)
+    the loss scale put into ``model``; returns the file's tensors."""
+    _check_declared_shapes(model, shapes)
+    tensors = _read_tensors(path, metadata)
+    model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
+    _restore_rng(model, metadata["rng"])
+    precision, loss_scale = _precision_from_json(metadata.get("precision"))
+    if loss_scale is not None and precision == model.precision:
+        model._loss_scale = loss_scale
+    return tensors

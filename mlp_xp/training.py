@@ -114,7 +114,7 @@ class _Updater:
         squares = any(field in _SQUARED_STATE for field in
                       type(optimizer.init(model.xp.zeros(1, dtype=model.dtype)))._fields)
         #: the largest gradient whose square is finite in the model's dtype (inf without squared state)
-        self.gradient_limit = math.sqrt(float(np.finfo(model.dtype_name).max)) if squares else math.inf
+        self.gradient_limit = _square_limit(model.dtype_name) if squares else math.inf
 
     def step(self, grad, state, params):
         """(new params, new state, the name of a state field that overflowed, or None)."""
@@ -197,8 +197,13 @@ def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0,
                           epoch=epoch, step=step, name=name)
 
 
+def _square_limit(dtype_name):
+    """The largest number whose square is finite in ``dtype_name``."""
+    return math.sqrt(float(np.finfo(dtype_name).max))
+
+
 def _state_overflow_error(model, epoch, step, field):
-    limit = math.sqrt(float(np.finfo(model.dtype_name).max))
+    limit = _square_limit(model.dtype_name)
     return NonFiniteError(
         f"non-finite optimizer state at epoch {epoch}, step {step}: {field!r} (a running mean of squared "
         f"gradients) overflowed {model.dtype_name}: gradients beyond about {limit:.3g} square to infinity and "
