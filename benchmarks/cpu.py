@@ -117,7 +117,7 @@ def build_mlp_xp(workload, X, y):
 def build_mlp_xp_without_numba(workload, X, y):
     """mlp_xp with numba absent: in-place ufunc fast paths only (what `pip install mlp_xp` gives)."""
     import mlp_xp as mx
-    from mlp_xp._kernels.ufunc import UfuncKernels
+    from mlp_xp.ops.numpy_ops import UfuncOps
 
     spec = WORKLOADS[workload]
     name, kwargs = spec["optimizer"]
@@ -125,7 +125,7 @@ def build_mlp_xp_without_numba(workload, X, y):
 
     def run_epoch():
         model = template.to()
-        model.kernels = UfuncKernels(np)
+        model.ops = UfuncOps(np)
         optimizer = {"adam": mx.optim.Adam, "sgd": mx.optim.SGD}[name](**kwargs)
         history = model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=1,
                             batch_size=spec["batch"], verbose=0)

@@ -25,5 +25,5 @@ python3 -c "import cupy, mlp_xp; print('GPUs:', cupy.cuda.runtime.getDeviceCount
     || exit 1
 # the parity tests first: they say whether the timings below mean anything
 python3 -m pytest tests/test_gpu_parity.py -q -p no:cacheprovider -rs 2>&1 | tee "$out/tests-parity.log"
-python3 -m pytest tests -q -p no:cacheprovider -rs --durations=10 2>&1 | tail -n 60 > "$out/tests.log"
+python3 -m pytest tests -q -p no:cacheprovider -rfEs --durations=10 > "$out/tests.log" 2>&1; tail -n 40 "$out/tests.log"
 python3 benchmarks/gpu.py --output "$out/gpu-results.json" 2>&1 | tee "$out/bench.log"

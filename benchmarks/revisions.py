@@ -33,9 +33,13 @@ for a, b in zip(spec["widths"][:-2], spec["widths"][1:-1]):
     layers += [mx.Linear(a, b), mx.ReLU()]
 layers += [mx.Linear(spec["widths"][-2], spec["widths"][-1]), mx.Softmax()]
 model = mx.Sequential(*layers, seed=0)
-if sys.argv[5] == "plain":  # a plain install: in-place ufuncs, no numba
-    from mlp_xp._kernels import for_backend
-    model.kernels = for_backend("numpy", model.dtype_name, use_numba=False)
+if sys.argv[5] == "plain":  # a plain install: in-place ufuncs, no numba (either layout of the fast paths)
+    try:
+        from mlp_xp.ops.numpy_ops import UfuncOps
+        model.ops = UfuncOps(np)
+    except ImportError:
+        from mlp_xp._kernels import for_backend
+        model.kernels = for_backend("numpy", model.dtype_name, use_numba=False)
 name, options = spec["optimizer"]
 optimizer = {"adam": mx.optim.Adam, "sgd": mx.optim.SGD}[name](**options)
 fit = lambda epochs: model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=epochs,

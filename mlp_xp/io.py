@@ -183,7 +183,8 @@ def save(model, path, optimizer=None):
         "dtype": model.dtype_name,
         "seed": str(model.seed),
         "rng": json.dumps({"shuffle": model.shuffle_rng.bit_generator.state,
-                           "dropout": model.dropout_rng.bit_generator.state}),
+                           "dropout": model.dropout_rng.bit_generator.state,
+                           "dropout_step": model.dropout_step, "dropout_masks": model.dropout_masks}),
     }
     data = _data_to_json(model.data)
     if data:
@@ -358,6 +359,12 @@ def _restore_rng(model, text):
     states = _json(text, "rng")
     model.shuffle_rng.bit_generator.state = states["shuffle"]
     model.dropout_rng.bit_generator.state = states["dropout"]
+    # device masks are keyed by the step count (files from before it existed resume at 0)
+    step = states.get("dropout_step", 0)
+    masks = states.get("dropout_masks", "device")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or masks not in ("device", "host"):
+        raise ValueError(f"checkpoint has a bad dropout state: step {step!r}, masks {masks!r}")
+    model.dropout_step, model.dropout_masks = step, masks
 
 
 def _restore_optimizer(model, tensors, text, optimizer=None):

@@ -9,8 +9,8 @@ hands each layer its views. Every layer implements:
   ``init_params(rng, in_features, family) -> {name: numpy.ndarray}`` (host, float64);
 - ``forward(params, x, ctx) -> (y, backward)`` where ``backward(dy, need_input_grad=True,
   out=None) -> (dx, {name: grad})`` is a closure over what the forward pass computed (Thinc
-  style). ``out``, given only when ``ctx.kernels`` is set, holds preallocated views of the
-  model's flat gradient that a layer may write its gradients into.
+  style). ``out``, given only when ``ctx.ops`` writes in place (``ops.mutable``), holds
+  preallocated views of the model's flat gradient that a layer may write its gradients into.
 
 Shapes: ``x`` is (batch, in_features) and ``y`` is (batch, out_features) for every layer.
 All arithmetic goes through ``ctx.xp``, an Array API namespace.
@@ -37,19 +37,23 @@ class ForwardContext(NamedTuple):
     Attributes:
         xp: the Array API namespace.
         train: True in training (dropout active), False in evaluation.
-        uniform: ``uniform(shape, dtype) -> array`` of U[0, 1) samples on the backend, used
-            by Dropout in training; None where no randomness is allowed.
-        kernels: the backend's fast paths (:mod:`mlp_xp._kernels`), or None.
+        uniform: ``uniform(shape, dtype) -> array`` of U[0, 1) samples on the backend: the
+            host-drawn masks of Dropout in training (``model.dropout_masks = "host"``).
+        ops: the backend's :mod:`mlp_xp.ops` (fast overrides of the generic operations), or
+            None for plain Array API code.
         matmul: ``matmul(a, b)`` for the matrix products of Linear layers where the model's
             precision changes them (TF32 rounding, float32 accumulation of float16 inputs);
             None for plain ``a @ b``.
+        keep: ``keep(shape, p) -> bool array``: Dropout's keep-mask drawn on the device (a
+            counter-based hash of the step's key); preferred to ``uniform`` when set.
     """
 
     xp: Any
     train: bool = False
     uniform: Callable | None = None
-    kernels: Any = None
+    ops: Any = None
     matmul: Callable | None = None
+    keep: Callable | None = None
 
 
 class Layer:
@@ -166,9 +170,9 @@ class Linear(Layer):
                 if self.bias:
                     grads["bias"] = xp.sum(dy, axis=0)
             else:  # straight into the model's gradient buffer: no temporary, no copy
-                grads = {"weight": ctx.kernels.matmul(x.T, dy, out["weight"])}
+                grads = {"weight": ctx.ops.matmul(x.T, dy, out["weight"])}
                 if self.bias:
-                    grads["bias"] = ctx.kernels.sum_rows(dy, out["bias"])
+                    grads["bias"] = ctx.ops.sum_rows(dy, out["bias"])
             return (matmul(dy, weight.T) if need_input_grad else None), grads
 
         return y, backward
@@ -196,11 +200,11 @@ class ReLU(_Elementwise):
 
     def forward(self, params, x, ctx):
         xp = ctx.xp
-        fused = getattr(ctx.kernels, "relu_backward", None)
+        ops = ctx.ops
 
         def backward(dy, need_input_grad=True, out=None):
-            if fused is not None:
-                return fused(x, dy), {}
+            if ops is not None:
+                return ops.relu_backward(x, dy), {}
             # a multiply by the 0/1 mask is several times faster than where(x > 0, dy, 0.0)
             return dy * xp.astype(x > 0, dy.dtype), {}
 
@@ -344,8 +348,10 @@ class Softmax(_Elementwise):
 class Dropout(Layer):
     """Zeroes each input with probability ``p`` in training and scales the rest by 1/(1-p).
 
-    The identity in evaluation (``predict``, ``evaluate``). Masks are drawn from the model's
-    seeded generator, so a seed fixes them.
+    The identity in evaluation (``predict``, ``evaluate``). Masks are drawn on the device from
+    a hash of the model seed, the step number and the element index, so a seed fixes them
+    and no mask is copied from the host; ``model.dropout_masks = "host"`` draws them from the
+    model's host generator instead (identical on every backend).
 
     Args:
         p: drop probability, 0 <= p < 1.
@@ -361,10 +367,14 @@ class Dropout(Layer):
     def forward(self, params, x, ctx):
         if not ctx.train or self.p == 0.0:
             return x, lambda dy, need_input_grad=True, out=None: (dy, {})
-        if ctx.uniform is None:
-            raise RuntimeError("Dropout in training needs a random source (ForwardContext.uniform)")
         xp = ctx.xp
-        keep = xp.astype(ctx.uniform(x.shape, x.dtype) >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
+        if ctx.keep is not None:
+            keep = ctx.keep(x.shape, self.p)
+        elif ctx.uniform is not None:
+            keep = ctx.uniform(x.shape, x.dtype) >= self.p
+        else:
+            raise RuntimeError("Dropout in training needs a random source (ForwardContext.keep or uniform)")
+        keep = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
 
         def backward(dy, need_input_grad=True, out=None):
             return dy * keep, {}

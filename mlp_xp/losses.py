@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import array_api_compat
+
 from . import _math
 
 __all__ = ["Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber"]
@@ -100,7 +102,8 @@ class CrossEntropy(Loss):
     def _target_distribution(self, xp, output, target):
         classes = output.shape[-1]
         if target.ndim == 1:  # integer labels -> one-hot, built per batch
-            classes_row = xp.reshape(xp.arange(classes, dtype=target.dtype, device=target.device), (1, -1))
+            device = array_api_compat.device(target)
+            classes_row = xp.reshape(xp.arange(classes, dtype=target.dtype, device=device), (1, -1))
             target = xp.astype(xp.reshape(target, (-1, 1)) == classes_row, output.dtype)
         if self.label_smoothing:
             target = (1.0 - self.label_smoothing) * target + self.label_smoothing / classes

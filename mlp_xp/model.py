@@ -165,7 +165,13 @@ class Sequential:
         self.seed = int(seed)
         self._optimizer = None
         self._optimizer_state = None
-        self._fast_paths = None  # resolved on first use: importing numba is not free
+        self._ops = None  # resolved on first use: importing numba is not free
+        #: "device": Dropout masks hashed on the device from (seed, step); "host": drawn from
+        #: ``dropout_rng`` on the host and copied up (identical on every backend: mx.compare)
+        self.dropout_masks = "device"
+        #: the 32-bit key of the device masks (from the seed) and how many training steps drew them
+        self.dropout_key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint32)[0])
+        self.dropout_step = 0
         self.data = DataInfo()
         self._build_layout()
 
@@ -222,7 +228,7 @@ class Sequential:
         state = dict(self.__dict__)
         state["backend"] = (self.backend.name, self.backend.device)
         state.pop("dtype")
-        state["_fast_paths"] = None
+        state["_ops"] = None
         state["params"] = to_numpy(self.params)
         if self._optimizer_state is not None:
             state["_optimizer_state"] = type(self._optimizer_state)(
@@ -253,20 +259,23 @@ class Sequential:
         return self.backend.device
 
     @property
-    def kernels(self):
-        """This model's fast paths (:mod:`mlp_xp._kernels`), or None where the generic path runs.
+    def ops(self):
+        """The operations this model's training step is written in (:mod:`mlp_xp.ops`): the
+        backend's fast overrides where it has them, else the generic Array API reference.
 
-        Fast paths give bitwise the same results; assign None to force the generic path.
+        Overrides give the same results (bitwise on numpy); assign None to force the generic ops.
         """
-        if self._fast_paths is None:
-            from . import _kernels
+        if self._ops is None:
+            from . import ops
 
-            self._fast_paths = _kernels.for_backend(self.backend.name, self.dtype_name) or False
-        return self._fast_paths or None
+            self._ops = ops.for_model(self.backend, self.dtype_name)
+        return self._ops
 
-    @kernels.setter
-    def kernels(self, value):
-        self._fast_paths = value if value is not None else False
+    @ops.setter
+    def ops(self, value):
+        from . import ops
+
+        self._ops = value if value is not None else ops.GenericOps(self.xp, self.device)
 
     def __len__(self):
         """The number of layers."""
@@ -324,18 +333,48 @@ class Sequential:
                                                                 spec.shape)
         return per_layer
 
-    def _context(self, train=False, uniform=None) -> ForwardContext:
-        """The forward context of this model's precision: fast paths for plain float32/float64,
-        the precision's matrix product otherwise."""
+    def _context(self, train=False, uniform=None, keep=None) -> ForwardContext:
+        """The forward context of this model's precision: its Ops for plain float32/float64, the
+        precision's matrix product (and the generic ops) otherwise."""
         if self.precision.compute == self.dtype_name:
-            return ForwardContext(self.xp, train, uniform, self.kernels)
-        return ForwardContext(self.xp, train, uniform, None, self._precision_matmul())
+            return ForwardContext(self.xp, train, uniform, self.ops, None, keep)
+        return ForwardContext(self.xp, train, uniform, None, self._precision_matmul(), keep)
+
+    def _train_context(self, step=None, rows=None, start=0):
+        """The training context of one step: Dropout masks hashed on the device from the key of
+        training step ``step`` (default: the next one), or drawn on the host with
+        ``dropout_masks="host"``. ``rows``/``start``: this process holds rows ``start:start +
+        shape[0]`` of a batch of ``rows`` (data-parallel), and draws what one process would."""
+        if self.dropout_masks == "host":
+            backend, rng = self.backend, self.dropout_rng
+            if rows is None:
+                def uniform(shape, dtype):
+                    # drawn in float64 whatever the dtype: float32 and float64 runs get the same masks
+                    return backend.asarray(rng.random(shape), dtype=dtype)
+            else:
+                def uniform(shape, dtype):
+                    return backend.asarray(rng.random((rows,) + tuple(shape[1:]))[start:start + shape[0]],
+                                           dtype=dtype)
+            return self._context(True, uniform)
+        from .ops.generic import dropout_key
+
+        ops, key, step = self.ops, self.dropout_key, self.dropout_step if step is None else step
+        calls = [0]
+
+        def keep(shape, p):
+            calls[0] += 1
+            offset = start * math.prod(shape[1:])
+            layer_key = (dropout_key(key, step, calls[0]) if isinstance(step, int)
+                         else dropout_key(key, step, calls[0], ops._c))  # a traced step (jax.jit)
+            return ops.dropout_keep(layer_key, shape, p, offset)
+
+        return self._context(True, keep=keep)
 
     def _precision_matmul(self):
         xp, compute = self.xp, self._compute_dtype
         if self.precision.compute == "tf32":
             if self.backend.name == "numpy":
-                from ._kernels.ufunc import round_to_tf32_bits as rounded
+                from .ops.numpy_ops import round_to_tf32_bits as rounded
             else:
                 def rounded(a):
                     return precisions.round_to_tf32(xp, a)
@@ -371,7 +410,7 @@ class Sequential:
     def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None, scale=1.0):
         """Loss, its gradient as one flat vector, and the output the loss was computed from.
 
-        With ``grad_out`` (a flat buffer; needs ``ctx.kernels``) the gradient is written into it
+        With ``grad_out`` (a flat buffer; needs mutable ``ctx.ops``) the gradient is written into it
         and returned, instead of being concatenated into a new array. Under mixed precision the
         loss is computed in float32, its gradient multiplied by ``scale`` and taken back through
         the layers in the narrow type, and the flat gradient returned in float32, divided by
@@ -382,7 +421,7 @@ class Sequential:
         value, grad = loss.value_and_grad(output, target, xp)
         if self._compute_dtype is not None:
             grad = xp.astype(grad * scale if scale != 1.0 else grad, self._compute_dtype)
-        if ctx.kernels is None:  # layers write into a buffer only through the fast paths
+        if ctx.ops is None or not ctx.ops.mutable:  # layers write into a buffer only through mutable ops
             grad_out = None
         out = self._layer_params(grad_out) if grad_out is not None else [None] * len(self.layers)
         layer_grads = {}
@@ -394,7 +433,7 @@ class Sequential:
             for spec in self.param_specs:
                 written, destination = layer_grads[spec.layer_index][spec.name], out[spec.layer_index][spec.name]
                 if written is not destination:
-                    ctx.kernels.copy_into(destination, written)
+                    ctx.ops.copy_into(destination, written)
             return value, grad_out, output
         flat = [xp.reshape(layer_grads[spec.layer_index][spec.name], (-1,)) for spec in self.param_specs]
         flat = xp.concat(flat) if flat else xp.zeros_like(params)
@@ -415,8 +454,8 @@ class Sequential:
             X: (samples, in_features) inputs.
             y: targets, as ``loss`` takes them.
             loss: an ``mx.losses`` loss.
-            train: run layers in training mode (dropout active, masks from the model's
-                dropout generator). False gives a deterministic gradient.
+            train: run layers in training mode (dropout active, with the masks of the model's
+                next training step). False gives a deterministic gradient.
 
         Returns:
             (loss, grads): a Python float and {key: array of the backend}.
@@ -424,8 +463,10 @@ class Sequential:
         self._check_loss(loss)
         x = _validation.prepare_inputs(self, X)
         target = _validation.prepare_targets(self, y, loss, x.shape[0])
-        ctx = training.make_context(self, train)
+        ctx = self._train_context() if train else self._context()
         value, flat, _ = self._loss_and_flat_grad(self.params, x, target, loss, ctx)
+        if train:
+            self.dropout_step += 1  # the next call draws fresh masks
         return float(value), self._unflatten(flat)
 
     def _check_loss(self, loss):
@@ -514,6 +555,7 @@ class Sequential:
         clone.params = target.asarray(host, dtype=clone.dtype)
         clone.shuffle_rng = copy.deepcopy(self.shuffle_rng)
         clone.dropout_rng = copy.deepcopy(self.dropout_rng)
+        clone.dropout_masks, clone.dropout_step = self.dropout_masks, self.dropout_step
         clone.data = self.data
         return clone
 
@@ -527,12 +569,12 @@ class Sequential:
 
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-            resume_from=None, distributed=None):
+            resume_from=None, distributed=None, sync_every=None):
         """Train with minibatches; see :func:`mlp_xp.training.fit`."""
         return training.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                             validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                             callbacks=callbacks, verbose=verbose, on_nonfinite=on_nonfinite,
-                            resume_from=resume_from, distributed=distributed)
+                            resume_from=resume_from, distributed=distributed, sync_every=sync_every)
 
     def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
         """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.training.evaluate`."""

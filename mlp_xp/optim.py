@@ -3,7 +3,8 @@
 An optimizer is a frozen set of hyperparameters with two pure methods (Optax style):
 
 - ``init(params) -> state``: a NamedTuple of arrays shaped like the flat ``params``;
-- ``update(grads, state, params, xp=None) -> (new_params, new_state)``.
+- ``update(grads, state, params, xp=None, lr=None) -> (new_params, new_state)``; ``lr`` overrides
+  the learning rate of this update (a traced value under ``jax.jit``).
 
 Because the model keeps all parameters in one vector, a step is a handful of elementwise
 operations whatever the depth. ``lr`` is a number or a schedule from
@@ -80,7 +81,7 @@ class Optimizer:
     def init(self, params):
         raise NotImplementedError
 
-    def update(self, grads, state, params, xp=None):
+    def update(self, grads, state, params, xp=None, lr=None):
         raise NotImplementedError
 
     def _clip(self, xp, grads):
@@ -129,9 +130,9 @@ class SGD(Optimizer):
     def init(self, params):
         return SGDState(0, None)
 
-    def update(self, grads, state, params, xp=None):
+    def update(self, grads, state, params, xp=None, lr=None):
         xp = _namespace(xp, params)
-        lr = self.learning_rate(state.count)
+        lr = self.learning_rate(state.count) if lr is None else lr
         grads = self._clip(xp, grads)
         if self.weight_decay:
             grads = grads + self.weight_decay * params
@@ -180,10 +181,10 @@ class Adam(Optimizer):
         xp = _namespace(None, params)
         return AdamState(0, xp.zeros_like(params), xp.zeros_like(params))
 
-    def update(self, grads, state, params, xp=None):
+    def update(self, grads, state, params, xp=None, lr=None):
         xp = _namespace(xp, params)
         beta1, beta2 = self.betas
-        lr = self.learning_rate(state.count)
+        lr = self.learning_rate(state.count) if lr is None else lr
         step = state.count + 1
         grads = self._clip(xp, grads)
         if self.weight_decay:
@@ -250,10 +251,10 @@ class RMSprop(Optimizer):
         return RMSpropState(0, xp.zeros_like(params), xp.zeros_like(params) if self.momentum else None,
                             xp.zeros_like(params) if self.centered else None)
 
-    def update(self, grads, state, params, xp=None):
+    def update(self, grads, state, params, xp=None, lr=None):
         xp = _namespace(xp, params)
         alpha = self.alpha
-        lr = self.learning_rate(state.count)
+        lr = self.learning_rate(state.count) if lr is None else lr
         grads = self._clip(xp, grads)
         if self.weight_decay:
             grads = grads + self.weight_decay * params

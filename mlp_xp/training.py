@@ -13,6 +13,7 @@ from . import _validation
 from ._errors import NonFiniteError
 from .layers import ForwardContext
 from .optim import Optimizer
+from .step import cleared, init_state, jit_train_step, make_train_step
 
 __all__ = ["fit", "evaluate", "predict", "History", "make_context"]
 
@@ -75,69 +76,8 @@ class History(dict):
 
 
 def make_context(model, train: bool) -> ForwardContext:
-    """A forward context; in training, dropout masks come from the model's host generator
-    (identical on every backend for the same seed)."""
-    if not train:
-        return model._context()
-    backend, rng = model.backend, model.dropout_rng
-
-    def uniform(shape, dtype):
-        # drawn in float64 whatever the model's dtype: float32 and float64 runs get the same masks
-        return backend.asarray(rng.random(shape), dtype=dtype)
-
-    return model._context(True, uniform)
-
-
-#: optimizer state that accumulates squared gradients: once inf, the update divides by it and freezes
-_SQUARED_STATE = ("exp_avg_sq", "square_avg")
-
-
-class _Updater:
-    """Applies optimizer steps, and says when one overflowed the optimizer's state.
-
-    Generic path: ``optimizer.update`` returns new arrays. Fast path (mutable backends with
-    kernels): gradients land in one preallocated buffer, and new parameters are written into
-    the spare of two parameter buffers, so the previous parameters stay intact for the
-    non-finite guard and nothing is allocated per step.
-    """
-
-    def __init__(self, model, optimizer):
-        self.optimizer, self.xp = optimizer, model.xp
-        kernels = model.kernels
-        self.kernel = kernels.optimizer(optimizer) if kernels is not None else None
-        self.grad_buffer = None
-        if self.kernel is not None:
-            self.grad_buffer = model.xp.empty_like(model.params)
-            # train in buffers of our own: never write into an array the caller may still hold
-            model.params = model.xp.asarray(model.params, copy=True)
-            self.buffers = (model.params, model.xp.empty_like(model.params))
-        squares = any(field in _SQUARED_STATE for field in
-                      type(optimizer.init(model.xp.zeros(1, dtype=model.dtype)))._fields)
-        #: the largest gradient whose square is finite in the model's dtype (inf without squared state)
-        self.gradient_limit = _square_limit(model.dtype_name) if squares else math.inf
-
-    def step(self, grad, state, params):
-        """(new params, new state, the name of a state field that overflowed, or None)."""
-        if self.kernel is None:
-            params, state = self.optimizer.update(grad, state, params, self.xp)
-            return params, state, self._overflowed(state)
-        # write into whichever buffer ``params`` is not (after a restore both may have been "spare")
-        out = self.buffers[1] if params is self.buffers[0] else self.buffers[0]
-        state, overflowed = self.kernel(grad, state, params, out)
-        return out, state, overflowed
-
-    def _overflowed(self, state):
-        xp = self.xp
-        for field in _SQUARED_STATE:
-            value = getattr(state, field, None)
-            if value is not None and not bool(xp.max(value) < math.inf):  # NaN compares False too
-                return field
-        return None
-
-    def gradient_is_safe(self, grad):
-        """Finite, and (for Adam and RMSprop) small enough that its square is finite."""
-        xp = self.xp
-        return bool(xp.max(xp.abs(grad)) < self.gradient_limit)
+    """A forward context: in training, with the Dropout masks of the model's next step."""
+    return model._train_context() if train else model._context()
 
 
 def _batches(count, batch_size):
@@ -212,18 +152,57 @@ def _state_overflow_error(model, epoch, step, field):
 
 
 def _in_memory_batches(model, x, target, shuffle, batch_size):
-    """One epoch of (x, target) batches.
+    """One epoch of (x, target, recipe) batches; ``recipe`` gathers the batch again (``_gather``).
 
     Shuffled batches are gathered one at a time rather than as a shuffled copy of the whole
     data set: no second copy in memory, and each batch is still in cache when the first matrix
-    product reads it (W1: 10-20% faster per epoch, measured interleaved).
+    product reads it (W1: 10-20% faster per epoch, measured interleaved). The permutation is
+    uploaded once per epoch.
     """
-    xp, samples = model.xp, x.shape[0]
-    if not shuffle:
-        return ((x[start:stop, ...], target[start:stop, ...]) for start, stop in _batches(samples, batch_size))
-    order = model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=model.backend.index_dtype)
-    return ((xp.take(x, order[start:stop], axis=0), xp.take(target, order[start:stop], axis=0))
-            for start, stop in _batches(samples, batch_size))
+    samples = x.shape[0]
+    order = (model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=model.backend.index_dtype)
+             if shuffle else None)
+    for start, stop in _batches(samples, batch_size):
+        recipe = (order, start, stop)
+        yield (*_gather(model, None, x, target, recipe, False), recipe)
+
+
+def _gather(model, loss, x, target, recipe, streaming):
+    """The batch of ``recipe``: rows start:stop of the epoch's order (in-memory data), or the
+    host batch itself (streamed data, put on the device again)."""
+    if streaming:
+        xb, yb = recipe
+        xb = _validation.prepare_inputs(model, xb)
+        return xb, _validation.prepare_targets(model, yb, loss, xb.shape[0])
+    order, start, stop = recipe
+    if order is None:
+        return x[start:stop, ...], target[start:stop, ...]
+    xp = model.xp
+    return xp.take(x, order[start:stop], axis=0), xp.take(target, order[start:stop], axis=0)
+
+
+def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, value_finite=None):
+    """The NonFiniteError of a step the guard stopped, found by running it again from the weights
+    it started from (``kept``; the step is a function of them, its batch and its key), and the
+    model's weights put back to the last good ones (see ``_non_finite_error``)."""
+    from .ops import GenericOps
+
+    generic = GenericOps(model.xp, model.device)
+    ctx = model._train_context(kept.step)
+    if model.dropout_masks == "host":  # the host generator has moved on: the masks cannot be redrawn
+        ctx = model._context()
+    value, grad, _ = model._loss_and_flat_grad(kept.params, x, target, loss, ctx, None, model._loss_scale.scale)
+    if value_finite is None:
+        value_finite = bool(generic.finite(value))
+    if not value_finite or not bool(generic.all_finite(grad)) or model.precision.scaled:
+        return _non_finite_error(model, epoch, step, kept.params, kept.guard.previous, x, skipped,
+                                 gradient=value_finite)
+    limit = _square_limit(model.dtype_name)
+    if skipped or not bool(generic.below(grad, limit)):
+        fields = [field for field in kept.opt_state._fields if field in ("exp_avg_sq", "square_avg")]
+        if fields:
+            return _state_overflow_error(model, epoch, step, fields[0])
+    return _non_finite_error(model, epoch, step, kept.params, kept.guard.previous, x, skipped, gradient=True)
 
 
 def _format_logs(logs):
@@ -293,18 +272,7 @@ def _check_replicas(model, engine, samples):
                          "same resume_from file); process weights differ")
 
 
-def _sharded_context(model, rows, begin, end):
-    """Training context of one process: dropout masks are drawn for the whole batch and sliced, so
-    every process draws what one process training on the whole batch would."""
-    backend, rng = model.backend, model.dropout_rng
-
-    def uniform(shape, dtype):
-        return backend.asarray(rng.random((rows,) + tuple(shape[1:]))[begin:end], dtype=dtype)
-
-    return model._context(True, uniform)
-
-
-def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None, scale=1.0):
+def _sharded_loss_and_grad(model, engine, params, x, target, loss, step=None, buffer=None, scale=1.0):
     """The whole batch's mean loss and gradient from this process's shard and one all-reduce of
     ``[count x gradient, count x loss]``; with ``buffer`` (numpy fast path, num_parameters + 1
     elements) the gradient is written into it and reduced in place.
@@ -316,7 +284,7 @@ def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None, 
     local_target, output = target[begin:end, ...], None
     if count:
         value, grad, output = model._loss_and_flat_grad(params, x[begin:end, ...], local_target, loss,
-                                                        _sharded_context(model, rows, begin, end),
+                                                        model._train_context(step, rows, begin),
                                                         None if buffer is None else buffer[:size], scale)
         if buffer is None:
             local = xp.concat([grad * count, xp.reshape(value * count, (1,))])
@@ -324,9 +292,9 @@ def _sharded_loss_and_grad(model, engine, params, x, target, loss, buffer=None, 
             local = buffer
             local[size] = value
             local *= count
-    else:  # fewer rows than processes: this one only keeps its dropout generator in step
+    else:  # fewer rows than processes: this one only keeps its host dropout generator in step
         for index, layer in enumerate(model.layers):
-            if getattr(layer, "p", 0.0):
+            if getattr(layer, "p", 0.0) and model.dropout_masks == "host":
                 model.dropout_rng.random((rows, model.features[index]))
         local = xp.zeros(size + 1, dtype=model.dtype, device=model.device)
         if buffer is not None:
@@ -385,7 +353,7 @@ def _split_validation(model, x, target, fraction):
 
 def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
         validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-        resume_from=None, distributed=None) -> History:
+        resume_from=None, distributed=None, sync_every=None) -> History:
     """Train ``model`` in place with minibatch gradient steps.
 
     Every input, argument and callback configuration is checked before the first step.
@@ -429,6 +397,12 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             None (one process), "auto" (MPI when started by ``mpiexec`` with several
             processes), "mpi", "nccl", or an engine object. Each process must pass the same
             data and start from the same model; one all-reduce per step keeps them identical.
+        sync_every: on a device backend, also read the loss and the non-finite guard every this
+            many steps (None: only at each epoch's end and at progress-bar refreshes). Each
+            read waits for the device; between reads the steps queue up without a host
+            round-trip. On numpy reading costs nothing and happens after every step, as it does
+            with ``on_nonfinite="skip_batch"``, float16 loss scaling, or an ``on_batch_end``
+            callback.
 
     Returns:
         A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
@@ -438,7 +412,9 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     Raises:
         ValueError / ShapeError / TypeError: bad inputs, arguments or callbacks, before any step.
         NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
-            non-finite parameter or activation. The optimizer state is reset.
+            non-finite parameter or activation. The optimizer state is reset. On a device
+            backend it is raised at the first read after the failing step (the updates after
+            it were frozen on the device, so nothing is lost in between).
     """
     from . import distributed as distributed_module
     from . import metrics as metrics_module
@@ -451,6 +427,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
         raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
     epochs = _validation.check_positive_int(epochs, "epochs", minimum=0)
+    if sync_every is not None:
+        sync_every = _validation.check_positive_int(sync_every, "sync_every")
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     verbose = _resolve_verbose(verbose)
     engine = distributed_module.resolve(distributed)
@@ -503,20 +481,29 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         _check_replicas(model, engine, samples)
     optimizer.lr = resolve(optimizer.lr, steps_per_epoch, epochs)
 
-    xp = model.xp
-    updater = _Updater(model, optimizer)
+    xp, ops = model.xp, model.ops
     if optimizer is not model._optimizer or model._optimizer_state is None:
         model._optimizer, model._optimizer_state = optimizer, optimizer.init(model.params)
-    state = model._optimizer_state
     check_grads = on_nonfinite == "skip_batch"
-    ctx = make_context(model, train=True)
+    train_step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
+    if model.backend.name == "jax" and engine is None and not scaling and model.dropout_masks == "device":
+        train_step = jit_train_step(train_step)  # JAX's fast path: the whole step compiled once
+    jitted = hasattr(train_step, "jitted")
+    batch_hooks = hooks.has("on_batch_end")
+    # read the guard after every step where that is free (host flags) or asked for: skipping a
+    # batch, loss scaling and per-batch callbacks decide on the host after each step
+    every_step = ops.host_flags or check_grads or scaling or batch_hooks
+    copy_for_hooks = ops.mutable  # mutable Ops overwrite their parameter buffers two steps later
+    state = init_state(model, optimizer, metric_list, model._optimizer_state)
     history = History({key: [] for key in log_keys})
     hooks.call("on_train_begin", model=model)
-    batch_hooks = hooks.has("on_batch_end")
-    copy_for_hooks = updater.kernel is not None  # fast-path buffers are overwritten two steps later
-    # distributed fast path: gradients are written into, and summed in, one buffer with the loss at its end
-    reduce_buffer = xp.empty(model.num_parameters + 1, dtype=model.dtype) if (
-        engine is not None and updater.kernel is not None) else None
+
+    def commit(state):
+        """The model takes the state's parameters, optimizer state and step count (as host ints)."""
+        opt_state = state.opt_state
+        if not isinstance(opt_state.count, int):  # a device scalar under jax.jit
+            opt_state = opt_state._replace(count=int(opt_state.count))
+        model.params, model._optimizer_state, model.dropout_step = state.params, opt_state, int(state.step)
 
     def fail(error, bar):
         """Raise ``error`` or (with on_nonfinite="stop") record it; the optimizer state is reset."""
@@ -529,99 +516,120 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         raise error
 
     stop_training = False
-    params = previous = model.params  # previous: the weights before the last update that landed
     consecutive_skips = 0
     for epoch in range(1, epochs + 1):
         hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
+        if model.params is not state.params:  # a callback replaced them (EarlyStopping restores, ...)
+            state = init_state(model, optimizer, metric_list, model._optimizer_state)
+        state = cleared(model, state)
         if streaming:
-            batches = ((_validation.prepare_inputs(model, xb), yb) for xb, yb in X.epoch(model.shuffle_rng, shuffle))
-            batches = ((xb, _validation.prepare_targets(model, yb, loss, xb.shape[0])) for xb, yb in batches)
+            batches = ((xb, yb, (xb, yb)) for xb, yb in X.epoch(model.shuffle_rng, shuffle))
+            batches = ((_validation.prepare_inputs(model, xb), yb, host) for xb, yb, host in batches)
+            batches = ((xb, _validation.prepare_targets(model, yb, loss, xb.shape[0]), host)
+                       for xb, yb, host in batches)
         else:
             batches = _in_memory_batches(model, x, target, shuffle, batch_size)
         bar = _progress_bar(verbose, epoch, epochs, samples)
-        loss_sum = 0.0
-        totals = [None] * len(metric_list)
         seen = seen_local = skipped = skipped_steps = 0
-        params = model.params  # a callback may have replaced them (EarlyStopping restores, ...)
+        window = []  # (step, rows, batch or how to gather it) of each step since the last read
         last_refresh = 0.0
-        for step, (x_batch, target_batch) in enumerate(batches, start=1):
+        for step, (x_batch, target_batch, recipe) in enumerate(batches, start=1):
             count = x_batch.shape[0]
-            scale = model._loss_scale.scale
-            if engine is None:
-                value, grad, output = model._loss_and_flat_grad(params, x_batch, target_batch, loss, ctx,
-                                                                updater.grad_buffer, scale)
-                local_target, local_count = target_batch, count
-            else:
-                value, grad, output, local_target, local_count = _sharded_loss_and_grad(
-                    model, engine, params, x_batch, target_batch, loss, reduce_buffer, scale)
-            value_host = float(value)
-            grads_finite = True
-            if scaling and _is_finite(value_host):
-                grads_finite = bool(xp.all(xp.isfinite(grad)))
-                if not grads_finite and model.precision.dynamic and model._loss_scale.scale > 1.0:
-                    # the scaled backward pass overflowed float16: skip the step and halve the scale
-                    model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, True)
-                    skipped_steps += 1
-                    continue
-                if grads_finite:
+            before = state
+            # under jit, the learning rate from the host's count of updates (never read from the device)
+            lr = optimizer.learning_rate(model._optimizer_state.count + len(window)) if jitted else None
+            state, value = train_step(state, x_batch, target_batch, model._loss_scale.scale, lr)
+            window.append((step, count, recipe))
+            if engine is not None:
+                begin, end = engine.shard(0, count)
+                seen_local += end - begin
+            refresh = bar is not None and time.monotonic() - last_refresh > 0.25
+            if not (every_step or refresh or (sync_every and len(window) >= sync_every)):
+                continue
+            if bool(state.guard.ok):  # the read: one host sync
+                seen += sum(rows for _, rows, _ in window)
+                if scaling:
                     model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, False)
-                # else: no scale left to lower (or a fixed scale): the guard below reports it
-            if not (_is_finite(value_host) and grads_finite
-                    and (not check_grads or updater.gradient_is_safe(grad))):
-                # skip a bad batch while the weights are finite and skipping has not lasted an epoch
-                if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
-                        and _first_non_finite_parameter(model, params) is None):
-                    skipped += 1
-                    consecutive_skips += 1
-                    continue
-                error = _non_finite_error(model, epoch, step, params, previous, x_batch,
-                                          skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0,
-                                          gradient=_is_finite(value_host))
-                params = model.params  # the weights from before the update that caused it
-                if fail(error, bar):
-                    stop_training = True
-                    break
-            before = params
-            params, state, overflowed = updater.step(grad, state, params)
-            if overflowed is not None:
-                params = model.params = before
-                if fail(_state_overflow_error(model, epoch, step, overflowed), bar):
-                    stop_training = True
-                    break
-            consecutive_skips = 0
-            previous = before
-            model.params, model._optimizer_state = params, state
-            loss_sum += value_host * count
-            seen += count
-            seen_local += local_count
-            if batch_hooks:
-                if copy_for_hooks:
-                    params = model.params = xp.asarray(params, copy=True)
-                hooks.call("on_batch_end", step=step, loss=value_host, model=model)
-            if local_count:
-                for index, metric in enumerate(metric_list):
-                    totals[index] = metric.update(totals[index], output, local_target, xp)
-            if bar is not None:
-                bar.update(count)
-                if time.monotonic() - last_refresh > 0.25:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-                    last_refresh = time.monotonic()
-        if not stop_training and not bool(xp.all(xp.isfinite(params))):  # the epoch's last update
-            error = _non_finite_error(model, epoch, step, params, previous, x_batch)
-            params = model.params
+                commit(state)
+                state = cleared(model, state, sums=False)
+                consecutive_skips = 0
+                if batch_hooks:
+                    if copy_for_hooks:  # an array the hook may keep
+                        state = state._replace(params=xp.asarray(state.params, copy=True))
+                        model.params = state.params
+                    hooks.call("on_batch_end", step=step, loss=float(value), model=model)
+                if bar is not None:
+                    bar.update(sum(rows for _, rows, _ in window))
+                    if refresh:
+                        bar.set_postfix(loss=f"{float(state.loss_sum) / max(seen, 1):.4f}", refresh=False)
+                        last_refresh = time.monotonic()
+                window.clear()
+                continue
+            # a step failed: which one, and why (replayed from the kept weights on the host side)
+            landed = int(state.guard.landed)
+            failed_step, failed_rows, failed_recipe = window[landed]
+            seen += sum(rows for _, rows, _ in window[:landed])
+            failed_x, failed_target = (x_batch, target_batch) if every_step else _gather(
+                model, loss, x, target, failed_recipe, streaming)
+            kept = state._replace(step=state.step - len(window) + landed)
+            value_finite = ops.finite(value) if every_step else None
+            if scaling and value_finite and model.precision.dynamic and model._loss_scale.scale > 1.0:
+                # the scaled backward pass overflowed float16: skip the step and halve the scale
+                model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, True)
+                skipped_steps += 1
+                state = cleared(model, before, sums=False)._replace(step=before.step + 1)
+                commit(state)  # the same weights, one step on: the next step draws fresh masks
+                window.clear()
+                continue
+            if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
+                    and _first_non_finite_parameter(model, before.params) is None):
+                skipped += 1
+                consecutive_skips += 1
+                state = cleared(model, before, sums=False)._replace(step=before.step + 1)
+                commit(state)  # the same weights, one step on: the next step draws fresh masks
+                window.clear()
+                continue
+            commit(kept)
+            error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target,
+                              skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0,
+                              value_finite=value_finite)
+            state = kept._replace(params=model.params)
+            if fail(error, bar):
+                stop_training = True
+                break
+        if not stop_training and window:  # the epoch's last steps
+            if bool(state.guard.ok):
+                seen += sum(rows for _, rows, _ in window)
+                commit(state)
+                if bar is not None:
+                    bar.update(sum(rows for _, rows, _ in window))
+            else:  # as above, without skipping: the epoch is over
+                landed = int(state.guard.landed)
+                failed_step, _, failed_recipe = window[landed]
+                seen += sum(rows for _, rows, _ in window[:landed])
+                kept = state._replace(step=state.step - len(window) + landed)
+                commit(kept)
+                failed_x, failed_target = _gather(model, loss, x, target, failed_recipe, streaming)
+                error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target)
+                state = kept._replace(params=model.params)
+                stop_training = fail(error, bar)
+        if not stop_training and seen and not bool(ops.all_finite(state.params)):  # the epoch's last update
+            error = _non_finite_error(model, epoch, step, state.params, state.guard.previous, x_batch)
             stop_training = fail(error, bar)
+        window.clear()
 
-        logs = {"loss": loss_sum / seen if seen else float("nan")}
+        logs = {"loss": float(state.loss_sum) / seen if seen else float("nan")}
+        totals = state.totals
         if engine is not None:  # the training metrics of every process's shards
             totals = _merge_totals(engine, metric_list, totals, seen_local)
         for metric, total in zip(metric_list, totals):
-            logs[metric.name] = metric.result(total, seen) if seen else float("nan")
+            logs[metric.name] = metric.result(total, seen) if seen and total is not None else float("nan")
         if validation is not None:
             for key, value in _evaluate_prepared(model, *validation, loss, metric_list).items():
                 logs[f"val_{key}"] = value
         updates = model._optimizer_state.count if model._optimizer_state is not None else 0
-        logs["lr"] = optimizer.learning_rate(max(updates - 1, 0))
+        logs["lr"] = optimizer.learning_rate(max(int(updates) - 1, 0))
         if on_nonfinite == "skip_batch":
             logs["skipped_batches"] = skipped
         if scaling:
@@ -637,6 +645,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                   file=sys.stdout, flush=True)
         if copy_for_hooks and not stop_training:
             model.params = xp.asarray(model.params, copy=True)  # an array the hooks may keep
+            state = state._replace(params=model.params)
         if hooks.call("on_epoch_end", epoch=epoch, logs=logs, model=model) or stop_training:
             break
     hooks.call("on_train_end", model=model)

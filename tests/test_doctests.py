@@ -16,7 +16,7 @@ OPTIONAL = {"mlp_xp.sklearn": "sklearn"}
 
 
 def test_every_module_is_listed():
-    assert "mlp_xp.model" in MODULES and "mlp_xp._kernels.numba_cpu" in MODULES
+    assert "mlp_xp.model" in MODULES and "mlp_xp.ops.numba_ops" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

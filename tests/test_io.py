@@ -58,12 +58,12 @@ def test_resume_is_bitwise_identical_to_uninterrupted_training(tmp_path, kernels
 
     straight = _model()
     if kernels == "generic":
-        straight.kernels = None
+        straight.ops = None
     straight.fit(X, y, loss=loss, optimizer=_optimizer(), epochs=10, batch_size=32, verbose=0)
 
     first = _model()
     if kernels == "generic":
-        first.kernels = None
+        first.ops = None
     optimizer = _optimizer()
     first.fit(X, y, loss=loss, optimizer=optimizer, epochs=5, batch_size=32, verbose=0)
     mx.save(first, tmp_path / "ckpt.safetensors", optimizer=optimizer)

@@ -1,21 +1,22 @@
-"""The fast paths (mlp_xp._kernels) give bitwise the same training as the generic reference path."""
+"""The fast Ops (mlp_xp.ops.numpy_ops, numba_ops) give bitwise the same training as the generic reference ops."""
 
 import numpy as np
 import pytest
 
 import mlp_xp as mx
-from mlp_xp._kernels import for_backend
-from mlp_xp._kernels.ufunc import UfuncKernels
+from mlp_xp._backend import resolve_backend
+from mlp_xp.ops import GenericOps, for_model
+from mlp_xp.ops.numpy_ops import UfuncOps
 
 from .conftest import numpy_of
 
 
 def _numba_kernels():
-    numba_cpu = pytest.importorskip("mlp_xp._kernels.numba_cpu", reason="numba is not installed")
-    return numba_cpu.NumbaKernels()
+    numba_cpu = pytest.importorskip("mlp_xp.ops.numba_ops", reason="numba is not installed")
+    return numba_cpu.NumbaOps()
 
 
-KERNELS = {"ufunc": lambda: UfuncKernels(np), "numba": _numba_kernels}
+KERNELS = {"ufunc": lambda: UfuncOps(np), "numba": _numba_kernels}
 
 OPTIMIZERS = {
     "sgd": lambda: mx.optim.SGD(lr=0.05),
@@ -34,7 +35,7 @@ def _train(kernels, make_optimizer, dtype, epochs=3):
     X, y = rng.normal(size=(150, 12)), rng.integers(0, 5, size=150)
     model = mx.Sequential(mx.Linear(12, 24), mx.ReLU(), mx.Dropout(0.1), mx.Linear(24, 16), mx.Tanh(),
                           mx.LayerNorm(), mx.Linear(16, 5), mx.Softmax(), dtype=dtype, seed=5)
-    model.kernels = kernels
+    model.ops = kernels
     history = model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=make_optimizer(), epochs=epochs,
                         batch_size=16, validation_data=(X[:30], y[:30]), verbose=0)
     return numpy_of(model.params), history
@@ -73,11 +74,11 @@ def test_fast_update_matches_generic_update_directly(kernel_name):
 
 
 def test_numpy_models_use_fast_paths_and_others_do_not():
-    assert for_backend("numpy", "float32") is not None
-    assert for_backend("numpy", "float64", use_numba=False).name == "ufunc"
-    assert for_backend("array_api_strict", "float32") is None
-    assert for_backend("torch", "float32") is None
-    assert mx.Sequential(mx.Linear(2, 2), backend="array_api_strict").kernels is None
+    assert for_model(resolve_backend("numpy"), "float32").mutable
+    assert for_model(resolve_backend("numpy"), "float64", use_numba=False).name == "ufunc"
+    assert type(for_model(resolve_backend("array_api_strict"), "float32")) is GenericOps
+    assert type(for_model(resolve_backend("torch"), "float32")) is GenericOps
+    assert type(mx.Sequential(mx.Linear(2, 2), backend="array_api_strict").ops) is GenericOps
 
 
 def test_subclassed_optimizers_take_the_generic_path():
@@ -85,14 +86,14 @@ def test_subclassed_optimizers_take_the_generic_path():
         def update(self, grads, state, params, xp=None):
             return super().update(grads * 0.5, state, params, xp)
 
-    assert UfuncKernels(np).optimizer(Halved()) is None
-    assert UfuncKernels(np).optimizer(mx.optim.RMSprop()) is None
+    assert UfuncOps(np).optimizer(Halved()) is None
+    assert UfuncOps(np).optimizer(mx.optim.RMSprop()) is None
 
 
 @pytest.mark.parametrize("kernel_name", sorted(KERNELS))
 def test_fit_never_writes_into_arrays_the_caller_holds(kernel_name):
     model = mx.Sequential(mx.Linear(3, 4), mx.ReLU(), mx.Linear(4, 2), seed=0)
-    model.kernels = KERNELS[kernel_name]()
+    model.ops = KERNELS[kernel_name]()
     held = model.params
     snapshot = held.copy()
     model.fit(np.eye(3), [0, 1, 0], loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(lr=0.1), epochs=5,
@@ -108,7 +109,7 @@ def test_non_finite_guard_restores_the_previous_parameters(kernel_name):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(32, 3)) * 1000, rng.normal(size=32) * 1000  # gradients ~1e6
     model = mx.Sequential(mx.Linear(3, 1), dtype="float32", seed=0)
-    model.kernels = KERNELS[kernel_name]() if kernel_name else None
+    model.ops = KERNELS[kernel_name]() if kernel_name else None
     with pytest.raises(mx.NonFiniteError) as info:  # lr * grad overflows float32 in the first update
         model.fit(X, y, loss=mx.losses.MSE(), optimizer=mx.optim.SGD(lr=1e37), epochs=3, batch_size=8, verbose=0)
     assert info.value.name in ("0.weight", "0.bias")
@@ -125,7 +126,7 @@ def test_float32_stays_float32_end_to_end(kernel_name, make):
     """No silent float64 promotion: parameters, gradients and optimizer state keep the dtype."""
     X, y = np.random.default_rng(0).normal(size=(40, 6)), np.arange(40) % 3  # float64 and int64 inputs
     model = mx.Sequential(mx.Linear(6, 8), mx.ReLU(), mx.LayerNorm(), mx.Linear(8, 3), mx.Softmax(), seed=0)
-    model.kernels = KERNELS[kernel_name]() if kernel_name else None
+    model.ops = KERNELS[kernel_name]() if kernel_name else None
     model.fit(X, y, loss=mx.losses.CrossEntropy(label_smoothing=0.1), optimizer=make(), epochs=2, batch_size=8,
               verbose=0)
     assert model.params.dtype == np.float32

@@ -34,7 +34,7 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_every_file_of_the_package(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     tree = _package_tree()
-    assert {"mlp_xp/_kernels/__init__.py", "mlp_xp/data/digits.npz", "mlp_xp/__main__.py"} <= tree
+    assert {"mlp_xp/ops/__init__.py", "mlp_xp/data/digits.npz", "mlp_xp/__main__.py"} <= tree
     assert tree - names == set(), "files of mlp_xp/ missing from the wheel"
     assert {name for name in names if name.startswith("mlp_xp/")} - tree == set(), "wheel files not in mlp_xp/"
 

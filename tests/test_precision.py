@@ -51,7 +51,7 @@ def test_narrow_precisions_really_compute_narrow(digits):
 
 
 def test_tf32_rounding_with_bits_equals_the_array_api_version():
-    from mlp_xp._kernels.ufunc import round_to_tf32_bits
+    from mlp_xp.ops.numpy_ops import round_to_tf32_bits
 
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(size=10000), rng.normal(size=1000) * 1e30, rng.normal(size=1000) * 1e-30,

@@ -30,12 +30,12 @@ LABELS = (X[:, 0] > 0).astype(int)
 @pytest.mark.parametrize("path", ["numba", "ufunc", "generic"])
 @pytest.mark.parametrize("make", [mx.optim.Adam, mx.optim.RMSprop])
 def test_an_overflowing_second_moment_is_an_error_not_frozen_weights(path, make):
-    from mlp_xp._kernels.ufunc import UfuncKernels
+    from mlp_xp.ops.numpy_ops import UfuncOps
 
     model = mx.Sequential(mx.Linear(4, 1), dtype="float32", seed=0)
     if path == "numba":
         pytest.importorskip("numba")
-    model.kernels = {"numba": model.kernels, "ufunc": UfuncKernels(np), "generic": None}[path]
+    model.ops = {"numba": model.ops, "ufunc": UfuncOps(np), "generic": None}[path]
     before = numpy_of(model.params)
     with pytest.raises(mx.NonFiniteError, match=r"non-finite optimizer state at epoch 1, step 1: '(exp_avg_sq|"
                                                 r"square_avg)'.*overflowed float32") as info:

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from ..optim import SGD, Adam, AdamState, AdamW, SGDState
-from .ufunc import UfuncKernels
+from .numpy_ops import UfuncOps
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -63,13 +63,10 @@ def _relu_backward(x, dy, out, one, zero):
         out[i] = dy[i] * (one if x[i] > 0 else zero)  # the generic dy * float(x > 0), fused
 
 
-class NumbaKernels(UfuncKernels):
-    """numpy kernels with fused Adam/AdamW and SGD updates; other operations as UfuncKernels."""
+class NumbaOps(UfuncOps):
+    """numpy Ops with fused Adam/AdamW and SGD updates and ReLU backward; the rest as UfuncOps."""
 
     name = "numba"
-
-    def __init__(self):
-        super().__init__(np)
 
     def relu_backward(self, x, dy):
         """``dy * (x > 0)`` in one pass (C-contiguous arrays; others take the generic route)."""
@@ -82,16 +79,16 @@ class NumbaKernels(UfuncKernels):
 
     def optimizer(self, optimizer):
         if type(optimizer) in (Adam, AdamW):
-            return lambda grads, state, params, out: _adam_update(optimizer, grads, state, params, out)
+            return lambda grads, state, params, out, lr=None: _adam_update(optimizer, grads, state, params, out, lr)
         if type(optimizer) is SGD:
-            return lambda grads, state, params, out: _sgd_update(optimizer, grads, state, params, out)
+            return lambda grads, state, params, out, lr=None: _sgd_update(optimizer, grads, state, params, out, lr)
         return super().optimizer(optimizer)
 
 
-def _adam_update(opt, grads, state, params, out):
+def _adam_update(opt, grads, state, params, out, lr=None):
     cast = params.dtype.type
     beta1, beta2 = opt.betas
-    lr = opt.learning_rate(state.count)
+    lr = opt.learning_rate(state.count) if lr is None else lr
     step = state.count + 1
     grads = opt._clip(np, grads)
     decoupled = bool(opt.weight_decay) and opt._decoupled
@@ -102,11 +99,11 @@ def _adam_update(opt, grads, state, params, out):
     return AdamState(step, state.exp_avg, state.exp_avg_sq), None if finite else "exp_avg_sq"
 
 
-def _sgd_update(opt, grads, state, params, out):
+def _sgd_update(opt, grads, state, params, out, lr=None):
     cast = params.dtype.type
     grads = opt._clip(np, grads)
     first = state.momentum_buffer is None
     buffer = np.empty_like(params) if first and opt.momentum else state.momentum_buffer
-    _sgd(grads, params, buffer if buffer is not None else params, out, cast(opt.learning_rate(state.count)),
+    _sgd(grads, params, buffer if buffer is not None else params, out, cast(opt.learning_rate(state.count) if lr is None else lr),
          cast(opt.momentum), cast(opt.weight_decay), first, opt.nesterov, bool(opt.momentum), bool(opt.weight_decay))
     return SGDState(state.count + 1, buffer), None

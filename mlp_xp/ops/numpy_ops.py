@@ -1,13 +1,32 @@
-"""In-place fast paths for array libraries whose ufuncs take ``out=`` (numpy; cupy has the same API).
+"""numpy's Ops: in-place ufuncs with ``out=`` and preallocated buffers (numba fuses more, see
+:mod:`mlp_xp.ops.numba_ops`).
 
 Each optimizer update here performs exactly the operations of its generic counterpart in
 :mod:`mlp_xp.optim`, in the same order and with the same scalars, writing into preallocated
-buffers instead of allocating a new array per operation. Results are therefore bitwise identical.
+buffers instead of allocating a new array per operation. Results are therefore bitwise identical
+to :class:`~mlp_xp.ops.generic.GenericOps` (tests/test_kernels.py).
+
+On the CPU a finiteness flag costs nothing to read, so these Ops keep their flags as host
+booleans (``host_flags``): a step whose loss is not finite skips its update outright rather than
+computing it and selecting the old values.
 """
 
 from __future__ import annotations
 
 from ..optim import SGD, Adam, AdamState, AdamW, SGDState
+from .generic import GenericOps
+
+
+def numpy_ops(xp, device=None, use_numba=True):
+    """numpy's fastest Ops: numba's fused updates where numba is installed, else ufuncs."""
+    if use_numba:
+        try:
+            from .numba_ops import NumbaOps
+        except ImportError:
+            pass
+        else:
+            return NumbaOps(xp, device)
+    return UfuncOps(xp, device)
 
 
 def round_to_tf32_bits(a):
@@ -20,13 +39,45 @@ def round_to_tf32_bits(a):
     return rounded.view(numpy.float32)
 
 
-class UfuncKernels:
-    """Buffers-and-``out=`` versions of the hot operations for one array module."""
+class UfuncOps(GenericOps):
+    """Buffers-and-``out=`` versions of the hot operations, for numpy arrays."""
 
     name = "ufunc"
+    mutable = True
+    host_flags = True
 
-    def __init__(self, module):
-        self.module = module
+    def __init__(self, xp=None, device=None):
+        import numpy
+
+        super().__init__(xp if xp is not None else numpy, device)
+        self.module = numpy
+        self._updates = {}
+        self._buffers = None
+
+    # -- flags are host booleans: reading a numpy value is free
+    def finite(self, value):
+        return bool(self.module.isfinite(value))
+
+    def all_finite(self, array):
+        return bool(self.module.all(self.module.isfinite(array)))
+
+    def below(self, array, limit):
+        return bool(self.module.max(self.module.abs(array)) < limit)
+
+    def both(self, a, b):
+        return bool(a) and bool(b)
+
+    def select(self, ok, new, old):
+        return new if ok else old
+
+    def count(self, ok, total):
+        return total + int(bool(ok))
+
+    def zero_count(self):
+        return 0
+
+    def true(self):
+        return True
 
     # -- layer helpers: write a result into a preallocated gradient view
     def matmul(self, a, b, out):
@@ -39,10 +90,36 @@ class UfuncKernels:
         self.module.copyto(destination, source)
 
     # -- optimizers
+    def prepare(self, params):
+        """Train in two parameter buffers of our own, alternately: an update writes the buffer that
+        does not hold the current parameters, so the parameters before it stay intact (for the
+        non-finite guard) and nothing is allocated per step. Never writes into an array the
+        caller may still hold."""
+        params = self.module.array(params, copy=True)
+        self._buffers = (params, self.module.empty_like(params))
+        return params
+
+    def optimizer_update(self, optimizer, grads, state, params, ok, lr=None):
+        if not ok:  # a known-bad step: nothing is computed, nothing changes
+            return params, state, False
+        update = self._updates.get(id(optimizer))
+        if update is None or update[0] is not optimizer:
+            update = self._updates[id(optimizer)] = (optimizer, self.optimizer(optimizer))
+        kernel = update[1]
+        buffers = self._buffers
+        if kernel is None or buffers is None or buffers[0].shape != params.shape or buffers[0].dtype != params.dtype:
+            return super().optimizer_update(optimizer, grads, state, params, ok, lr)
+        # write into whichever buffer ``params`` is not (after a restore both may be "spare")
+        out = buffers[1] if params is buffers[0] else buffers[0]
+        state, overflowed = kernel(grads, state, params, out, lr)
+        if overflowed is not None:  # the moments are spoiled (fit resets them); the weights are not
+            return params, state, False
+        return out, state, True
+
     def optimizer(self, optimizer):
         """An in-place update for ``optimizer``, or None if it has no fast path here.
 
-        The update has the signature ``update(grads, state, params, out) -> (state,
+        The update has the signature ``update(grads, state, params, out, lr) -> (state,
         overflowed)``: it writes the new parameters into ``out`` (never into ``params``),
         updates the state's buffers in place, and names the squared-gradient state field that
         became inf or NaN (else None). ``grads`` may be overwritten.
@@ -69,11 +146,11 @@ class _UfuncUpdate:
 
 
 class _UfuncAdam(_UfuncUpdate):
-    def update(self, grads, state, params, out):
+    def update(self, grads, state, params, out, lr=None):
         np, opt = self.module, self.optimizer
         scratch = self.scratch(params)
         beta1, beta2 = opt.betas
-        lr = opt.learning_rate(state.count)
+        lr = opt.learning_rate(state.count) if lr is None else lr
         step = state.count + 1
         grads = opt._clip(np, grads)  # the generic clip: the module's sqrt/sum/minimum serve as xp
         source = params
@@ -106,9 +183,9 @@ class _UfuncAdam(_UfuncUpdate):
 
 
 class _UfuncSGD(_UfuncUpdate):
-    def update(self, grads, state, params, out):
+    def update(self, grads, state, params, out, lr=None):
         np, opt = self.module, self.optimizer
-        lr = opt.learning_rate(state.count)
+        lr = opt.learning_rate(state.count) if lr is None else lr
         grads = opt._clip(np, grads)
         if opt.weight_decay:
             scratch = self.scratch(params)

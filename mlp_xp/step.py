@@ -1,0 +1,184 @@
+"""One training step as a function of its inputs: ``train_step(state, x, y) -> (state, loss)``.
+
+A :class:`TrainState` holds everything a step reads and changes: the flat parameters, the
+optimizer state, the step number (the key of that step's Dropout masks), the non-finite guard
+and the running sums of the loss and metrics. A step does forward, loss, backward, the guard and
+the update, with no host read and no host upload on a device backend: ``fit`` (and anyone who
+writes their own loop) reads the guard and the sums only every so often.
+
+The guard keeps the promise of the non-finite check without a sync: ``guard.ok`` turns false at
+the first step whose loss, gradient (under ``on_nonfinite="skip_batch"`` or loss scaling) or
+squared-gradient optimizer state is not finite; from then on every update is frozen, so the
+parameters are those from before that step and ``guard.previous`` those from before the last
+update that landed. ``guard.landed`` counts the updates that landed since the last read, which
+names the step that failed.
+
+On the generic :mod:`mlp_xp.ops` the step is pure (no array is written in place), so
+``jax.jit`` compiles it whole (:func:`jit_train_step`); numpy's Ops write into preallocated
+buffers instead and keep the guard's flag on the host, where reading it is free.
+
+Example:
+    >>> import numpy as np, mlp_xp as mx
+    >>> from mlp_xp.step import init_state, make_train_step
+    >>> model = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Dropout(0.1), mx.Linear(8, 3), seed=0)
+    >>> optimizer = mx.optim.Adam(lr=1e-2)
+    >>> train_step = make_train_step(model, mx.losses.CrossEntropy(), optimizer)
+    >>> state = init_state(model, optimizer)
+    >>> x, y = np.ones((16, 4), np.float32), np.arange(16) % 3
+    >>> for _ in range(3):
+    ...     state, loss = train_step(state, x, y)
+    >>> state.step, bool(state.guard.ok), int(state.guard.landed)
+    (3, True, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Guard", "TrainState", "init_state", "make_train_step", "jit_train_step"]
+
+
+class Guard(NamedTuple):
+    """The non-finite guard, on the device.
+
+    Attributes:
+        ok: no non-finite loss, gradient or optimizer state since the last read (0-d bool).
+        landed: updates that landed since the last read (0-d int).
+        previous: the parameters from before the last update that landed.
+    """
+
+    ok: Any
+    landed: Any
+    previous: Any
+
+
+class TrainState(NamedTuple):
+    """Everything a step reads and changes.
+
+    Attributes:
+        params: the flat parameter vector.
+        opt_state: the optimizer's state (its ``count`` is the number of updates).
+        step: training steps taken by this model (keys the Dropout masks of the next one).
+        guard: the :class:`Guard`.
+        loss_sum: the sum of ``batch loss x batch rows`` over the steps that landed (0-d).
+        totals: each metric's running totals (see :mod:`mlp_xp.metrics`), or None before any.
+    """
+
+    params: Any
+    opt_state: Any
+    step: Any
+    guard: Guard
+    loss_sum: Any
+    totals: tuple
+
+
+def _zero(model):
+    ops = model.ops
+    if ops.host_flags:
+        return np.zeros((), dtype=model.dtype_name)[()]
+    return model.xp.zeros((), dtype=model.dtype, device=model.device)
+
+
+def init_state(model, optimizer, metrics=(), opt_state=None) -> TrainState:
+    """A state that starts from the model's parameters and ``optimizer``'s fresh state (or
+    ``opt_state``), at the model's step count, with a clear guard and empty sums."""
+    ops = model.ops
+    params = ops.prepare(model.params)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    return TrainState(params, opt_state, model.dropout_step, Guard(ops.true(), ops.zero_count(), params),
+                      _zero(model), (None,) * len(metrics))
+
+
+def cleared(model, state: TrainState, sums=True) -> TrainState:
+    """``state`` with its guard read and cleared (``previous`` stays: the weights from before
+    the last update that landed), and with ``sums``, its sums emptied."""
+    ops = model.ops
+    state = state._replace(guard=Guard(ops.true(), ops.zero_count(), state.guard.previous))
+    if sums:
+        state = state._replace(loss_sum=_zero(model), totals=(None,) * len(state.totals))
+    return state
+
+
+def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradients=False, scaled=False):
+    """The training step of ``model`` with ``loss`` and ``optimizer``.
+
+    Args:
+        model: a :class:`~mlp_xp.Sequential` (its Ops, precision and Dropout keys are used).
+        loss: an ``mx.losses`` loss.
+        optimizer: an ``mx.optim`` optimizer.
+        metrics: :mod:`mlp_xp.metrics` objects whose totals the step accumulates.
+        engine: a :mod:`mlp_xp.distributed` engine: each process computes its shard of the batch
+            and one all-reduce sums the gradients.
+        check_gradients: also fail a step whose gradient is too large for the optimizer's
+            squared state (``on_nonfinite="skip_batch"``: the batch is dropped before it can
+            spoil the moments).
+        scaled: float16 loss scaling: also fail a step whose gradient is not finite.
+
+    Returns:
+        ``train_step(state, x, y, scale=1.0, lr=None) -> (state, loss)``: ``scale`` is the loss
+        scale of mixed precision, ``lr`` overrides the optimizer's learning rate for this step
+        (default: its schedule at the update count); ``loss`` is the batch's mean loss (0-d).
+    """
+    from .ops.generic import SQUARED_STATE
+
+    ops, xp = model.ops, model.xp
+    grad_buffer = (xp.empty(model.num_parameters + (engine is not None), dtype=model.dtype)
+                   if ops.mutable else None)
+    squares = any(field in SQUARED_STATE for field in
+                  type(optimizer.init(xp.zeros(1, dtype=model.dtype, device=model.device)))._fields)
+    #: the largest gradient whose square is finite in the model's dtype
+    limit = math.sqrt(float(np.finfo(model.dtype_name).max)) if squares else math.inf
+
+    def train_step(state, x, y, scale=1.0, lr=None):
+        rows = x.shape[0]
+        if engine is None:
+            ctx = model._train_context(state.step)
+            value, grad, output = model._loss_and_flat_grad(state.params, x, y, loss, ctx, grad_buffer, scale)
+            target, count = y, rows
+        else:
+            from .training import _sharded_loss_and_grad
+
+            value, grad, output, target, count = _sharded_loss_and_grad(
+                model, engine, state.params, x, y, loss, state.step, grad_buffer, scale)
+        ok = ops.both(state.guard.ok, ops.finite(value))
+        if check_gradients and limit < math.inf:
+            ok = ops.both(ok, ops.below(grad, limit))
+        elif check_gradients or scaled:
+            ok = ops.both(ok, ops.all_finite(grad))
+        params, opt_state, ok = ops.optimizer_update(optimizer, grad, state.opt_state, state.params, ok, lr)
+        guard = Guard(ok, ops.count(ok, state.guard.landed), ops.select(ok, state.params, state.guard.previous))
+        if ops.host_flags:
+            loss_sum = state.loss_sum + value * rows if ok else state.loss_sum
+        else:
+            loss_sum = state.loss_sum + ops.select(ok, value * rows, 0.0)
+        totals = state.totals
+        if count and totals:
+            totals = tuple(metric.update(total, output, target, xp) for metric, total in zip(metrics, totals))
+        return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals), value
+
+    train_step.ops = ops
+    return train_step
+
+
+def jit_train_step(train_step):
+    """``train_step`` compiled whole by ``jax.jit`` (JAX's fast path): the step number and the
+    optimizer's count are traced, so one compilation serves every step of one batch shape."""
+    import jax
+
+    compiled = jax.jit(lambda state, x, y, lr: train_step(state, x, y, 1.0, lr))
+
+    def step(state, x, y, scale=1.0, lr=None):
+        if scale != 1.0:
+            raise ValueError("the jitted step has no loss scaling")
+        if isinstance(state.step, int):  # traced as uint32: the Dropout keys hash it on the device
+            import jax.numpy as jnp
+
+            state = state._replace(step=jnp.asarray(state.step, dtype=jnp.uint32))
+        return compiled(state, x, y, lr)
+
+    step.ops, step.jitted = train_step.ops, compiled
+    return step
