@@ -166,7 +166,8 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
 
 def jit_train_step(train_step):
     """``train_step`` compiled whole by ``jax.jit`` (JAX's fast path): the step number and the
-    optimizer's count are traced, so one compilation serves every step of one batch shape."""
+    optimizer's count are traced, so the compilations of the first steps (and of a last, smaller
+    batch) serve every later step."""
     import jax
 
     compiled = jax.jit(lambda state, x, y, lr: train_step(state, x, y, 1.0, lr))
@@ -174,10 +175,12 @@ def jit_train_step(train_step):
     def step(state, x, y, scale=1.0, lr=None):
         if scale != 1.0:
             raise ValueError("the jitted step has no loss scaling")
-        if isinstance(state.step, int):  # traced as uint32: the Dropout keys hash it on the device
+        if isinstance(state.step, int):  # host counters become device scalars of fixed types
             import jax.numpy as jnp
 
-            state = state._replace(step=jnp.asarray(state.step, dtype=jnp.uint32))
+            state = state._replace(step=jnp.asarray(state.step, dtype=jnp.uint32),
+                                   opt_state=state.opt_state._replace(
+                                       count=jnp.asarray(state.opt_state.count, dtype=jnp.int32)))
         return compiled(state, x, y, lr)
 
     step.ops, step.jitted = train_step.ops, compiled

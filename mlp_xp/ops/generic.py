@@ -131,11 +131,12 @@ class GenericOps:
         return self.xp.where(ok, new, old)
 
     def count(self, ok, total):
-        """``total + 1`` if ``ok`` else ``total`` (``total`` an int64 0-d array)."""
+        """``total + 1`` if ``ok`` else ``total`` (``total`` a 0-d integer array)."""
         return total + self.xp.astype(ok, total.dtype)
 
     def zero_count(self):
-        return self.xp.zeros((), dtype=self.xp.int64, device=self.device)
+        # the namespace's default integer (int32 in JAX without x64)
+        return self.xp.zeros((), dtype=self.xp.asarray(0).dtype, device=self.device)
 
     def true(self):
         return self.xp.ones((), dtype=self.xp.bool, device=self.device)
