@@ -194,14 +194,40 @@ def build_sklearn(workload, X, y):
     return run_epoch
 
 
+def build_mlp_xp_jax(workload, X, y):
+    """mlp_xp on the JAX backend (CPU): its training step compiled whole by jax.jit. One model,
+    loss and optimizer across rounds (the compiled step is kept on the model), reset to the same
+    initial weights and a fresh optimizer state each round; data put on the JAX device once."""
+    import jax.numpy as jnp
+
+    import mlp_xp as mx
+
+    spec = WORKLOADS[workload]
+    name, kwargs = spec["optimizer"]
+    loss = mx.losses.CrossEntropy()
+    template, _ = initial_weights(spec["widths"])
+    model = template.to(backend="jax")
+    start = model.params
+    optimizer = {"adam": mx.optim.Adam, "sgd": mx.optim.SGD}[name](**kwargs)
+    x, labels = jnp.asarray(X), jnp.asarray(y)
+
+    def run_epoch():
+        model.params, model._optimizer_state, model.dropout_step = start, None, 0
+        model.shuffle_rng = copy.deepcopy(template.shuffle_rng)  # the same batches as the others
+        history = model.fit(x, labels, loss=loss, optimizer=optimizer, epochs=1, batch_size=spec["batch"], verbose=0)
+        return history["loss"][-1]
+
+    return run_epoch
+
+
 CONTENDERS = {"floor": build_floor, "mlp_xp": build_mlp_xp, "mlp_xp-nonumba": build_mlp_xp_without_numba,
-              "torch": build_torch, "sklearn": build_sklearn}
+              "mlp_xp-jax": build_mlp_xp_jax, "torch": build_torch, "sklearn": build_sklearn}
 
 
 def available(contenders):
     keep = []
     for name in contenders:
-        module = {"torch": "torch", "sklearn": "sklearn"}.get(name)
+        module = {"torch": "torch", "sklearn": "sklearn", "mlp_xp-jax": "jax"}.get(name)
         if module:
             try:
                 __import__(module)

@@ -6,7 +6,8 @@
 # run from the repository root of a bare GPU machine (the device tool's: numpy, cupy, torch, pytest and
 # hypothesis are there). It installs what that machine lacks from wheels carried in .whl/ (array-api-compat,
 # array-api-strict; see the comment below), then writes into the folder given:
-#   nvidia-smi.txt, tests.log (the whole suite, cupy included), gpu-results.json and bench.log (G1-G3).
+#   nvidia-smi.txt, tests-parity.log (CuPy against NumPy, the step's tests), gpu-results.json and
+#   bench.log (G1-G3), then tests.log (the whole suite, cupy included).
 # To prepare .whl/ here (pure-Python wheels, any platform):
 #   python3 -m pip download --no-deps -d .whl array-api-compat==1.16.0 array-api-strict==2.6.1
 set -uo pipefail
@@ -24,6 +25,9 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 python3 -c "import cupy, mlp_xp; print('GPUs:', cupy.cuda.runtime.getDeviceCount(), 'mlp_xp', mlp_xp.__version__)" \
     || exit 1
 # the parity tests first: they say whether the timings below mean anything
-python3 -m pytest tests/test_gpu_parity.py -q -p no:cacheprovider -rs 2>&1 | tee "$out/tests-parity.log"
-python3 -m pytest tests -q -p no:cacheprovider -rfEs --durations=10 > "$out/tests.log" 2>&1; tail -n 40 "$out/tests.log"
-python3 benchmarks/gpu.py --output "$out/gpu-results.json" 2>&1 | tee "$out/bench.log"
+python3 -m pytest tests/test_gpu_parity.py tests/test_step.py -q -p no:cacheprovider -rfEs 2>&1 \
+    | tee "$out/tests-parity.log" | tail -n 15
+python3 benchmarks/gpu.py --output "$out/gpu-results.json" > "$out/bench.log" 2>&1; tail -n 30 "$out/bench.log"
+# the whole suite last: a run cut off at its time limit still leaves the log of what ran
+python3 -m pytest tests -q -p no:cacheprovider -rfEs --durations=10 > "$out/tests.log" 2>&1
+grep -E "^(FAILED|ERROR)|passed|failed" "$out/tests.log" | tail -n 25

@@ -229,6 +229,7 @@ class Sequential:
         state["backend"] = (self.backend.name, self.backend.device)
         state.pop("dtype")
         state["_ops"] = None
+        state.pop("_jit_steps", None)  # compiled functions: made again on the next fit
         state["params"] = to_numpy(self.params)
         if self._optimizer_state is not None:
             state["_optimizer_state"] = type(self._optimizer_state)(

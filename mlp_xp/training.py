@@ -485,9 +485,17 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     if optimizer is not model._optimizer or model._optimizer_state is None:
         model._optimizer, model._optimizer_state = optimizer, optimizer.init(model.params)
     check_grads = on_nonfinite == "skip_batch"
-    train_step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
     if model.backend.name == "jax" and engine is None and not scaling and model.dropout_masks == "device":
-        train_step = jit_train_step(train_step)  # JAX's fast path: the whole step compiled once
+        # JAX's fast path: the whole step compiled, kept on the model for later fits with the same
+        # loss and optimizer objects (a new function would compile again)
+        key = (id(loss), id(optimizer), tuple(map(repr, metric_list)), check_grads)
+        cached = model.__dict__.setdefault("_jit_steps", {}).get(key)
+        if cached is None or cached[0] is not loss or cached[1] is not optimizer:
+            step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
+            cached = model._jit_steps[key] = (loss, optimizer, jit_train_step(step))
+        train_step = cached[2]
+    else:
+        train_step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
     jitted = hasattr(train_step, "jitted")
     batch_hooks = hooks.has("on_batch_end")
     # read the guard after every step where that is free (host flags) or asked for: skipping a

@@ -67,6 +67,7 @@ class GenericOps:
         jax = array_api_compat.is_jax_namespace(xp)
         self._c = (lambda value: xp.asarray(value, dtype=xp.uint32)) if jax else int
         self._cache = not jax  # under jax.jit an array kept between calls would leak a tracer; XLA folds it
+        self._int = xp.int32 if jax else xp.int64  # (JAX has no int64 without x64)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -135,8 +136,7 @@ class GenericOps:
         return total + self.xp.astype(ok, total.dtype)
 
     def zero_count(self):
-        # the namespace's default integer (int32 in JAX without x64)
-        return self.xp.zeros((), dtype=self.xp.asarray(0).dtype, device=self.device)
+        return self.xp.zeros((), dtype=self._int, device=self.device)
 
     def true(self):
         return self.xp.ones((), dtype=self.xp.bool, device=self.device)
