@@ -48,8 +48,8 @@ def _kernels():
         p_out = param - step_size * m_i / (sqrt(v_i) / bias_correction2_sqrt + eps);
         """,
         "mlp_xp_adam")
-    below_inf = cupy.ReductionKernel(
-        "T v", "bool ok", "v < (T)INFINITY", "a && b", "ok = a", "true", "mlp_xp_all_below_inf")
+    below_inf = cupy.ReductionKernel(  # (NVRTC has no INFINITY macro: the limit is an argument)
+        "T v, T limit", "bool ok", "v < limit", "a && b", "ok = a", "true", "mlp_xp_all_below")
     freeze = cupy.ElementwiseKernel(
         "bool ok, T p_new, T m_new, T v_new, T p, T m, T v", "T p_out, T m_out, T v_out",
         "p_out = ok ? p_new : p; m_out = ok ? m_new : m; v_out = ok ? v_new : v;", "mlp_xp_freeze3")
@@ -90,6 +90,6 @@ class CupyOps(GenericOps):
             cast((1.0 - beta2 ** step) ** 0.5), cast(optimizer.eps), cast(lr / (1.0 - beta1 ** step)),
             cast(optimizer.weight_decay), cast(1.0 - lr * optimizer.weight_decay),
             bool(optimizer.weight_decay) and not decoupled, decoupled)
-        ok = self.both(ok, kernels["below_inf"](v_new))
+        ok = self.both(ok, kernels["below_inf"](v_new, cast(np.inf)))
         p, m, v = kernels["freeze"](ok, p_new, m_new, v_new, params, state.exp_avg, state.exp_avg_sq)
         return p, AdamState(step, m, v), ok
