@@ -4,8 +4,8 @@
   six); the masks are bitwise those of every other backend (integer arithmetic).
 - ``relu_backward``: ``dy * (x > 0)`` in one kernel instead of three.
 - Adam/AdamW: the update of parameters and both moments in one kernel, the guard's
-  squared-state check in one reduction, and the freeze (``ok ? new : old`` for all three) in one
-  more: three launches where the generic code makes about twenty.
+  squared-state check as ``cupy.max`` (CUB), and the freeze (``ok ? new : old`` for all three)
+  in one more kernel: five launches where the generic code makes about twenty.
 
 Everything stays on the device and nothing is written in place, as in the generic ops, so the
 step stays a pure function (CUDA-graph capture needs that and fixed shapes). CUDA contracts
@@ -48,12 +48,10 @@ def _kernels():
         p_out = param - step_size * m_i / (sqrt(v_i) / bias_correction2_sqrt + eps);
         """,
         "mlp_xp_adam")
-    below_inf = cupy.ReductionKernel(  # (NVRTC has no INFINITY macro: the limit is an argument)
-        "T v, T limit", "bool ok", "v < limit", "a && b", "ok = a", "true", "mlp_xp_all_below")
     freeze = cupy.ElementwiseKernel(
         "bool ok, T p_new, T m_new, T v_new, T p, T m, T v", "T p_out, T m_out, T v_out",
         "p_out = ok ? p_new : p; m_out = ok ? m_new : m; v_out = ok ? v_new : v;", "mlp_xp_freeze3")
-    return {"keep": keep, "relu_backward": relu_backward, "adam": adam, "below_inf": below_inf, "freeze": freeze}
+    return {"keep": keep, "relu_backward": relu_backward, "adam": adam, "freeze": freeze}
 
 
 class CupyOps(GenericOps):
@@ -90,6 +88,8 @@ class CupyOps(GenericOps):
             cast((1.0 - beta2 ** step) ** 0.5), cast(optimizer.eps), cast(lr / (1.0 - beta1 ** step)),
             cast(optimizer.weight_decay), cast(1.0 - lr * optimizer.weight_decay),
             bool(optimizer.weight_decay) and not decoupled, decoupled)
-        ok = self.both(ok, kernels["below_inf"](v_new, cast(np.inf)))
+        # cupy.max (CUB) rather than a ReductionKernel: cupy reduces a whole array in one block,
+        # which measured 40 ms on 58M elements of an H100 against well under 1 ms here
+        ok = self.both(ok, self.xp.max(v_new) < np.inf)
         p, m, v = kernels["freeze"](ok, p_new, m_new, v_new, params, state.exp_avg, state.exp_avg_sq)
         return p, AdamState(step, m, v), ok
