@@ -70,7 +70,8 @@ def main(argv=None):
             if round_:  # the first round warms up (kernel compilation, the memory pool)
                 times[name]["step"].append(step_time)
                 times[name]["update"].append(update_time)
-    report = {name: {kind: statistics.median(values) for kind, values in kinds.items()} for name, kinds in times.items()}
+    report = {name: {kind: statistics.median(values) for kind, values in kinds.items()}
+              for name, kinds in times.items()}
     report["parameters"] = model.num_parameters
     for kind in ("step", "update"):
         print(f"{kind:7s} generic {report['generic'][kind] * 1e3:8.3f} ms  fused {report['fused'][kind] * 1e3:8.3f} ms"

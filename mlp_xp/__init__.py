@@ -11,10 +11,10 @@ from ._errors import NonFiniteError, ShapeError
 from .compare import Comparison, compare
 from .diagnostics import layer_statistics
 from .gradcheck import GradientCheck, check_gradients
-from .io import load, save
+from .io import save
 from .layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU,
                      Softmax, Softplus, Tanh)
-from .model import Sequential
+from .model import Sequential, load
 from .training import History
 
 __version__ = "0.2.0"

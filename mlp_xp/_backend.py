@@ -1,7 +1,8 @@
 """The one place that turns a backend name into an Array API namespace and a device.
 
 Everything else in mlp_xp receives a :class:`Backend` and calls ``backend.xp.*``;
-nothing outside this module (and ``_kernels``) imports numpy or cupy to compute.
+nothing outside this module (and the backends' own :mod:`mlp_xp.ops` overrides) imports numpy or cupy
+to compute.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Save and load models in safetensors: tensors plus JSON metadata, never pickle.
+"""Save models in safetensors (tensors plus JSON metadata, never pickle); resume from them.
+
+:func:`mlp_xp.load` (in :mod:`mlp_xp.model`, which builds the model) reads these files with the
+helpers here; this module imports no model code, so io, model and training import no cycle.
 
 A file holds the parameters under their state_dict keys ("0.weight" of shape (in, out), ...),
 the optimizer's state vectors under "optimizer.<field>", and in its metadata the architecture
 (layer types and arguments), dtype, seed, the optimizer's type, hyperparameters and step count,
-the states of the model's two random generators, and what ``model.data`` knows of the training
+the states of the model's two random generators and its Dropout step count, and what ``model.data`` knows of the training
 data (input and target standardisation, class labels, column names). Loading parses JSON and raw tensors only,
 so an untrusted file can never run code. Writes go to a temporary file that is renamed over the
 target, so a crash mid-save leaves the previous file intact.
@@ -28,11 +31,11 @@ import tempfile
 import numpy as np
 
 from . import optim
-from ._backend import resolve_backend, to_numpy
+from ._backend import to_numpy
 from .layers import LAYER_TYPES
 from .optim import schedules
 
-__all__ = ["save", "load", "check_writable", "FORMAT_VERSION"]
+__all__ = ["save", "check_writable", "FORMAT_VERSION"]
 
 FORMAT_VERSION = "1"
 _OPTIMIZER_PREFIX = "optimizer."
@@ -415,41 +418,6 @@ def _restore_optimizer(model, tensors, text, optimizer=None):
         raise ValueError(f"the optimizer's step count must be an int >= 0, got {count!r}")
     model._optimizer, model._optimizer_state = optimizer, state_type(count, **fields)
     return optimizer
-
-
-def load(path, backend="numpy", device=None, dtype=None):
-    """Rebuild a model saved by :func:`save`.
-
-    Args:
-        path: the file.
-        backend, device: where to put the model (any backend, whatever it was saved from).
-        dtype: "float32" / "float64"; None keeps the saved dtype.
-
-    Returns:
-        The :class:`~mlp_xp.Sequential`, with its weights and random generators restored; if an
-        optimizer was saved, ``model.optimizer`` is it, with its state, ready for ``fit``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not an mlp_xp safetensors file, truncated, corrupt, or inconsistent.
-    """
-    from .model import Sequential
-
-    shapes, metadata = _open(path)
-    with _metadata_errors(path):
-        seed = metadata["seed"]
-        if not seed.isdigit():
-            raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
-        precision, _ = _precision_from_json(metadata.get("precision"))
-        dtype = dtype or metadata["dtype"]
-        model = Sequential._skeleton(_build_layers(metadata["layers"]), resolve_backend(backend, device), dtype,
-                                     int(seed), precision if dtype == "float32" else None)
-        tensors = _restore_weights(model, path, shapes, metadata)
-        if "data" in metadata:
-            model.data = _data_from_json(metadata["data"], model)
-        if "optimizer" in metadata:
-            _restore_optimizer(model, tensors, metadata["optimizer"])
-    return model
 
 
 def _precision_from_json(text):

@@ -588,3 +588,39 @@ class Sequential:
     def __call__(self, X):
         """``model(X)`` is ``model.predict(X)``: outputs in evaluation mode."""
         return self.predict(X)
+
+
+def load(path, backend="numpy", device=None, dtype=None):
+    """Rebuild a model saved by :func:`mlp_xp.save`.
+
+    Args:
+        path: the file.
+        backend, device: where to put the model (any backend, whatever it was saved from).
+        dtype: "float32" / "float64"; None keeps the saved dtype.
+
+    Returns:
+        The :class:`~mlp_xp.Sequential`, with its weights and random generators restored; if an
+        optimizer was saved, ``model.optimizer`` is it, with its state, ready for ``fit``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an mlp_xp safetensors file, truncated, corrupt, or inconsistent.
+    """
+    from .io import (_build_layers, _data_from_json, _metadata_errors, _open, _precision_from_json,
+                     _restore_optimizer, _restore_weights)
+
+    shapes, metadata = _open(path)
+    with _metadata_errors(path):
+        seed = metadata["seed"]
+        if not seed.isdigit():
+            raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
+        precision, _ = _precision_from_json(metadata.get("precision"))
+        dtype = dtype or metadata["dtype"]
+        model = Sequential._skeleton(_build_layers(metadata["layers"]), resolve_backend(backend, device), dtype,
+                                     int(seed), precision if dtype == "float32" else None)
+        tensors = _restore_weights(model, path, shapes, metadata)
+        if "data" in metadata:
+            model.data = _data_from_json(metadata["data"], model)
+        if "optimizer" in metadata:
+            _restore_optimizer(model, tensors, metadata["optimizer"])
+    return model

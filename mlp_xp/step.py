@@ -140,9 +140,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
             value, grad, output = model._loss_and_flat_grad(state.params, x, y, loss, ctx, grad_buffer, scale)
             target, count = y, rows
         else:
-            from .training import _sharded_loss_and_grad
-
-            value, grad, output, target, count = _sharded_loss_and_grad(
+            value, grad, output, target, count = sharded_loss_and_grad(
                 model, engine, state.params, x, y, loss, state.step, grad_buffer, scale)
         ok = ops.both(state.guard.ok, ops.finite(value))
         if check_gradients and limit < math.inf:
@@ -162,6 +160,42 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
 
     train_step.ops = ops
     return train_step
+
+
+def sharded_loss_and_grad(model, engine, params, x, target, loss, step=None, buffer=None, scale=1.0):
+    """The whole batch's mean loss and gradient from this process's shard and one all-reduce of
+    ``[count x gradient, count x loss]``; with ``buffer`` (numpy fast path, num_parameters + 1
+    elements) the gradient is written into it and reduced in place.
+
+    Returns (loss, flat gradient, this shard's output, this shard's target, its row count)."""
+    xp, rows, size = model.xp, x.shape[0], model.num_parameters
+    begin, end = engine.shard(0, rows)
+    count = end - begin
+    local_target, output = target[begin:end, ...], None
+    if count:
+        value, grad, output = model._loss_and_flat_grad(params, x[begin:end, ...], local_target, loss,
+                                                        model._train_context(step, rows, begin),
+                                                        None if buffer is None else buffer[:size], scale)
+        if buffer is None:
+            local = xp.concat([grad * count, xp.reshape(value * count, (1,))])
+        else:
+            local = buffer
+            local[size] = value
+            local *= count
+    else:  # fewer rows than processes: this one only keeps its host dropout generator in step
+        for index, layer in enumerate(model.layers):
+            if getattr(layer, "p", 0.0) and model.dropout_masks == "host":
+                model.dropout_rng.random((rows, model.features[index]))
+        local = xp.zeros(size + 1, dtype=model.dtype, device=model.device)
+        if buffer is not None:
+            buffer[...] = 0
+            local = buffer
+    total = engine.allreduce_sum(local, xp)
+    if buffer is None:
+        total = total / rows
+    else:
+        total /= rows  # in place, the same division
+    return total[size], total[:size], output, local_target, count
 
 
 def jit_train_step(train_step):

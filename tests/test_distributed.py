@@ -156,7 +156,8 @@ def test_nccl_on_one_gpu():
     sharded step gives the plain step's loss and gradient (runs where CuPy finds a GPU)."""
     import cupy
 
-    from mlp_xp.training import _sharded_loss_and_grad, make_context
+    from mlp_xp.step import sharded_loss_and_grad
+    from mlp_xp.training import make_context
 
     engine = mx.distributed.NCCL()
     assert engine.size == 1 and engine.is_main
@@ -166,7 +167,7 @@ def test_nccl_on_one_gpu():
                         seed=0)
     X, y = worker.data()
     x, target = cupy.asarray(X[:16]), cupy.asarray(y[:16])
-    value, grad, _, _, _ = _sharded_loss_and_grad(net, engine, net.params, x, target, mx.losses.CrossEntropy())
+    value, grad, _, _, _ = sharded_loss_and_grad(net, engine, net.params, x, target, mx.losses.CrossEntropy())
     plain, plain_grad, _ = net._loss_and_flat_grad(net.params, x, target, mx.losses.CrossEntropy(),
                                                    make_context(net, False))
     assert float(abs(value - plain)) < 1e-12 and float(cupy.max(cupy.abs(grad - plain_grad))) < 1e-12

@@ -223,3 +223,61 @@ def test_cupy_fused_ops_agree_with_the_generic_ops():
         huge = cupy.full(1000, 1e300 if dtype == "float64" else 1e30, dtype=dtype)
         frozen, _, ok = fused.optimizer_update(optimizer, huge, states[0], current[0], fused.true())
         assert not bool(ok) and frozen is not current[0] and cupy.array_equal(frozen, current[0])
+
+
+def _import_graph():
+    """mlp_xp's modules and the mlp_xp modules each imports (at the top or inside functions)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(mx.__file__).resolve().parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(("mlp_xp",) + parts).removesuffix(".__init__")
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                if node.module:
+                    targets.add(".".join(base + [node.module]))
+                else:
+                    targets.update(".".join(base + [alias.name]) for alias in node.names)
+    return graph
+
+
+def test_no_import_cycle_between_mlp_xp_modules():
+    graph = _import_graph()
+    graph = {name: {t for t in targets if t in graph and t != "mlp_xp"} for name, targets in graph.items()}
+    state = {}
+
+    def visit(name, path):
+        state[name] = "open"
+        for target in graph[name]:
+            assert state.get(target) != "open", f"import cycle: {' -> '.join(path + [target])}"
+            if target not in state:
+                visit(target, path + [target])
+        state[name] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+    assert "mlp_xp.io" in graph and "mlp_xp.model" not in graph["mlp_xp.io"]
+
+
+def test_the_generic_ops_and_the_step_import_no_array_library():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(mx.__file__).resolve().parent
+    for relative in ("ops/generic.py", "step.py", "layers.py", "losses.py", "optim.py"):
+        tree = ast.parse((root / relative).read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        if relative == "step.py":  # numpy for finfo and the host zeros of numpy's Ops; jax for jax.jit
+            assert not imported & {"cupy", "torch"}, relative
+        else:
+            assert not imported & {"numpy", "cupy", "torch", "jax"}, relative

@@ -26,9 +26,16 @@ def for_model(backend, dtype_name: str, use_numba: bool = True, fast: bool = Tru
     xp, device = backend.xp, backend.device
     if fast and dtype_name in ("float32", "float64"):
         if array_api_compat.is_numpy_namespace(xp):
-            from .numpy_ops import numpy_ops
+            if use_numba:  # numba's fused updates where numba is installed, else in-place ufuncs
+                try:
+                    from .numba_ops import NumbaOps
+                except ImportError:
+                    pass
+                else:
+                    return NumbaOps(xp, device)
+            from .numpy_ops import UfuncOps
 
-            return numpy_ops(xp, device, use_numba)
+            return UfuncOps(xp, device)
         if array_api_compat.is_cupy_namespace(xp):
             from .cupy_ops import CupyOps
 

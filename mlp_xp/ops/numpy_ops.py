@@ -17,18 +17,6 @@ from ..optim import SGD, Adam, AdamState, AdamW, SGDState
 from .generic import GenericOps
 
 
-def numpy_ops(xp, device=None, use_numba=True):
-    """numpy's fastest Ops: numba's fused updates where numba is installed, else ufuncs."""
-    if use_numba:
-        try:
-            from .numba_ops import NumbaOps
-        except ImportError:
-            pass
-        else:
-            return NumbaOps(xp, device)
-    return UfuncOps(xp, device)
-
-
 def round_to_tf32_bits(a):
     """numpy float32 rounded to TF32 with integer arithmetic on its bits (round half to even):
     bitwise the generic :func:`mlp_xp.precision.round_to_tf32`, several times faster."""
