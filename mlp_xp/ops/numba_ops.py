@@ -105,5 +105,6 @@ def _sgd_update(opt, grads, state, params, out, lr=None):
     first = state.momentum_buffer is None
     buffer = np.empty_like(params) if first and opt.momentum else state.momentum_buffer
     lr = opt.learning_rate(state.count) if lr is None else lr
-    _sgd(grads, params, buffer if buffer is not None else params, out, cast(lr), cast(opt.momentum), cast(opt.weight_decay), first, opt.nesterov, bool(opt.momentum), bool(opt.weight_decay))
+    _sgd(grads, params, buffer if buffer is not None else params, out, cast(lr), cast(opt.momentum),
+         cast(opt.weight_decay), first, opt.nesterov, bool(opt.momentum), bool(opt.weight_decay))
     return SGDState(state.count + 1, buffer), None
