@@ -36,7 +36,7 @@ def layer_statistics(model, X, y=None, loss=None):
     """
     xp = model.xp
     x = _validation.prepare_inputs(model, X)
-    per_layer = model._layer_params(model.params)
+    per_layer = model.layer_params()
     ctx = ForwardContext(xp, False)
     outputs, backwards = [], []
     for index, layer in enumerate(model.layers):
@@ -45,9 +45,9 @@ def layer_statistics(model, X, y=None, loss=None):
         backwards.append(backward)
     grads = [None] * len(outputs)
     if loss is not None:
-        model._check_loss(loss)
+        model.check_loss(loss)
         target = _validation.prepare_targets(model, y, loss, outputs[-1].shape[0])
-        stop = model._loss_forward_stop(loss)
+        stop = model.layers_before_loss(loss)
         _, grad = loss.value_and_grad(outputs[stop - 1], target, xp)
         for index in range(stop - 1, -1, -1):
             grads[index] = grad

@@ -8,7 +8,6 @@ import numpy as np
 
 from . import _validation
 from ._backend import to_numpy
-from .training import make_context
 
 __all__ = ["check_gradients", "GradientCheck"]
 
@@ -66,17 +65,18 @@ def check_gradients(model, X, y, loss, eps=1e-6, tolerance=1e-7, max_per_tensor=
         (True, True)
     """
     model = model.to(dtype="float64")
-    model._check_loss(loss)
+    model.check_loss(loss)
     x = _validation.prepare_inputs(model, X)
     target = _validation.prepare_targets(model, y, loss, x.shape[0])
     xp = model.xp
-    _, analytic_flat, _ = model._loss_and_flat_grad(model.params, x, target, loss, make_context(model, False))
+    _, analytic_flat, _ = model.value_and_grad(x, target, loss)
     analytic = _to_host(analytic_flat)
     base = _to_host(model.params).astype(np.float64)
     rng = np.random.default_rng(seed)
 
     def loss_at(flat_host):
-        return float(model._loss_value(model.backend.asarray(flat_host, dtype=xp.float64), x, target, loss))
+        params = model.backend.asarray(flat_host, dtype=xp.float64)
+        return float(loss.value(model.forward(x, params, loss=loss), target, xp))
 
     errors = {}
     checked = 0

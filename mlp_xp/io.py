@@ -193,13 +193,13 @@ def save(model, path, optimizer=None):
     if data:
         metadata["data"] = json.dumps(data)
     if model.precision.compute != model.dtype_name:
-        metadata["precision"] = json.dumps({**model.precision.config(), "scale": model._loss_scale.scale,
-                                            "good_steps": model._loss_scale.good_steps})
+        metadata["precision"] = json.dumps({**model.precision.config(), "scale": model.loss_scale.scale,
+                                            "good_steps": model.loss_scale.good_steps})
     if optimizer is not None:
-        if optimizer is not model._optimizer or model._optimizer_state is None:
+        if optimizer is not model.optimizer or model.optimizer_state is None:
             raise ValueError("this optimizer has no state in the model: pass the optimizer that fit() used, "
                              "or save without optimizer=")
-        state = model._optimizer_state
+        state = model.optimizer_state
         info = _optimizer_metadata(optimizer)
         info["state_type"] = type(state).__name__
         info["count"] = int(state.count)
@@ -416,7 +416,7 @@ def _restore_optimizer(model, tensors, text, optimizer=None):
     count = info["count"]
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"the optimizer's step count must be an int >= 0, got {count!r}")
-    model._optimizer, model._optimizer_state = optimizer, state_type(count, **fields)
+    model.set_optimizer(optimizer, state_type(count, **fields))
     return optimizer
 
 
@@ -479,5 +479,5 @@ def _restore_weights(model, path, shapes, metadata):
     _restore_rng(model, metadata["rng"])
     precision, loss_scale = _precision_from_json(metadata.get("precision"))
     if loss_scale is not None and precision == model.precision:
-        model._loss_scale = loss_scale
+        model.loss_scale = loss_scale
     return tensors

@@ -325,6 +325,16 @@ class Sequential:
 
     # ------------------------------------------------------------------ forward / backward
 
+    def layer_params(self, params=None):
+        """Per-layer dicts {name: array} of the flat ``params`` (default: the model's), as reshaped
+        slices (views where the backend has views)."""
+        return self._layer_params(self.params if params is None else params)
+
+    def layers_before_loss(self, loss) -> int:
+        """How many layers produce what ``loss`` takes: all of them, or all but a final
+        Softmax/Sigmoid that the loss folds in (it takes logits)."""
+        return self._loss_forward_stop(loss)
+
     def _layer_params(self, params):
         """Per-layer dicts of reshaped slices (views where the backend has views)."""
         xp = self.xp
@@ -444,10 +454,6 @@ class Sequential:
                 flat = flat / scale
         return value, flat, output
 
-    def _loss_value(self, params, x, target, loss):
-        output, _ = self._forward(params, x, self._context(), self._loss_forward_stop(loss))
-        return loss.value(output, target, self.xp)
-
     def loss_and_grad(self, X, y, loss, train=False):
         """The mean loss on (X, y) and its exact gradient, keyed like ``state_dict``.
 
@@ -469,6 +475,10 @@ class Sequential:
         if train:
             self.dropout_step += 1  # the next call draws fresh masks
         return float(value), self._unflatten(flat)
+
+    def check_loss(self, loss):
+        """Raise TypeError/ValueError where ``loss`` does not fit this model's output."""
+        self._check_loss(loss)
 
     def _check_loss(self, loss):
         if not isinstance(loss, Loss):
@@ -567,6 +577,90 @@ class Sequential:
         """The optimizer whose state this model holds (the last one ``fit`` used, or one loaded
         with the model), or None. Pass it to ``fit`` again to continue its state."""
         return self._optimizer
+
+    @property
+    def optimizer_state(self):
+        """The state of :attr:`optimizer` (its NamedTuple: moments on the device, ``count`` the
+        updates done), or None. ``fit`` continues from it and writes it back at each read."""
+        return self._optimizer_state
+
+    def set_optimizer(self, optimizer, state=None):
+        """Hold ``optimizer`` and its ``state`` (None: to be initialised by the next ``fit``)."""
+        self._optimizer, self._optimizer_state = optimizer, state
+
+    @optimizer_state.setter
+    def optimizer_state(self, state):
+        self._optimizer_state = state
+
+    @property
+    def loss_scale(self):
+        """The float16 loss scale (:class:`mlp_xp.precision.LossScale`: scale and good steps in
+        a row); 1.0 without loss scaling."""
+        return self._loss_scale
+
+    @loss_scale.setter
+    def loss_scale(self, value):
+        self._loss_scale = value
+
+    def train_state(self, optimizer=None, metrics=()):
+        """A :class:`mlp_xp.step.TrainState` starting from this model: its parameters, the state
+        of ``optimizer`` (default :attr:`optimizer`; a fresh state for another optimizer or where
+        none is held), its step count. :meth:`set_train_state` puts one back."""
+        from .step import init_state
+
+        optimizer = optimizer or self._optimizer
+        if optimizer is None:
+            raise ValueError("train_state needs an optimizer: pass one, or fit the model first")
+        held = self._optimizer_state if optimizer is self._optimizer else None
+        return init_state(self, optimizer, metrics, held)
+
+    def set_train_state(self, state, optimizer=None):
+        """Take the parameters, optimizer state and step count of a TrainState (read the guard
+        first: ``bool(state.guard.ok)``; the parameters of a failed step are the frozen ones)."""
+        opt_state = state.opt_state
+        if not isinstance(opt_state.count, int):  # a device scalar (under jax.jit)
+            opt_state = opt_state._replace(count=int(opt_state.count))
+        if optimizer is not None:
+            self._optimizer = optimizer
+        self.params, self._optimizer_state, self.dropout_step = state.params, opt_state, int(state.step)
+
+    def forward(self, x, params=None, loss=None, stop=None):
+        """The output of the model for ``x`` (an array of this backend, already checked), in
+        evaluation mode.
+
+        Args:
+            x: (batch, in_features) on the model's backend and device.
+            params: a flat parameter vector (default: the model's).
+            loss: the loss the output goes to: a Softmax/Sigmoid folded into it is left out, so
+                the output is what ``loss.value`` takes (logits).
+            stop: run only ``layers[:stop]``.
+        """
+        if loss is not None:
+            stop = self._loss_forward_stop(loss)
+        return self._forward(self.params if params is None else params, x, self._context(), stop)[0]
+
+    def value_and_grad(self, x, target, loss, params=None, train=False, step=None, rows=None, start=0,
+                       grad_out=None, scale=1.0):
+        """The mean loss of one batch, its gradient as one flat vector and the output the loss was
+        computed from, all on the device: the seam a training step is built on.
+
+        Args:
+            x, target: the batch (arrays of this backend; see ``_validation.prepare_*``).
+            loss: an ``mx.losses`` loss.
+            params: a flat parameter vector (default: the model's).
+            train: training mode: Dropout active with the masks of training step ``step``
+                (default: the model's next step).
+            rows, start: this process holds rows ``start:start + batch`` of a batch of ``rows``
+                (data-parallel): it draws the masks the whole batch would.
+            grad_out: a flat buffer the gradient is written into (mutable Ops only).
+            scale: the loss scale of mixed precision.
+
+        Returns:
+            (loss, flat gradient, output), device arrays.
+        """
+        ctx = self._train_context(step, rows, start) if train else self._context()
+        return self._loss_and_flat_grad(self.params if params is None else params, x, target, loss, ctx,
+                                        grad_out, scale)
 
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",

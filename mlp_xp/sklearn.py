@@ -385,13 +385,12 @@ class _BaseMLP(BaseEstimator):
         if scipy.sparse.issparse(X_batch):
             value = grad = 0.0
             for rows in gen_batches(X_batch.shape[0], _SPARSE_CHUNK):
-                part_value, part_grad, _ = model._loss_and_flat_grad(
-                    params, self._device_batch(X_batch, rows), targets_batch[rows.start:rows.stop, ...],
-                    self._loss_object, model._context())
+                part_value, part_grad, _ = model.value_and_grad(
+                    self._device_batch(X_batch, rows), targets_batch[rows.start:rows.stop, ...],
+                    self._loss_object, params)
                 value, grad = value + part_value, grad + part_grad
         else:
-            value, grad, _ = model._loss_and_flat_grad(params, X_batch, targets_batch, self._loss_object,
-                                                       model._context())
+            value, grad, _ = model.value_and_grad(X_batch, targets_batch, self._loss_object, params)
         weights = params * self._weight_mask
         value = value / weight_sum + (0.5 * self.alpha) * xp.sum(weights * weights) / weight_sum
         return value, grad / weight_sum + self.alpha * weights / weight_sum

@@ -136,8 +136,8 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
     def train_step(state, x, y, scale=1.0, lr=None):
         rows = x.shape[0]
         if engine is None:
-            ctx = model._train_context(state.step)
-            value, grad, output = model._loss_and_flat_grad(state.params, x, y, loss, ctx, grad_buffer, scale)
+            value, grad, output = model.value_and_grad(x, y, loss, state.params, train=True, step=state.step,
+                                                       grad_out=grad_buffer, scale=scale)
             target, count = y, rows
         else:
             value, grad, output, target, count = sharded_loss_and_grad(
@@ -173,9 +173,9 @@ def sharded_loss_and_grad(model, engine, params, x, target, loss, step=None, buf
     count = end - begin
     local_target, output = target[begin:end, ...], None
     if count:
-        value, grad, output = model._loss_and_flat_grad(params, x[begin:end, ...], local_target, loss,
-                                                        model._train_context(step, rows, begin),
-                                                        None if buffer is None else buffer[:size], scale)
+        value, grad, output = model.value_and_grad(x[begin:end, ...], local_target, loss, params, train=True,
+                                                   step=step, rows=rows, start=begin,
+                                                   grad_out=None if buffer is None else buffer[:size], scale=scale)
         if buffer is None:
             local = xp.concat([grad * count, xp.reshape(value * count, (1,))])
         else:

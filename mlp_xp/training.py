@@ -11,11 +11,10 @@ import numpy as np
 
 from . import _validation
 from ._errors import NonFiniteError
-from .layers import ForwardContext
 from .optim import Optimizer
-from .step import cleared, init_state, jit_train_step, make_train_step
+from .step import cleared, jit_train_step, make_train_step
 
-__all__ = ["fit", "evaluate", "predict", "History", "make_context"]
+__all__ = ["fit", "evaluate", "predict", "History"]
 
 
 class History(dict):
@@ -75,11 +74,6 @@ class History(dict):
         return figure
 
 
-def make_context(model, train: bool) -> ForwardContext:
-    """A forward context: in training, with the Dropout masks of the model's next step."""
-    return model._train_context() if train else model._context()
-
-
 def _batches(count, batch_size):
     return [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
 
@@ -94,11 +88,8 @@ def _first_non_finite_parameter(model, params):
 
 def _first_non_finite_activation(model, params, x):
     xp = model.xp
-    per_layer = model._layer_params(params)
-    ctx = model._context()
     for index, layer in enumerate(model.layers):
-        x, _ = layer.forward(per_layer[index], x, ctx)
-        if not bool(xp.all(xp.isfinite(x))):
+        if not bool(xp.all(xp.isfinite(model.forward(x, params, stop=index + 1)))):
             return f"output of layer {index} ({layer!r})"
     return None
 
@@ -188,10 +179,9 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
     from .ops import GenericOps
 
     generic = GenericOps(model.xp, model.device)
-    ctx = model._train_context(kept.step)
-    if model.dropout_masks == "host":  # the host generator has moved on: the masks cannot be redrawn
-        ctx = model._context()
-    value, grad, _ = model._loss_and_flat_grad(kept.params, x, target, loss, ctx, None, model._loss_scale.scale)
+    # (host-drawn masks cannot be drawn again: the generator has moved on; then without Dropout)
+    value, grad, _ = model.value_and_grad(x, target, loss, kept.params, train=model.dropout_masks == "device",
+                                          step=kept.step, scale=model.loss_scale.scale)
     if value_finite is None:
         value_finite = bool(generic.finite(value))
     if not value_finite or not bool(generic.all_finite(grad)) or model.precision.scaled:
@@ -386,7 +376,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     from .datasets import Batches
     from .schedules import resolve
 
-    model._check_loss(loss)
+    model.check_loss(loss)
     if not isinstance(optimizer, Optimizer):
         hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
         raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
@@ -446,8 +436,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     optimizer.lr = resolve(optimizer.lr, steps_per_epoch, epochs)
 
     xp, ops = model.xp, model.ops
-    if optimizer is not model._optimizer or model._optimizer_state is None:
-        model._optimizer, model._optimizer_state = optimizer, optimizer.init(model.params)
+    if optimizer is not model.optimizer or model.optimizer_state is None:
+        model.set_optimizer(optimizer, optimizer.init(model.params))
     check_grads = on_nonfinite == "skip_batch"
     if model.backend.name == "jax" and engine is None and not scaling and model.dropout_masks == "device":
         # JAX's fast path: the whole step compiled, kept on the model for later fits with the same
@@ -466,20 +456,15 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     # batch, loss scaling and per-batch callbacks decide on the host after each step
     every_step = ops.host_flags or check_grads or scaling or batch_hooks
     copy_for_hooks = ops.mutable  # mutable Ops overwrite their parameter buffers two steps later
-    state = init_state(model, optimizer, metric_list, model._optimizer_state)
+    state = model.train_state(optimizer, metric_list)
     history = History({key: [] for key in log_keys})
     hooks.call("on_train_begin", model=model)
 
-    def commit(state):
-        """The model takes the state's parameters, optimizer state and step count (as host ints)."""
-        opt_state = state.opt_state
-        if not isinstance(opt_state.count, int):  # a device scalar under jax.jit
-            opt_state = opt_state._replace(count=int(opt_state.count))
-        model.params, model._optimizer_state, model.dropout_step = state.params, opt_state, int(state.step)
+    commit = model.set_train_state
 
     def fail(error, bar):
         """Raise ``error`` or (with on_nonfinite="stop") record it; the optimizer state is reset."""
-        model._optimizer_state = None
+        model.optimizer_state = None
         if on_nonfinite == "stop":
             history.stop_reason = str(error)
             return True
@@ -493,7 +478,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
         if model.params is not state.params:  # a callback replaced them (EarlyStopping restores, ...)
-            state = init_state(model, optimizer, metric_list, model._optimizer_state)
+            state = model.train_state(optimizer, metric_list)
         state = cleared(model, state)
         if streaming:
             batches = ((xb, yb, (xb, yb)) for xb, yb in X.epoch(model.shuffle_rng, shuffle))
@@ -510,8 +495,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             count = x_batch.shape[0]
             before = state
             # under jit, the learning rate from the host's count of updates (never read from the device)
-            lr = optimizer.learning_rate(model._optimizer_state.count + len(window)) if jitted else None
-            state, value = train_step(state, x_batch, target_batch, model._loss_scale.scale, lr)
+            lr = optimizer.learning_rate(model.optimizer_state.count + len(window)) if jitted else None
+            state, value = train_step(state, x_batch, target_batch, model.loss_scale.scale, lr)
             window.append((step, count, recipe))
             if engine is not None:
                 begin, end = engine.shard(0, count)
@@ -522,7 +507,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             if bool(state.guard.ok):  # the read: one host sync
                 seen += sum(rows for _, rows, _ in window)
                 if scaling:
-                    model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, False)
+                    model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, False)
                 commit(state)
                 state = cleared(model, state, sums=False)
                 consecutive_skips = 0
@@ -546,9 +531,9 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 model, loss, x, target, failed_recipe, streaming)
             kept = state._replace(step=state.step - len(window) + landed)
             value_finite = ops.finite(value) if every_step else None
-            if scaling and value_finite and model.precision.dynamic and model._loss_scale.scale > 1.0:
+            if scaling and value_finite and model.precision.dynamic and model.loss_scale.scale > 1.0:
                 # the scaled backward pass overflowed float16: skip the step and halve the scale
-                model._loss_scale = _next_loss_scale(model.precision, model._loss_scale, True)
+                model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, True)
                 skipped_steps += 1
                 state = cleared(model, before, sums=False)._replace(step=before.step + 1)
                 commit(state)  # the same weights, one step on: the next step draws fresh masks
@@ -600,12 +585,12 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         if validation is not None:
             for key, value in _evaluate_prepared(model, *validation, loss, metric_list).items():
                 logs[f"val_{key}"] = value
-        updates = model._optimizer_state.count if model._optimizer_state is not None else 0
+        updates = model.optimizer_state.count if model.optimizer_state is not None else 0
         logs["lr"] = optimizer.learning_rate(max(int(updates) - 1, 0))
         if on_nonfinite == "skip_batch":
             logs["skipped_batches"] = skipped
         if scaling:
-            logs["loss_scale"], logs["skipped_steps"] = model._loss_scale.scale, skipped_steps
+            logs["loss_scale"], logs["skipped_steps"] = model.loss_scale.scale, skipped_steps
         for key, value in logs.items():
             history[key].append(value)
         elapsed = time.perf_counter() - started
@@ -637,7 +622,7 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     """
     from . import metrics as metrics_module
 
-    model._check_loss(loss)
+    model.check_loss(loss)
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     metric_list = metrics_module.resolve(metrics, loss)
     x = _validation.prepare_inputs(model, X)
@@ -648,13 +633,11 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
 def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024):
     """evaluate() on inputs and targets already checked and on the backend (fit's validation data)."""
     xp = model.xp
-    stop_layer = model._loss_forward_stop(loss)
-    ctx = model._context()
     loss_sum = 0.0
     totals = [None] * len(metric_list)
     samples = x.shape[0]
     for start, stop in _batches(samples, batch_size):
-        output, _ = model._forward(model.params, x[start:stop, ...], ctx, stop_layer)
+        output = model.forward(x[start:stop, ...], loss=loss)
         target_batch = target[start:stop, ...]
         loss_sum = loss_sum + loss.value(output, target_batch, xp) * (stop - start)
         for index, metric in enumerate(metric_list):
@@ -674,7 +657,5 @@ def predict(model, X, batch_size=1024):
     """
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     x = _validation.prepare_inputs(model, X)
-    ctx = model._context()
-    outputs = [model._forward(model.params, x[start:stop, ...], ctx)[0]
-               for start, stop in _batches(x.shape[0], batch_size)]
+    outputs = [model.forward(x[start:stop, ...]) for start, stop in _batches(x.shape[0], batch_size)]
     return outputs[0] if len(outputs) == 1 else model.xp.concat(outputs, axis=0)

@@ -157,7 +157,6 @@ def test_nccl_on_one_gpu():
     import cupy
 
     from mlp_xp.step import sharded_loss_and_grad
-    from mlp_xp.training import make_context
 
     engine = mx.distributed.NCCL()
     assert engine.size == 1 and engine.is_main
@@ -168,6 +167,5 @@ def test_nccl_on_one_gpu():
     X, y = worker.data()
     x, target = cupy.asarray(X[:16]), cupy.asarray(y[:16])
     value, grad, _, _, _ = sharded_loss_and_grad(net, engine, net.params, x, target, mx.losses.CrossEntropy())
-    plain, plain_grad, _ = net._loss_and_flat_grad(net.params, x, target, mx.losses.CrossEntropy(),
-                                                   make_context(net, False))
+    plain, plain_grad, _ = net.value_and_grad(x, target, mx.losses.CrossEntropy())
     assert float(abs(value - plain)) < 1e-12 and float(cupy.max(cupy.abs(grad - plain_grad))) < 1e-12
