@@ -172,6 +172,15 @@ def _gather(model, loss, x, target, recipe, streaming):
     return xp.take(x, order[start:stop], axis=0), xp.take(target, order[start:stop], axis=0)
 
 
+def _failed_step(state, window):
+    """At a read that found the guard down: (the state as it was before the failing step, that
+    step's number in the epoch, the rows of the steps before it that landed). ``window`` holds
+    (step, rows, recipe) of each step since the last read."""
+    landed = int(state.guard.landed)
+    kept = state._replace(step=state.step - len(window) + landed)
+    return kept, window[landed][0], sum(rows for _, rows, _ in window[:landed])
+
+
 def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, value_finite=None):
     """The NonFiniteError of a step the guard stopped, found by running it again from the weights
     it started from (``kept``; the step is a function of them, its batch and its key), and the
@@ -523,13 +532,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                         last_refresh = time.monotonic()
                 window.clear()
                 continue
-            # a step failed: which one, and why (replayed from the kept weights on the host side)
-            landed = int(state.guard.landed)
-            failed_step, failed_rows, failed_recipe = window[landed]
-            seen += sum(rows for _, rows, _ in window[:landed])
-            failed_x, failed_target = (x_batch, target_batch) if every_step else _gather(
-                model, loss, x, target, failed_recipe, streaming)
-            kept = state._replace(step=state.step - len(window) + landed)
+            kept, failed_step, landed_rows = _failed_step(state, window)
+            seen += landed_rows
             value_finite = ops.finite(value) if every_step else None
             if scaling and value_finite and model.precision.dynamic and model.loss_scale.scale > 1.0:
                 # the scaled backward pass overflowed float16: skip the step and halve the scale
@@ -548,6 +552,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 window.clear()
                 continue
             commit(kept)
+            failed_x, failed_target = (x_batch, target_batch) if every_step else _gather(
+                model, loss, x, target, window[failed_step - window[0][0]][2], streaming)
             error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target,
                               skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0,
                               value_finite=value_finite)
@@ -562,12 +568,11 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 if bar is not None:
                     bar.update(sum(rows for _, rows, _ in window))
             else:  # as above, without skipping: the epoch is over
-                landed = int(state.guard.landed)
-                failed_step, _, failed_recipe = window[landed]
-                seen += sum(rows for _, rows, _ in window[:landed])
-                kept = state._replace(step=state.step - len(window) + landed)
+                kept, failed_step, landed_rows = _failed_step(state, window)
+                seen += landed_rows
                 commit(kept)
-                failed_x, failed_target = _gather(model, loss, x, target, failed_recipe, streaming)
+                failed_x, failed_target = _gather(model, loss, x, target, window[failed_step - window[0][0]][2],
+                                                  streaming)
                 error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target)
                 state = kept._replace(params=model.params)
                 stop_training = fail(error, bar)

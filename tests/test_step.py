@@ -65,8 +65,9 @@ def test_numpy_and_strict_on_a_device_train_bitwise_alike():
     assert results[0][1:] == results[1][1:]
 
 
+@pytest.mark.parametrize("sync_every", [None, 3])
 @pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
-def test_the_guard_names_the_failing_step_and_keeps_the_weights_before_it(backend):
+def test_the_guard_names_the_failing_step_and_keeps_the_weights_before_it(backend, sync_every):
     """A NaN in the middle of an epoch, read only at the epoch's end on a device."""
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(80, 5)), rng.normal(size=80)
@@ -77,7 +78,8 @@ def test_the_guard_names_the_failing_step_and_keeps_the_weights_before_it(backen
     reference.fit(X[:30], y[:30], mx.losses.MSE(), mx.optim.SGD(lr=0.01), batch_size=10, shuffle=False, verbose=0)
     with count_array_work() as work, pytest.raises(mx.NonFiniteError, match="epoch 1, step 5") as info:
         with np.errstate(over="ignore", invalid="ignore"):
-            model.fit(X, y, mx.losses.MSE(), mx.optim.SGD(lr=0.01), batch_size=10, shuffle=False, verbose=0)
+            model.fit(X, y, mx.losses.MSE(), mx.optim.SGD(lr=0.01), batch_size=10, shuffle=False, verbose=0,
+                      sync_every=sync_every)  # with 3: found at the read after step 6, else at the epoch's end
     assert info.value.step == 5 and info.value.epoch == 1
     # the steps after the bad one were frozen; the parameters are finite, so the update before it
     # may have caused the overflow and is undone too: the weights are those of 3 clean steps
