@@ -17,7 +17,7 @@ from . import _validation, training
 from . import precision as precisions
 from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name, to_numpy
 from ._errors import ShapeError
-from .layers import ForwardContext, Layer, Linear
+from .layers import Dropout, ForwardContext, Layer, Linear
 from .losses import Loss
 
 __all__ = ["Sequential", "ParamSpec", "DataInfo"]
@@ -356,6 +356,8 @@ class Sequential:
         training step ``step`` (default: the next one), or drawn on the host with
         ``dropout_masks="host"``. ``rows``/``start``: this process holds rows ``start:start +
         shape[0]`` of a batch of ``rows`` (data-parallel), and draws what one process would."""
+        if not any(isinstance(layer, Dropout) and layer.p for layer in self.layers):
+            return self._context(True)  # nothing random: no mask source to build
         if self.dropout_masks == "host":
             backend, rng = self.backend, self.dropout_rng
             if rows is None:
