@@ -102,7 +102,10 @@ class CrossEntropy(Loss):
     def _target_distribution(self, xp, output, target):
         classes = output.shape[-1]
         if target.ndim == 1:  # integer labels -> one-hot, built per batch
-            device = array_api_compat.device(target)
+            try:
+                device = target.device
+            except AttributeError:  # a JAX tracer (under jax.jit) has none
+                device = array_api_compat.device(target)
             classes_row = xp.reshape(xp.arange(classes, dtype=target.dtype, device=device), (1, -1))
             target = xp.astype(xp.reshape(target, (-1, 1)) == classes_row, output.dtype)
         if self.label_smoothing:

@@ -166,6 +166,7 @@ class Sequential:
         self._optimizer = None
         self._optimizer_state = None
         self._ops = None  # resolved on first use: importing numba is not free
+        self._contexts = {}  # the plain forward contexts, by training mode
         #: "device": Dropout masks hashed on the device from (seed, step); "host": drawn from
         #: ``dropout_rng`` on the host and copied up (identical on every backend: mx.compare)
         self.dropout_masks = "device"
@@ -229,6 +230,7 @@ class Sequential:
         state["backend"] = (self.backend.name, self.backend.device)
         state.pop("dtype")
         state["_ops"] = None
+        state["_contexts"] = {}
         state.pop("_jit_steps", None)  # compiled functions: made again on the next fit
         state["params"] = to_numpy(self.params)
         if self._optimizer_state is not None:
@@ -347,9 +349,16 @@ class Sequential:
     def _context(self, train=False, uniform=None, keep=None) -> ForwardContext:
         """The forward context of this model's precision: its Ops for plain float32/float64, the
         precision's matrix product (and the generic ops) otherwise."""
+        plain = uniform is None and keep is None
+        if plain and self._contexts.get(train) is not None and self._contexts[train].ops is self._ops:
+            return self._contexts[train]  # (a context holds no state: one per mode serves every step)
         if self.precision.compute == self.dtype_name:
-            return ForwardContext(self.xp, train, uniform, self.ops, None, keep)
-        return ForwardContext(self.xp, train, uniform, None, self._precision_matmul(), keep)
+            ctx = ForwardContext(self.xp, train, uniform, self.ops, None, keep)
+        else:
+            ctx = ForwardContext(self.xp, train, uniform, None, self._precision_matmul(), keep)
+        if plain and self.precision.compute == self.dtype_name:
+            self._contexts[train] = ctx
+        return ctx
 
     def _train_context(self, step=None, rows=None, start=0):
         """The training context of one step: Dropout masks hashed on the device from the key of

@@ -97,7 +97,11 @@ def cleared(model, state: TrainState, sums=True) -> TrainState:
     """``state`` with its guard read and cleared (``previous`` stays: the weights from before
     the last update that landed), and with ``sums``, its sums emptied."""
     ops = model.ops
-    state = state._replace(guard=Guard(ops.true(), ops.zero_count(), state.guard.previous))
+    if sums or not ops.host_flags or state.guard.landed != 1 or state.guard.ok is not True:
+        state = state._replace(guard=Guard(ops.true(), ops.zero_count(), state.guard.previous))
+    else:  # host flags after one good step, the common case on numpy: one tuple, not three
+        state = TrainState(state.params, state.opt_state, state.step, Guard(True, 0, state.guard.previous),
+                           state.loss_sum, state.totals)
     if sums:
         state = state._replace(loss_sum=_zero(model), totals=(None,) * len(state.totals))
     return state
@@ -133,12 +137,17 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
     #: the largest gradient whose square is finite in the model's dtype
     limit = math.sqrt(float(np.finfo(model.dtype_name).max)) if squares else math.inf
 
+    # without Dropout a step's forward context is the same every step: made once
+    fixed = None if any(getattr(layer, "p", 0.0) for layer in model.layers) else model._train_context()
+
     def train_step(state, x, y, scale=1.0, lr=None):
         rows = x.shape[0]
-        if engine is None:
+        target, count = y, rows
+        if engine is None and fixed is not None:
+            value, grad, output = model._loss_and_flat_grad(state.params, x, y, loss, fixed, grad_buffer, scale)
+        elif engine is None:
             value, grad, output = model.value_and_grad(x, y, loss, state.params, train=True, step=state.step,
                                                        grad_out=grad_buffer, scale=scale)
-            target, count = y, rows
         else:
             value, grad, output, target, count = sharded_loss_and_grad(
                 model, engine, state.params, x, y, loss, state.step, grad_buffer, scale)
@@ -155,7 +164,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
             loss_sum = state.loss_sum + ops.select(ok, value * rows, 0.0)
         totals = state.totals
         if count and totals:
-            totals = tuple(metric.update(total, output, target, xp) for metric, total in zip(metrics, totals))
+            totals = tuple([metric.update(total, output, target, xp) for metric, total in zip(metrics, totals)])
         return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals), value
 
     train_step.ops = ops

@@ -499,6 +499,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         bar = _progress_bar(verbose, epoch, epochs, samples)
         seen = seen_local = skipped = skipped_steps = 0
         window = []  # (step, rows, batch or how to gather it) of each step since the last read
+        window_rows = 0
         last_refresh = 0.0
         for step, (x_batch, target_batch, recipe) in enumerate(batches, start=1):
             count = x_batch.shape[0]
@@ -507,6 +508,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             lr = optimizer.learning_rate(model.optimizer_state.count + len(window)) if jitted else None
             state, value = train_step(state, x_batch, target_batch, model.loss_scale.scale, lr)
             window.append((step, count, recipe))
+            window_rows += count
             if engine is not None:
                 begin, end = engine.shard(0, count)
                 seen_local += end - begin
@@ -514,7 +516,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             if not (every_step or refresh or (sync_every and len(window) >= sync_every)):
                 continue
             if bool(state.guard.ok):  # the read: one host sync
-                seen += sum(rows for _, rows, _ in window)
+                seen += window_rows
                 if scaling:
                     model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, False)
                 commit(state)
@@ -526,11 +528,12 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                         model.params = state.params
                     hooks.call("on_batch_end", step=step, loss=float(value), model=model)
                 if bar is not None:
-                    bar.update(sum(rows for _, rows, _ in window))
+                    bar.update(window_rows)
                     if refresh:
                         bar.set_postfix(loss=f"{float(state.loss_sum) / max(seen, 1):.4f}", refresh=False)
                         last_refresh = time.monotonic()
                 window.clear()
+                window_rows = 0
                 continue
             kept, failed_step, landed_rows = _failed_step(state, window)
             seen += landed_rows
@@ -542,6 +545,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 state = cleared(model, before, sums=False)._replace(step=before.step + 1)
                 commit(state)  # the same weights, one step on: the next step draws fresh masks
                 window.clear()
+                window_rows = 0
                 continue
             if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
                     and _first_non_finite_parameter(model, before.params) is None):
@@ -550,6 +554,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 state = cleared(model, before, sums=False)._replace(step=before.step + 1)
                 commit(state)  # the same weights, one step on: the next step draws fresh masks
                 window.clear()
+                window_rows = 0
                 continue
             commit(kept)
             failed_x, failed_target = (x_batch, target_batch) if every_step else _gather(
@@ -563,10 +568,10 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 break
         if not stop_training and window:  # the epoch's last steps
             if bool(state.guard.ok):
-                seen += sum(rows for _, rows, _ in window)
+                seen += window_rows
                 commit(state)
                 if bar is not None:
-                    bar.update(sum(rows for _, rows, _ in window))
+                    bar.update(window_rows)
             else:  # as above, without skipping: the epoch is over
                 kept, failed_step, landed_rows = _failed_step(state, window)
                 seen += landed_rows

@@ -13,6 +13,8 @@ computing it and selecting the old values.
 
 from __future__ import annotations
 
+import math
+
 from ..optim import SGD, Adam, AdamState, AdamW, SGDState
 from .generic import GenericOps
 
@@ -44,7 +46,7 @@ class UfuncOps(GenericOps):
 
     # -- flags are host booleans: reading a numpy value is free
     def finite(self, value):
-        return bool(self.module.isfinite(value))
+        return math.isfinite(value)  # a 0-d numpy value: the same answer, several times faster
 
     def all_finite(self, array):
         return bool(self.module.all(self.module.isfinite(array)))
