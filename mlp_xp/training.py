@@ -538,19 +538,18 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             kept, failed_step, landed_rows = _failed_step(state, window)
             seen += landed_rows
             value_finite = ops.finite(value) if every_step else None
-            if scaling and value_finite and model.precision.dynamic and model.loss_scale.scale > 1.0:
-                # the scaled backward pass overflowed float16: skip the step and halve the scale
-                model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, True)
-                skipped_steps += 1
-                state = cleared(model, before, sums=False)._replace(step=before.step + 1)
-                commit(state)  # the same weights, one step on: the next step draws fresh masks
-                window.clear()
-                window_rows = 0
-                continue
-            if (on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
-                    and _first_non_finite_parameter(model, before.params) is None):
-                skipped += 1
-                consecutive_skips += 1
+            # the scaled backward pass overflowed float16 (skip the step, halve the scale), or a batch
+            # to skip while the weights are finite and skipping has not lasted an epoch
+            rescale = scaling and value_finite and model.precision.dynamic and model.loss_scale.scale > 1.0
+            skip = (not rescale and on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
+                    and _first_non_finite_parameter(model, before.params) is None)
+            if rescale or skip:
+                if rescale:
+                    model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, True)
+                    skipped_steps += 1
+                else:
+                    skipped += 1
+                    consecutive_skips += 1
                 state = cleared(model, before, sums=False)._replace(step=before.step + 1)
                 commit(state)  # the same weights, one step on: the next step draws fresh masks
                 window.clear()
