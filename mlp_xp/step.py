@@ -213,18 +213,36 @@ def jit_train_step(train_step):
     batch) serve every later step."""
     import jax
 
+    import jax.numpy as jnp
+
     compiled = jax.jit(lambda state, x, y, lr: train_step(state, x, y, 1.0, lr))
+
+    def rows_of(data, order, start, rows):
+        if order is None:
+            return jax.lax.dynamic_slice_in_dim(data, start, rows)
+        return jnp.take(data, jax.lax.dynamic_slice_in_dim(order, start, rows), axis=0)
+
+    # the batch gathered inside the compiled step: no separate dispatch per batch, and XLA can
+    # fuse the gather into the first matrix product
+    gathering = jax.jit(lambda state, x, y, order, start, lr, rows: train_step(
+        state, rows_of(x, order, start, rows), rows_of(y, order, start, rows), 1.0, lr), static_argnums=6)
+
+    def traced(state):
+        if isinstance(state.step, int):  # host counters become device scalars of fixed types
+            state = state._replace(step=jnp.asarray(state.step, dtype=jnp.uint32),
+                                   opt_state=state.opt_state._replace(
+                                       count=jnp.asarray(state.opt_state.count, dtype=jnp.int32)))
+        return state
 
     def step(state, x, y, scale=1.0, lr=None):
         if scale != 1.0:
             raise ValueError("the jitted step has no loss scaling")
-        if isinstance(state.step, int):  # host counters become device scalars of fixed types
-            import jax.numpy as jnp
+        return compiled(traced(state), x, y, lr)
 
-            state = state._replace(step=jnp.asarray(state.step, dtype=jnp.uint32),
-                                   opt_state=state.opt_state._replace(
-                                       count=jnp.asarray(state.opt_state.count, dtype=jnp.int32)))
-        return compiled(state, x, y, lr)
+    def gather(state, x, y, order, start, rows, lr=None):
+        """The step on rows ``order[start:start + rows]`` of ``x`` and ``y`` (``order`` None:
+        rows ``start:start + rows``)."""
+        return gathering(traced(state), x, y, order, start, lr, rows)
 
-    step.ops, step.jitted = train_step.ops, compiled
+    step.ops, step.jitted, step.gather = train_step.ops, compiled, gather
     return step
