@@ -5,8 +5,8 @@ trains one replica of the model per process. Every process draws the same global
 from the shared seed, takes its contiguous shard of each batch, computes the summed loss and
 gradient of its rows, and one all-reduce of a single flat buffer (``[sum of gradients, sum of
 losses, count]``) gives every process the gradient of the whole batch; each applies the same
-update, so the replicas stay identical, bitwise. Dropout masks are drawn for the whole batch and
-sliced, so a run on N processes computes what one process computes on the whole batch (to
+update, so the replicas stay identical, bitwise. Each process hashes the Dropout masks of its own
+rows by their place in the whole batch, so a run on N processes computes what one process computes on the whole batch (to
 float64 rounding: the sums are added in another order).
 
 Engines:

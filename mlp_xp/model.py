@@ -168,7 +168,7 @@ class Sequential:
         self._ops = None  # resolved on first use: importing numba is not free
         self._contexts = {}  # the plain forward contexts, by training mode
         #: "device": Dropout masks hashed on the device from (seed, step); "host": drawn from
-        #: ``dropout_rng`` on the host and copied up (identical on every backend: mx.compare)
+        #: ``dropout_rng`` on the host and copied up. Both are identical on every backend.
         self.dropout_masks = "device"
         #: the 32-bit key of the device masks (from the seed) and how many training steps drew them
         self.dropout_key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint32)[0])
