@@ -283,3 +283,45 @@ def test_the_generic_ops_and_the_step_import_no_array_library():
             assert not imported & {"cupy", "torch"}, relative
         else:
             assert not imported & {"numpy", "cupy", "torch", "jax"}, relative
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_jax_jit_gathers_its_batches_like_numpy_including_a_last_short_batch(shuffle):
+    jax = pytest.importorskip("jax")
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(100, 6)).astype(np.float32), rng.integers(0, 3, 100)  # batches of 32, 32, 32, 4
+    results = []
+    for backend in ("numpy", "jax"):
+        model = mx.Sequential(mx.Linear(6, 16), mx.Tanh(), mx.Dropout(0.2), mx.Linear(16, 3), backend=backend, seed=2)
+        with jax.default_matmul_precision("highest"):
+            history = model.fit(X, y, mx.losses.CrossEntropy(), mx.optim.SGD(lr=0.1), epochs=2, batch_size=32,
+                                shuffle=shuffle, verbose=0)
+        results.append((numpy_of(model.params), history["loss"], history["accuracy"]))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5)
+    assert results[1][2] == results[0][2]
+
+
+def test_public_seams_give_what_fit_uses():
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(24, 5)), rng.integers(0, 3, 24)
+    model = mx.Sequential(mx.Linear(5, 8), mx.ReLU(), mx.Linear(8, 3), mx.Softmax(), dtype="float64", seed=0)
+    loss = mx.losses.CrossEntropy()
+    x, t = model.backend.asarray(X), model.backend.asarray(y)
+    logits = model.forward(x, loss=loss)  # the Softmax is folded into the loss
+    np.testing.assert_allclose(numpy_of(model.predict(X)), np.exp(logits) / np.exp(logits).sum(1, keepdims=True))
+    value, flat, output = model.value_and_grad(x, t, loss)
+    host_value, grads = model.loss_and_grad(X, y, loss)
+    assert float(value) == host_value and np.array_equal(numpy_of(output), numpy_of(logits))
+    assert np.array_equal(np.concatenate([grads[key].ravel() for key in grads]), numpy_of(flat))
+    assert model.layers_before_loss(loss) == 3 and model.layers_before_loss(mx.losses.MSE()) == 4
+    with pytest.raises(ValueError, match="needs an optimizer"):
+        model.train_state()
+    optimizer = mx.optim.Adam()
+    state = model.train_state(optimizer)
+    state, _ = make_train_step(model, loss, optimizer)(state, x, t)
+    model.set_train_state(state, optimizer)
+    assert model.optimizer is optimizer and model.optimizer_state.count == 1 and model.dropout_step == 1
+    assert np.array_equal(numpy_of(model.params), numpy_of(state.params))
+    again = model.train_state()  # continues the held optimizer state
+    assert again.opt_state.count == 1 and again.step == 1
