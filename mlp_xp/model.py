@@ -167,6 +167,7 @@ class Sequential:
         self._optimizer_state = None
         self._ops = None  # resolved on first use: importing numba is not free
         self._contexts = {}  # the plain forward contexts, by training mode
+        self._views = {}  # per-layer views of reused buffers (mutable Ops), by buffer identity
         #: "device": Dropout masks hashed on the device from (seed, step); "host": drawn from
         #: ``dropout_rng`` on the host and copied up. Both are identical on every backend.
         self.dropout_masks = "device"
@@ -231,6 +232,7 @@ class Sequential:
         state.pop("dtype")
         state["_ops"] = None
         state["_contexts"] = {}
+        state["_views"] = {}
         state.pop("_jit_steps", None)  # compiled functions: made again on the next fit
         state["params"] = to_numpy(self.params)
         if self._optimizer_state is not None:
@@ -338,12 +340,24 @@ class Sequential:
         return self._loss_forward_stop(loss)
 
     def _layer_params(self, params):
-        """Per-layer dicts of reshaped slices (views where the backend has views)."""
+        """Per-layer dicts of reshaped slices (views where the backend has views).
+
+        With mutable Ops the views of the few buffers a step reuses (two parameter buffers, the
+        gradient buffer) are kept: they stay valid while the buffers are written in place."""
+        cache = self._views if self._ops is not None and self._ops.mutable else None
+        if cache is not None:
+            hit = cache.get(id(params))
+            if hit is not None and hit[0] is params:
+                return hit[1]
         xp = self.xp
         per_layer = [{} for _ in self.layers]
         for spec in self.param_specs:
             per_layer[spec.layer_index][spec.name] = xp.reshape(params[spec.offset:spec.offset + spec.size],
                                                                 spec.shape)
+        if cache is not None:
+            if len(cache) >= 4:
+                cache.clear()
+            cache[id(params)] = (params, per_layer)
         return per_layer
 
     def _context(self, train=False, uniform=None, keep=None) -> ForwardContext:
