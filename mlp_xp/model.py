@@ -168,9 +168,7 @@ class Sequential:
         self._ops = None  # resolved on first use: importing numba is not free
         self._contexts = {}  # the plain forward contexts, by training mode
         self._views = {}  # per-layer views of reused buffers (mutable Ops), by buffer identity
-        #: "device": Dropout masks hashed on the device from (seed, step); "host": drawn from
-        #: ``dropout_rng`` on the host and copied up. Both are identical on every backend.
-        self.dropout_masks = "device"
+        self._dropout_masks = "device"
         #: the 32-bit key of the device masks (from the seed) and how many training steps drew them
         self.dropout_key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint32)[0])
         self.dropout_step = 0
@@ -602,6 +600,20 @@ class Sequential:
         """The optimizer whose state this model holds (the last one ``fit`` used, or one loaded
         with the model), or None. Pass it to ``fit`` again to continue its state."""
         return self._optimizer
+
+    @property
+    def dropout_masks(self) -> str:
+        """Where Dropout masks come from in training: "device" (default: a hash of the seed, the
+        step number and the element on the device, no copy from the host) or "host" (drawn from
+        ``dropout_rng`` on the host and copied up each step). Both give the same masks on every
+        backend."""
+        return self._dropout_masks
+
+    @dropout_masks.setter
+    def dropout_masks(self, value):
+        if value not in ("device", "host"):
+            raise ValueError(f'dropout_masks must be "device" or "host", got {value!r}')
+        self._dropout_masks = value
 
     @property
     def optimizer_state(self):

@@ -128,7 +128,11 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         (default: its schedule at the update count); ``loss`` is the batch's mean loss (0-d).
     """
     from .ops.generic import SQUARED_STATE
+    from .optim import Optimizer
 
+    model.check_loss(loss)
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}")
     ops, xp = model.ops, model.xp
     grad_buffer = (xp.empty(model.num_parameters + (engine is not None), dtype=model.dtype)
                    if ops.mutable else None)

@@ -158,6 +158,12 @@ def test_host_masks_stay_available_for_exact_comparison():
         model.dropout_masks = masks
         losses.append(model.fit(X, y, mx.losses.CrossEntropy(), mx.optim.SGD(lr=0.1), epochs=2, verbose=0)["loss"])
     assert losses[0] != losses[1] and all(math.isfinite(v) for v in losses[0] + losses[1])
+    with pytest.raises(ValueError, match="dropout_masks"):
+        model.dropout_masks = "gpu"
+    with pytest.raises(TypeError, match="optimizer"):
+        make_train_step(model, mx.losses.CrossEntropy(), mx.optim.Adam)
+    with pytest.raises(TypeError, match="loss"):
+        make_train_step(model, mx.losses.CrossEntropy, mx.optim.Adam())
 
 
 def test_jax_jit_trains_like_numpy():
