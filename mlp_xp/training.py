@@ -452,7 +452,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     if model.backend.name == "jax" and engine is None and not scaling and model.dropout_masks == "device":
         # JAX's fast path: the whole step compiled, kept on the model for later fits with the same
         # loss and optimizer objects (a new function would compile again)
-        key = (id(loss), id(optimizer), tuple(map(repr, metric_list)), check_grads)
+        # (hyperparameters are compiled in: a changed one makes a new step)
+        key = (id(loss), id(optimizer), repr(loss), repr(optimizer), tuple(map(repr, metric_list)), check_grads)
         cached = model.__dict__.setdefault("_jit_steps", {}).get(key)
         if cached is None or cached[0] is not loss or cached[1] is not optimizer:
             step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)

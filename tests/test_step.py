@@ -331,3 +331,18 @@ def test_public_seams_give_what_fit_uses():
     assert np.array_equal(numpy_of(model.params), numpy_of(state.params))
     again = model.train_state()  # continues the held optimizer state
     assert again.opt_state.count == 1 and again.step == 1
+
+
+def test_jax_compiled_steps_follow_changed_hyperparameters():
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(9)
+    X, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64)
+    results = []
+    for backend in ("numpy", "jax"):
+        model = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Linear(8, 2), backend=backend, seed=0)
+        optimizer, loss = mx.optim.Adam(lr=1e-2), mx.losses.CrossEntropy()
+        model.fit(X, y, loss, optimizer, epochs=1, verbose=0)
+        optimizer.betas = (0.5, 0.5)  # the same object, another rule: the compiled step must not be reused
+        model.fit(X, y, loss, optimizer, epochs=1, verbose=0)
+        results.append(numpy_of(model.params))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
