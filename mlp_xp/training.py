@@ -457,6 +457,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         cached = model.__dict__.setdefault("_jit_steps", {}).get(key)
         if cached is None or cached[0] is not loss or cached[1] is not optimizer:
             step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
+            if len(model._jit_steps) >= 4:
+                model._jit_steps.clear()
             cached = model._jit_steps[key] = (loss, optimizer, jit_train_step(step))
         train_step = cached[2]
     else:
