@@ -17,7 +17,7 @@ from .layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear,
 from .model import Sequential, load
 from .training import History
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",

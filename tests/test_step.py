@@ -346,3 +346,24 @@ def test_jax_compiled_steps_follow_changed_hyperparameters():
         model.fit(X, y, loss, optimizer, epochs=1, verbose=0)
         results.append(numpy_of(model.params))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-6)
+
+
+def test_host_masks_are_the_masks_of_the_host_generator_in_layer_order():
+    """dropout_masks="host" draws what 0.2 drew: one U[0, 1) array per Dropout layer per step, in
+    forward order, from model.dropout_rng (so 0.2 runs can be reproduced)."""
+    rng = np.random.default_rng(10)
+    X, y = rng.normal(size=(32, 6)), rng.integers(0, 3, 32)
+    model = mx.Sequential(mx.Linear(6, 8), mx.ReLU(), mx.Dropout(0.3), mx.Linear(8, 8), mx.Dropout(0.6),
+                          mx.Linear(8, 3), dtype="float64", seed=1)
+    model.dropout_masks = "host"
+    replay = np.random.default_rng()
+    replay.bit_generator.state = model.dropout_rng.bit_generator.state
+    loss = mx.losses.CrossEntropy()
+    value, _ = model.loss_and_grad(X, y, loss, train=True)
+    first, second = replay.random((32, 8)) >= 0.3, replay.random((32, 8)) >= 0.6
+    params = model.layer_params()
+    h = np.maximum(X @ params[0]["weight"] + params[0]["bias"], 0) * first / 0.7
+    h = (h @ params[3]["weight"] + params[3]["bias"]) * second / 0.4
+    logits = h @ params[5]["weight"] + params[5]["bias"]
+    expected = np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(32), y])
+    assert abs(value - expected) < 1e-12
