@@ -151,12 +151,18 @@ def _in_memory_batches(model, x, target, shuffle, batch_size, gather=True):
     uploaded once per epoch. With ``gather=False`` the batches are (None, None, recipe): the
     jitted JAX step gathers its rows itself.
     """
-    samples = x.shape[0]
+    samples, xp = x.shape[0], model.xp
     order = (model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=model.backend.index_dtype)
              if shuffle else None)
-    for start, stop in _batches(samples, batch_size):
-        recipe = (order, start, stop)
-        yield (*(_gather(model, None, x, target, recipe, False) if gather else (None, None)), recipe)
+    for start in range(0, samples, batch_size):
+        stop = min(start + batch_size, samples)
+        if not gather:
+            yield None, None, (order, start, stop)
+        elif order is None:
+            yield x[start:stop, ...], target[start:stop, ...], (order, start, stop)
+        else:  # (what _gather does, inline: this runs once per step)
+            rows = order[start:stop]
+            yield xp.take(x, rows, axis=0), xp.take(target, rows, axis=0), (order, start, stop)
 
 
 def _gather(model, loss, x, target, recipe, streaming):
