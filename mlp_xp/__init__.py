@@ -5,7 +5,7 @@ analytic gradients, stable losses and clear errors. The public API is exactly wh
 module re-exports.
 """
 
-from . import callbacks, datasets, distributed, initializers, losses, metrics, optim, precision
+from . import callbacks, counting, datasets, distributed, initializers, losses, metrics, ops, optim, precision, step
 from ._backend import to_numpy
 from ._errors import NonFiniteError, ShapeError
 from .compare import Comparison, compare
@@ -23,6 +23,7 @@ __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",
     "Identity", "Softmax", "Dropout", "LayerNorm",
     "losses", "optim", "callbacks", "datasets", "initializers", "metrics", "distributed", "precision",
+    "step", "ops", "counting",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
     "save", "load", "layer_statistics", "compare", "Comparison",
     "__version__",
