@@ -2,7 +2,9 @@
 
 The model checks every layer's input size when it is built, draws initial weights on the
 host from its seed, and keeps all parameters in one vector on its backend; each layer sees
-reshaped slices of it. Training, evaluation and prediction live in :mod:`mlp_xp.training`.
+reshaped slices of it. ``forward`` and ``value_and_grad`` are the device-level seams a
+training step (:mod:`mlp_xp.step`) is built on; ``fit``, ``evaluate`` and ``predict`` live in
+:mod:`mlp_xp.training`, and :func:`load` rebuilds a model saved by :func:`mlp_xp.save`.
 """
 
 from __future__ import annotations

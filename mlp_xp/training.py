@@ -1,4 +1,5 @@
-"""fit / evaluate / predict: minibatch loops, validation, history and the non-finite guard."""
+"""fit / evaluate / predict: the loop around :mod:`mlp_xp.step` (batching, reads of the device-side
+guard and sums, callbacks, progress, history) and the errors a failed step raises."""
 
 from __future__ import annotations
 
