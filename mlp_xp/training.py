@@ -418,6 +418,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         if validation_split is not None:
             raise ValueError("validation_split needs in-memory data; with a datasets.Batches pass validation_data")
         samples = len(X.X)
+        x = target = None  # (batches come from X; a failed one is taken from its host copy)
         steps_per_epoch = len(X)
         _check_all_batches(model, X, loss)
     else:

@@ -367,3 +367,16 @@ def test_host_masks_are_the_masks_of_the_host_generator_in_layer_order():
     logits = h @ params[5]["weight"] + params[5]["bias"]
     expected = np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(32), y])
     assert abs(value - expected) < 1e-12
+
+
+def test_the_guard_names_the_failing_batch_of_streamed_data_on_a_device():
+    rng = np.random.default_rng(11)
+    X, y = rng.normal(size=(80, 5)), rng.normal(size=80)
+    y[45] = 1e30
+    model = mx.Sequential(mx.Linear(5, 8), mx.Tanh(), mx.Dropout(0.1), mx.Linear(8, 1), backend="array_api_strict",
+                          device=DEVICE1, seed=0)
+    with pytest.raises(mx.NonFiniteError, match="epoch 1, step 5") as info, np.errstate(over="ignore",
+                                                                                        invalid="ignore"):
+        model.fit(mx.datasets.Batches(X, y, 10), None, mx.losses.MSE(), mx.optim.SGD(lr=0.01), epochs=2,
+                  shuffle=False, verbose=0)
+    assert info.value.step == 5 and np.all(np.isfinite(numpy_of(model.params)))
