@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Guard", "TrainState", "init_state", "make_train_step", "jit_train_step"]
+__all__ = ["Guard", "TrainState", "init_state", "cleared", "make_train_step", "sharded_loss_and_grad", "jit_train_step"]
 
 
 class Guard(NamedTuple):

@@ -219,10 +219,6 @@ def _format_logs(logs):
 ON_NONFINITE = ("raise", "skip_batch", "stop")
 
 
-def _is_finite(value):
-    return value == value and value not in (float("inf"), float("-inf"))
-
-
 def _progress_bar(verbose, epoch, epochs, samples):
     if verbose != 1:
         return None
