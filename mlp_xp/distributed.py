@@ -6,8 +6,8 @@ from the shared seed, takes its contiguous shard of each batch, computes the sum
 gradient of its rows, and one all-reduce of a single flat buffer (``[sum of gradients, sum of
 losses, count]``) gives every process the gradient of the whole batch; each applies the same
 update, so the replicas stay identical, bitwise. Each process hashes the Dropout masks of its own
-rows by their place in the whole batch, so a run on N processes computes what one process computes on the whole batch (to
-float64 rounding: the sums are added in another order).
+rows by their place in the whole batch, so a run on N processes computes what one process computes
+on the whole batch (to float64 rounding: the sums are added in another order).
 
 Engines:
 

@@ -6,8 +6,9 @@ helpers here; this module imports no model code, so io, model and training impor
 A file holds the parameters under their state_dict keys ("0.weight" of shape (in, out), ...),
 the optimizer's state vectors under "optimizer.<field>", and in its metadata the architecture
 (layer types and arguments), dtype, seed, the optimizer's type, hyperparameters and step count,
-the states of the model's two random generators and its Dropout step count, and what ``model.data`` knows of the training
-data (input and target standardisation, class labels, column names). Loading parses JSON and raw tensors only,
+the states of the model's two random generators and its Dropout step count, and what
+``model.data`` knows of the training data (input and target standardisation, class labels, column
+names). Loading parses JSON and raw tensors only,
 so an untrusted file can never run code. Writes go to a temporary file that is renamed over the
 target, so a crash mid-save leaves the previous file intact.
 

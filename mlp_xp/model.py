@@ -169,6 +169,7 @@ class Sequential:
         self._optimizer_state = None
         self._ops = None  # resolved on first use: importing numba is not free
         self._contexts = {}  # the plain forward contexts, by training mode
+        self._random = any(isinstance(layer, Dropout) and layer.p for layer in self.layers)  # masks to draw
         self._views = {}  # per-layer views of reused buffers (mutable Ops), by buffer identity
         self._dropout_masks = "device"
         #: the 32-bit key of the device masks (from the seed) and how many training steps drew them
@@ -379,7 +380,7 @@ class Sequential:
         training step ``step`` (default: the next one), or drawn on the host with
         ``dropout_masks="host"``. ``rows``/``start``: this process holds rows ``start:start +
         shape[0]`` of a batch of ``rows`` (data-parallel), and draws what one process would."""
-        if not any(isinstance(layer, Dropout) and layer.p for layer in self.layers):
+        if not self._random:
             return self._context(True)  # nothing random: no mask source to build
         if self.dropout_masks == "host":
             backend, rng = self.backend, self.dropout_rng

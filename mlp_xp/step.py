@@ -75,6 +75,11 @@ class TrainState(NamedTuple):
     totals: tuple
 
 
+def square_limit(dtype_name) -> float:
+    """The largest number whose square is finite in ``dtype_name``."""
+    return math.sqrt(float(np.finfo(dtype_name).max))
+
+
 def _zero(model):
     ops = model.ops
     if ops.host_flags:
@@ -97,14 +102,10 @@ def cleared(model, state: TrainState, sums=True) -> TrainState:
     """``state`` with its guard read and cleared (``previous`` stays: the weights from before
     the last update that landed), and with ``sums``, its sums emptied."""
     ops = model.ops
-    if sums or not ops.host_flags or state.guard.landed != 1 or state.guard.ok is not True:
-        state = state._replace(guard=Guard(ops.true(), ops.zero_count(), state.guard.previous))
-    else:  # host flags after one good step, the common case on numpy: one tuple, not three
-        state = TrainState(state.params, state.opt_state, state.step, Guard(True, 0, state.guard.previous),
-                           state.loss_sum, state.totals)
+    guard = Guard(ops.true(), ops.zero_count(), state.guard.previous)
     if sums:
-        state = state._replace(loss_sum=_zero(model), totals=(None,) * len(state.totals))
-    return state
+        return TrainState(state.params, state.opt_state, state.step, guard, _zero(model), (None,) * len(state.totals))
+    return TrainState(state.params, state.opt_state, state.step, guard, state.loss_sum, state.totals)
 
 
 def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradients=False, scaled=False):
@@ -139,17 +140,12 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
     squares = any(field in SQUARED_STATE for field in
                   type(optimizer.init(xp.zeros(1, dtype=model.dtype, device=model.device)))._fields)
     #: the largest gradient whose square is finite in the model's dtype
-    limit = math.sqrt(float(np.finfo(model.dtype_name).max)) if squares else math.inf
-
-    # without Dropout a step's forward context is the same every step: made once
-    fixed = None if any(getattr(layer, "p", 0.0) for layer in model.layers) else model._train_context()
+    limit = square_limit(model.dtype_name) if squares else math.inf
 
     def train_step(state, x, y, scale=1.0, lr=None):
         rows = x.shape[0]
         target, count = y, rows
-        if engine is None and fixed is not None:
-            value, grad, output = model._loss_and_flat_grad(state.params, x, y, loss, fixed, grad_buffer, scale)
-        elif engine is None:
+        if engine is None:
             value, grad, output = model.value_and_grad(x, y, loss, state.params, train=True, step=state.step,
                                                        grad_out=grad_buffer, scale=scale)
         else:

@@ -3,7 +3,6 @@ guard and sums, callbacks, progress, history) and the errors a failed step raise
 
 from __future__ import annotations
 
-import math
 import numbers
 import sys
 import time
@@ -13,7 +12,8 @@ import numpy as np
 from . import _validation
 from ._errors import NonFiniteError
 from .optim import Optimizer
-from .step import cleared, jit_train_step, make_train_step
+from .ops.generic import SQUARED_STATE
+from .step import cleared, jit_train_step, make_train_step, square_limit
 
 __all__ = ["fit", "evaluate", "predict", "History"]
 
@@ -129,13 +129,9 @@ def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0,
                           epoch=epoch, step=step, name=name)
 
 
-def _square_limit(dtype_name):
-    """The largest number whose square is finite in ``dtype_name``."""
-    return math.sqrt(float(np.finfo(dtype_name).max))
-
 
 def _state_overflow_error(model, epoch, step, field):
-    limit = _square_limit(model.dtype_name)
+    limit = square_limit(model.dtype_name)
     return NonFiniteError(
         f"non-finite optimizer state at epoch {epoch}, step {step}: {field!r} (a running mean of squared "
         f"gradients) overflowed {model.dtype_name}: gradients beyond about {limit:.3g} square to infinity and "
@@ -152,18 +148,12 @@ def _in_memory_batches(model, x, target, shuffle, batch_size, gather=True):
     uploaded once per epoch. With ``gather=False`` the batches are (None, None, recipe): the
     jitted JAX step gathers its rows itself.
     """
-    samples, xp = x.shape[0], model.xp
+    samples = x.shape[0]
     order = (model.backend.asarray(model.shuffle_rng.permutation(samples), dtype=model.backend.index_dtype)
              if shuffle else None)
-    for start in range(0, samples, batch_size):
-        stop = min(start + batch_size, samples)
-        if not gather:
-            yield None, None, (order, start, stop)
-        elif order is None:
-            yield x[start:stop, ...], target[start:stop, ...], (order, start, stop)
-        else:  # (what _gather does, inline: this runs once per step)
-            rows = order[start:stop]
-            yield xp.take(x, rows, axis=0), xp.take(target, rows, axis=0), (order, start, stop)
+    for start, stop in _batches(samples, batch_size):
+        recipe = (order, start, stop)
+        yield (*(_gather(model, None, x, target, recipe, False) if gather else (None, None)), recipe)
 
 
 def _gather(model, loss, x, target, recipe, streaming):
@@ -182,11 +172,12 @@ def _gather(model, loss, x, target, recipe, streaming):
 
 def _failed_step(state, window):
     """At a read that found the guard down: (the state as it was before the failing step, that
-    step's number in the epoch, the rows of the steps before it that landed). ``window`` holds
-    (step, rows, recipe) of each step since the last read."""
+    step's number in the epoch, its batch recipe, the rows of the steps before it that landed).
+    ``window`` holds (step, rows, recipe) of each step since the last read."""
     landed = int(state.guard.landed)
     kept = state._replace(step=state.step - len(window) + landed)
-    return kept, window[landed][0], sum(rows for _, rows, _ in window[:landed])
+    step, _, recipe = window[landed]
+    return kept, step, recipe, sum(rows for _, rows, _ in window[:landed])
 
 
 def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, value_finite=None):
@@ -204,9 +195,9 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
     if not value_finite or not bool(generic.all_finite(grad)) or model.precision.scaled:
         return _non_finite_error(model, epoch, step, kept.params, kept.guard.previous, x, skipped,
                                  gradient=value_finite)
-    limit = _square_limit(model.dtype_name)
+    limit = square_limit(model.dtype_name)
     if skipped or not bool(generic.below(grad, limit)):
-        fields = [field for field in kept.opt_state._fields if field in ("exp_avg_sq", "square_avg")]
+        fields = [field for field in kept.opt_state._fields if field in SQUARED_STATE]
         if fields:
             return _state_overflow_error(model, epoch, step, fields[0])
     return _non_finite_error(model, epoch, step, kept.params, kept.guard.previous, x, skipped, gradient=True)
@@ -546,7 +537,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 window.clear()
                 window_rows = 0
                 continue
-            kept, failed_step, landed_rows = _failed_step(state, window)
+            kept, failed_step, failed_recipe, landed_rows = _failed_step(state, window)
             seen += landed_rows
             value_finite = ops.finite(value) if every_step else None
             # the scaled backward pass overflowed float16 (skip the step, halve the scale), or a batch
@@ -568,7 +559,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 continue
             commit(kept)
             failed_x, failed_target = (x_batch, target_batch) if every_step and x_batch is not None else _gather(
-                model, loss, x, target, window[failed_step - window[0][0]][2], streaming)
+                model, loss, x, target, failed_recipe, streaming)
             error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target,
                               skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0,
                               value_finite=value_finite)
@@ -583,11 +574,10 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                 if bar is not None:
                     bar.update(window_rows)
             else:  # as above, without skipping: the epoch is over
-                kept, failed_step, landed_rows = _failed_step(state, window)
+                kept, failed_step, failed_recipe, landed_rows = _failed_step(state, window)
                 seen += landed_rows
                 commit(kept)
-                failed_x, failed_target = _gather(model, loss, x, target, window[failed_step - window[0][0]][2],
-                                                  streaming)
+                failed_x, failed_target = _gather(model, loss, x, target, failed_recipe, streaming)
                 error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target)
                 state = kept._replace(params=model.params)
                 stop_training = fail(error, bar)
