@@ -8,7 +8,7 @@ faster version that computes the same thing: numpy with in-place ufuncs and numb
 :func:`for_model` picks them by the model's namespace and dtype, not by a name the user gives.
 
 Overrides are checked against the generic ops: bitwise on numpy (tests/test_kernels.py), within
-a stated tolerance on CUDA (tests/test_gpu_parity.py).
+a stated tolerance on CUDA (tests/test_step.py, and whole training runs in tests/test_gpu_parity.py).
 """
 
 from __future__ import annotations
