@@ -1,5 +1,9 @@
-"""fit / evaluate / predict: the loop around :mod:`mlp_xp.step` (batching, reads of the device-side
-guard and sums, callbacks, progress, history) and the errors a failed step raises."""
+"""fit / evaluate / predict: the loop around :mod:`mlp_xp.step` and the errors a failed step raises.
+
+``fit`` itself is the epoch loop (hooks, logs, history). What one call needs lives in ``_Run``:
+its arguments and data, checked before any step (``__init__``); the training step it loops over;
+one epoch of steps with the reads of the device-side guard and sums (``train_epoch``), what a
+read finds (``_landed``, ``_failed``); the epoch's logs and its report."""
 
 from __future__ import annotations
 
@@ -374,251 +378,317 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             backend it is raised at the first read after the failing step (the updates after
             it were frozen on the device, so nothing is lost in between).
     """
-    from . import distributed as distributed_module
-    from . import metrics as metrics_module
-    from .callbacks import Hooks
-    from .datasets import Batches
-    from .schedules import resolve
-
-    model.check_loss(loss)
-    if not isinstance(optimizer, Optimizer):
-        hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
-        raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
-    epochs = _validation.check_positive_int(epochs, "epochs", minimum=0)
-    if sync_every is not None:
-        sync_every = _validation.check_positive_int(sync_every, "sync_every")
-    batch_size = _validation.check_positive_int(batch_size, "batch_size")
-    verbose = _resolve_verbose(verbose)
-    engine = distributed_module.resolve(distributed)
-    if engine is not None and not engine.is_main:
-        verbose = 0  # one process prints
-    if on_nonfinite not in ON_NONFINITE:
-        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
-    metric_list = metrics_module.resolve(metrics, loss)
-    hooks = Hooks(callbacks, main_process=engine is None or engine.is_main)
-    if validation_split is not None and validation_data is not None:
-        raise ValueError("give validation_data or validation_split, not both")
-    streaming = isinstance(X, Batches)
-    if streaming:
-        if y is not None:
-            raise ValueError("with X a datasets.Batches, the targets come from it: pass y=None")
-        if validation_split is not None:
-            raise ValueError("validation_split needs in-memory data; with a datasets.Batches pass validation_data")
-        samples = len(X.X)
-        x = target = None  # (batches come from X; a failed one is taken from its host copy)
-        steps_per_epoch = len(X)
-        _check_all_batches(model, X, loss)
-    else:
-        x = _validation.prepare_inputs(model, X)
-        target = _validation.prepare_targets(model, y, loss, x.shape[0])
-        validation = None
-        if validation_split is not None:
-            (x, target), validation = _split_validation(model, x, target, validation_split)
-        samples = x.shape[0]
-        steps_per_epoch = -(-samples // batch_size)
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        x_val = _validation.prepare_inputs(model, validation_data[0], name="validation X")
-        validation = (x_val, _validation.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
-                                                         name="validation y"))
-    elif streaming:
-        validation = None
-    names = ["loss"] + [metric.name for metric in metric_list]
-    log_keys = names + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"]
-    if on_nonfinite == "skip_batch":
-        log_keys.append("skipped_batches")
-    scaling = model.precision.scaled  # float16: dynamic loss scaling skips steps whose gradients overflow
-    if scaling:
-        log_keys += ["loss_scale", "skipped_steps"]
-    hooks.check_config(log_keys)
-    if resume_from is not None:
-        from .io import resume
-
-        resume(model, resume_from, optimizer)
-    if engine is not None:
-        _check_replicas(model, engine, samples)
-    optimizer.lr = resolve(optimizer.lr, steps_per_epoch, epochs)
-
-    xp, ops = model.xp, model.ops
-    if optimizer is not model.optimizer or model.optimizer_state is None:
-        model.set_optimizer(optimizer, optimizer.init(model.params))
-    check_grads = on_nonfinite == "skip_batch"
-    if model.backend.name == "jax" and engine is None and not scaling and model.dropout_masks == "device":
-        # JAX's fast path: the whole step compiled, kept on the model for later fits with the same
-        # loss and optimizer objects (a new function would compile again)
-        # (hyperparameters are compiled in: a changed one makes a new step)
-        key = (id(loss), id(optimizer), repr(loss), repr(optimizer), tuple(map(repr, metric_list)), check_grads)
-        cached = model.__dict__.setdefault("_jit_steps", {}).get(key)
-        if cached is None or cached[0] is not loss or cached[1] is not optimizer:
-            step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
-            if len(model._jit_steps) >= 4:
-                model._jit_steps.clear()
-            cached = model._jit_steps[key] = (loss, optimizer, jit_train_step(step))
-        train_step = cached[2]
-    else:
-        train_step = make_train_step(model, loss, optimizer, metric_list, engine, check_grads, scaling)
-    jitted = hasattr(train_step, "jitted")
-    batch_hooks = hooks.has("on_batch_end")
-    # read the guard after every step where that is free (host flags) or asked for: skipping a
-    # batch, loss scaling and per-batch callbacks decide on the host after each step
-    every_step = ops.host_flags or check_grads or scaling or batch_hooks
-    copy_for_hooks = ops.mutable  # mutable Ops overwrite their parameter buffers two steps later
-    state = model.train_state(optimizer, metric_list)
-    history = History({key: [] for key in log_keys})
-    hooks.call("on_train_begin", model=model)
-
-    commit = model.set_train_state
-
-    def fail(error, bar):
-        """Raise ``error`` or (with on_nonfinite="stop") record it; the optimizer state is reset."""
-        model.optimizer_state = None
-        if on_nonfinite == "stop":
-            history.stop_reason = str(error)
-            return True
-        if bar is not None:
-            bar.close()
-        raise error
-
-    stop_training = False
-    consecutive_skips = 0
-    for epoch in range(1, epochs + 1):
-        hooks.call("on_epoch_begin", epoch=epoch, model=model)
+    run = _Run(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
+               metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
+    history = History({key: [] for key in run.log_keys})
+    run.hooks.call("on_train_begin", model=model)
+    for epoch in range(1, run.epochs + 1):
+        run.hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
-        if model.params is not state.params:  # a callback replaced them (EarlyStopping restores, ...)
-            state = model.train_state(optimizer, metric_list)
-        state = cleared(model, state)
-        if streaming:
-            batches = ((xb, yb, (xb, yb)) for xb, yb in X.epoch(model.shuffle_rng, shuffle))
-            batches = ((_validation.prepare_inputs(model, xb), yb, host) for xb, yb, host in batches)
-            batches = ((xb, _validation.prepare_targets(model, yb, loss, xb.shape[0]), host)
-                       for xb, yb, host in batches)
-        else:
-            batches = _in_memory_batches(model, x, target, shuffle, batch_size, gather=not jitted)
-        bar = _progress_bar(verbose, epoch, epochs, samples)
-        seen = seen_local = skipped = skipped_steps = 0
-        window = []  # (step, rows, batch or how to gather it) of each step since the last read
-        window_rows = 0
-        last_refresh = 0.0
-        for step, (x_batch, target_batch, recipe) in enumerate(batches, start=1):
-            count = x_batch.shape[0] if x_batch is not None else recipe[2] - recipe[1]
-            before = state
-            # under jit, the learning rate from the host's count of updates (never read from the device)
-            lr = optimizer.learning_rate(model.optimizer_state.count + len(window)) if jitted else None
-            if x_batch is None:  # (jax.jit: the step gathers its batch)
-                state, value = train_step.gather(state, x, target, recipe[0], recipe[1], count, lr)
-            else:
-                state, value = train_step(state, x_batch, target_batch, model.loss_scale.scale, lr)
-            window.append((step, count, recipe))
-            window_rows += count
-            if engine is not None:
-                begin, end = engine.shard(0, count)
-                seen_local += end - begin
-            refresh = bar is not None and time.monotonic() - last_refresh > 0.25
-            if not (every_step or refresh or (sync_every and len(window) >= sync_every)):
-                continue
-            if bool(state.guard.ok):  # the read: one host sync
-                seen += window_rows
-                if scaling:
-                    model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, False)
-                commit(state)
-                state = cleared(model, state, sums=False)
-                consecutive_skips = 0
-                if batch_hooks:
-                    if copy_for_hooks:  # an array the hook may keep
-                        state = state._replace(params=xp.asarray(state.params, copy=True))
-                        model.params = state.params
-                    hooks.call("on_batch_end", step=step, loss=float(value), model=model)
-                if bar is not None:
-                    bar.update(window_rows)
-                    if refresh:
-                        bar.set_postfix(loss=f"{float(state.loss_sum) / max(seen, 1):.4f}", refresh=False)
-                        last_refresh = time.monotonic()
-                window.clear()
-                window_rows = 0
-                continue
-            kept, failed_step, failed_recipe, landed_rows = _failed_step(state, window)
-            seen += landed_rows
-            value_finite = ops.finite(value) if every_step else None
-            # the scaled backward pass overflowed float16 (skip the step, halve the scale), or a batch
-            # to skip while the weights are finite and skipping has not lasted an epoch
-            rescale = scaling and value_finite and model.precision.dynamic and model.loss_scale.scale > 1.0
-            skip = (not rescale and on_nonfinite == "skip_batch" and consecutive_skips + 1 < steps_per_epoch
-                    and _first_non_finite_parameter(model, before.params) is None)
-            if rescale or skip:
-                if rescale:
-                    model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, True)
-                    skipped_steps += 1
-                else:
-                    skipped += 1
-                    consecutive_skips += 1
-                state = cleared(model, before, sums=False)._replace(step=before.step + 1)
-                commit(state)  # the same weights, one step on: the next step draws fresh masks
-                window.clear()
-                window_rows = 0
-                continue
-            commit(kept)
-            failed_x, failed_target = (x_batch, target_batch) if every_step and x_batch is not None else _gather(
-                model, loss, x, target, failed_recipe, streaming)
-            error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target,
-                              skipped=consecutive_skips if on_nonfinite == "skip_batch" else 0,
-                              value_finite=value_finite)
-            state = kept._replace(params=model.params)
-            if fail(error, bar):
-                stop_training = True
-                break
-        if not stop_training and window:  # the epoch's last steps
-            if bool(state.guard.ok):
-                seen += window_rows
-                commit(state)
-                if bar is not None:
-                    bar.update(window_rows)
-            else:  # as above, without skipping: the epoch is over
-                kept, failed_step, failed_recipe, landed_rows = _failed_step(state, window)
-                seen += landed_rows
-                commit(kept)
-                failed_x, failed_target = _gather(model, loss, x, target, failed_recipe, streaming)
-                error = _diagnose(model, loss, optimizer, kept, epoch, failed_step, failed_x, failed_target)
-                state = kept._replace(params=model.params)
-                stop_training = fail(error, bar)
-        if not stop_training and seen and not bool(ops.all_finite(state.params)):  # the epoch's last update
-            if x_batch is None:
-                x_batch = _gather(model, loss, x, target, recipe, streaming)[0]
-            error = _non_finite_error(model, epoch, step, state.params, state.guard.previous, x_batch)
-            stop_training = fail(error, bar)
-        window.clear()
-
-        logs = {"loss": float(state.loss_sum) / seen if seen else float("nan")}
-        totals = state.totals
-        if engine is not None:  # the training metrics of every process's shards
-            totals = _merge_totals(engine, metric_list, totals, seen_local)
-        for metric, total in zip(metric_list, totals):
-            logs[metric.name] = metric.result(total, seen) if seen and total is not None else float("nan")
-        if validation is not None:
-            for key, value in _evaluate_prepared(model, *validation, loss, metric_list).items():
-                logs[f"val_{key}"] = value
-        updates = model.optimizer_state.count if model.optimizer_state is not None else 0
-        logs["lr"] = optimizer.learning_rate(max(int(updates) - 1, 0))
-        if on_nonfinite == "skip_batch":
-            logs["skipped_batches"] = skipped
-        if scaling:
-            logs["loss_scale"], logs["skipped_steps"] = model.loss_scale.scale, skipped_steps
+        steps = run.train_epoch(epoch)
+        if steps.stop_reason is not None:
+            history.stop_reason = steps.stop_reason
+        logs = run.epoch_logs(steps)
         for key, value in logs.items():
             history[key].append(value)
-        elapsed = time.perf_counter() - started
-        if bar is not None:
-            bar.set_postfix_str(_format_logs({k: v for k, v in logs.items() if k != "skipped_batches"}))
-            bar.close()
-        elif verbose == 2:
-            print(f"epoch {epoch}/{epochs} - {_format_logs(logs)} - {elapsed:.2f}s - {seen / elapsed:.0f} samples/s",
-                  file=sys.stdout, flush=True)
-        if copy_for_hooks and not stop_training:
-            model.params = xp.asarray(model.params, copy=True)  # an array the hooks may keep
-            state = state._replace(params=model.params)
-        if hooks.call("on_epoch_end", epoch=epoch, logs=logs, model=model) or stop_training:
+        run.report(epoch, logs, steps, time.perf_counter() - started)
+        if run.hooks.call("on_epoch_end", epoch=epoch, logs=logs, model=model) or steps.stop_reason is not None:
             break
-    hooks.call("on_train_end", model=model)
+    run.hooks.call("on_train_end", model=model)
     return history
+
+
+class _Epoch:
+    """What one epoch's steps leave for its logs and its report."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.seen = self.seen_local = 0  # rows whose updates landed (all processes', this process's)
+        self.skipped = self.skipped_steps = 0  # batches skipped (skip_batch), steps skipped (loss scaling)
+        self.window = []  # (step, rows, how to gather the batch) of each step since the last read
+        self.window_rows = 0
+        self.last_refresh = 0.0
+        self.last = None  # (step, batch, recipe) of the epoch's last step
+        self.stop_reason = None  # on_nonfinite="stop": why training ends
+
+    def read(self):
+        """The steps since the last read are accounted for."""
+        self.window.clear()
+        self.window_rows = 0
+
+
+class _Run:
+    """One call of ``fit``: its arguments and data, checked before any step; the training step;
+    and one epoch's loop over it (batches, the reads of the device-side guard and sums, and what
+    a step the guard stopped does)."""
+
+    def __init__(self, model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data,
+                 validation_split, metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every):
+        from . import distributed as distributed_module
+        from . import metrics as metrics_module
+        from .callbacks import Hooks
+        from .datasets import Batches
+        from .schedules import resolve
+
+        model.check_loss(loss)
+        if not isinstance(optimizer, Optimizer):
+            hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
+            raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
+        self.epochs = _validation.check_positive_int(epochs, "epochs", minimum=0)
+        if sync_every is not None:
+            sync_every = _validation.check_positive_int(sync_every, "sync_every")
+        batch_size = _validation.check_positive_int(batch_size, "batch_size")
+        verbose = _resolve_verbose(verbose)
+        engine = distributed_module.resolve(distributed)
+        if engine is not None and not engine.is_main:
+            verbose = 0  # one process prints
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
+        metric_list = metrics_module.resolve(metrics, loss)
+        self.hooks = Hooks(callbacks, main_process=engine is None or engine.is_main)
+        if validation_split is not None and validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        self.streaming = streaming = isinstance(X, Batches)
+        validation = None
+        if streaming:
+            if y is not None:
+                raise ValueError("with X a datasets.Batches, the targets come from it: pass y=None")
+            if validation_split is not None:
+                raise ValueError("validation_split needs in-memory data; with a datasets.Batches pass validation_data")
+            self.batches = X
+            samples = len(X.X)
+            x = target = None  # (batches come from X; a failed one is taken from its host copy)
+            steps_per_epoch = len(X)
+            _check_all_batches(model, X, loss)
+        else:
+            x = _validation.prepare_inputs(model, X)
+            target = _validation.prepare_targets(model, y, loss, x.shape[0])
+            if validation_split is not None:
+                (x, target), validation = _split_validation(model, x, target, validation_split)
+            samples = x.shape[0]
+            steps_per_epoch = -(-samples // batch_size)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            x_val = _validation.prepare_inputs(model, validation_data[0], name="validation X")
+            validation = (x_val, _validation.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
+                                                             name="validation y"))
+        names = ["loss"] + [metric.name for metric in metric_list]
+        log_keys = names + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"]
+        if on_nonfinite == "skip_batch":
+            log_keys.append("skipped_batches")
+        scaling = model.precision.scaled  # float16: dynamic loss scaling skips steps whose gradients overflow
+        if scaling:
+            log_keys += ["loss_scale", "skipped_steps"]
+        self.hooks.check_config(log_keys)
+        if resume_from is not None:
+            from .io import resume
+
+            resume(model, resume_from, optimizer)
+        if engine is not None:
+            _check_replicas(model, engine, samples)
+        optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
+
+        self.model, self.loss, self.optimizer, self.metric_list = model, loss, optimizer, metric_list
+        self.engine, self.x, self.target, self.validation, self.samples = engine, x, target, validation, samples
+        self.batch_size, self.shuffle, self.steps_per_epoch = batch_size, shuffle, steps_per_epoch
+        self.log_keys = log_keys
+        self.verbose, self.on_nonfinite, self.sync_every, self.scaling = verbose, on_nonfinite, sync_every, scaling
+        self.ops = model.ops
+        if optimizer is not model.optimizer or model.optimizer_state is None:
+            model.set_optimizer(optimizer, optimizer.init(model.params))
+        self.train_step = self._train_step(on_nonfinite == "skip_batch")
+        self.jitted = hasattr(self.train_step, "jitted")
+        self.batch_hooks = self.hooks.has("on_batch_end")
+        # read the guard after every step where that is free (host flags) or asked for: skipping a
+        # batch, loss scaling and per-batch callbacks decide on the host after each step
+        self.every_step = self.ops.host_flags or on_nonfinite == "skip_batch" or scaling or self.batch_hooks
+        self.copy_for_hooks = self.ops.mutable  # mutable Ops overwrite their parameter buffers two steps later
+        self.state = model.train_state(optimizer, metric_list)
+        self.consecutive_skips = 0
+
+    def _train_step(self, check_grads):
+        model, loss, optimizer, metric_list = self.model, self.loss, self.optimizer, self.metric_list
+        if model.backend.name == "jax" and self.engine is None and not self.scaling and model.dropout_masks == "device":
+            # JAX's fast path: the whole step compiled, kept on the model for later fits with the same
+            # loss and optimizer objects (a new function would compile again)
+            # (hyperparameters are compiled in: a changed one makes a new step)
+            key = (id(loss), id(optimizer), repr(loss), repr(optimizer), tuple(map(repr, metric_list)), check_grads)
+            cached = model.__dict__.setdefault("_jit_steps", {}).get(key)
+            if cached is None or cached[0] is not loss or cached[1] is not optimizer:
+                step = make_train_step(model, loss, optimizer, metric_list, None, check_grads, self.scaling)
+                if len(model._jit_steps) >= 4:
+                    model._jit_steps.clear()
+                cached = model._jit_steps[key] = (loss, optimizer, jit_train_step(step))
+            return cached[2]
+        return make_train_step(model, loss, optimizer, metric_list, self.engine, check_grads, self.scaling)
+
+    def _batches(self):
+        model = self.model
+        if not self.streaming:
+            return _in_memory_batches(model, self.x, self.target, self.shuffle, self.batch_size,
+                                      gather=not self.jitted)
+        loss = self.loss
+        batches = ((xb, yb, (xb, yb)) for xb, yb in self.batches.epoch(model.shuffle_rng, self.shuffle))
+        batches = ((_validation.prepare_inputs(model, xb), yb, host) for xb, yb, host in batches)
+        return ((xb, _validation.prepare_targets(model, yb, loss, xb.shape[0]), host) for xb, yb, host in batches)
+
+    def _gather(self, recipe):
+        return _gather(self.model, self.loss, self.x, self.target, recipe, self.streaming)
+
+    def train_epoch(self, epoch) -> _Epoch:
+        """Every step of one epoch, reading the device at the epoch's end, at progress-bar
+        refreshes, every ``sync_every`` steps, or after every step where that is free or needed."""
+        model, train_step = self.model, self.train_step
+        if model.params is not self.state.params:  # a callback replaced them (EarlyStopping restores, ...)
+            self.state = model.train_state(self.optimizer, self.metric_list)
+        self.state = cleared(model, self.state)
+        steps = _Epoch(_progress_bar(self.verbose, epoch, self.epochs, self.samples))
+        for step, (x_batch, target_batch, recipe) in enumerate(self._batches(), start=1):
+            count = x_batch.shape[0] if x_batch is not None else recipe[2] - recipe[1]
+            before = self.state
+            if self.jitted:  # the learning rate from the host's count of updates (never read from the device)
+                lr = self.optimizer.learning_rate(model.optimizer_state.count + len(steps.window))
+                if x_batch is None:  # (the compiled step gathers its batch)
+                    self.state, value = train_step.gather(self.state, self.x, self.target, recipe[0], recipe[1],
+                                                          count, lr)
+                else:
+                    self.state, value = train_step(self.state, x_batch, target_batch, 1.0, lr)
+            else:
+                self.state, value = train_step(self.state, x_batch, target_batch, model.loss_scale.scale)
+            steps.window.append((step, count, recipe))
+            steps.window_rows += count
+            steps.last = (step, x_batch, recipe)
+            if self.engine is not None:
+                begin, end = self.engine.shard(0, count)
+                steps.seen_local += end - begin
+            refresh = steps.bar is not None and time.monotonic() - steps.last_refresh > 0.25
+            if not (self.every_step or refresh or (self.sync_every and len(steps.window) >= self.sync_every)):
+                continue
+            if bool(self.state.guard.ok):  # the read: one host sync
+                self._landed(steps, step, value, refresh)
+            elif self._failed(steps, epoch, before, value, x_batch, target_batch):
+                break
+        if steps.stop_reason is None and steps.window:  # the epoch's last steps
+            if bool(self.state.guard.ok):
+                steps.seen += steps.window_rows
+                model.set_train_state(self.state)
+                if steps.bar is not None:
+                    steps.bar.update(steps.window_rows)
+            else:  # as in _failed, without skipping: the epoch is over
+                self._stop_at_failed_step(steps, epoch)
+        if steps.stop_reason is None and steps.seen and not bool(self.ops.all_finite(self.state.params)):
+            step, x_batch, recipe = steps.last  # the epoch's last update made a parameter non-finite
+            if x_batch is None:
+                x_batch = self._gather(recipe)[0]
+            self._fail(steps, _non_finite_error(model, epoch, step, self.state.params, self.state.guard.previous,
+                                                x_batch))
+        steps.read()
+        return steps
+
+    def _landed(self, steps, step, value, refresh):
+        """A read found every step since the last one landed: commit them."""
+        model = self.model
+        steps.seen += steps.window_rows
+        if self.scaling:
+            model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, False)
+        model.set_train_state(self.state)
+        self.state = cleared(model, self.state, sums=False)
+        self.consecutive_skips = 0
+        if self.batch_hooks:
+            if self.copy_for_hooks:  # an array the hook may keep
+                self.state = self.state._replace(params=model.xp.asarray(self.state.params, copy=True))
+                model.params = self.state.params
+            self.hooks.call("on_batch_end", step=step, loss=float(value), model=model)
+        if steps.bar is not None:
+            steps.bar.update(steps.window_rows)
+            if refresh:
+                steps.bar.set_postfix(loss=f"{float(self.state.loss_sum) / max(steps.seen, 1):.4f}", refresh=False)
+                steps.last_refresh = time.monotonic()
+        steps.read()
+
+    def _failed(self, steps, epoch, before, value, x_batch, target_batch):
+        """A read found the guard down: skip the step (float16 overflow, ``skip_batch``) or stop
+        with the error that names it. True when training stops."""
+        model = self.model
+        value_finite = self.ops.finite(value) if self.every_step else None
+        # the scaled backward pass overflowed float16 (skip the step, halve the scale), or a batch
+        # to skip while the weights are finite and skipping has not lasted an epoch
+        rescale = self.scaling and value_finite and model.precision.dynamic and model.loss_scale.scale > 1.0
+        skip = (not rescale and self.on_nonfinite == "skip_batch"
+                and self.consecutive_skips + 1 < self.steps_per_epoch
+                and _first_non_finite_parameter(model, before.params) is None)
+        if not (rescale or skip):
+            batch = (x_batch, target_batch) if self.every_step and x_batch is not None else None
+            self._stop_at_failed_step(steps, epoch, batch, value_finite)
+            return steps.stop_reason is not None
+        steps.seen += _failed_step(self.state, steps.window)[3]
+        if rescale:
+            model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, True)
+            steps.skipped_steps += 1
+        else:
+            steps.skipped += 1
+            self.consecutive_skips += 1
+        self.state = cleared(model, before, sums=False)._replace(step=before.step + 1)
+        model.set_train_state(self.state)  # the same weights, one step on: the next step draws fresh masks
+        steps.read()
+        return False
+
+    def _stop_at_failed_step(self, steps, epoch, batch=None, value_finite=None):
+        """Keep the weights from before the step the guard stopped and fail with what went wrong
+        there (its ``batch``, gathered again when None)."""
+        model = self.model
+        kept, failed_step, failed_recipe, landed_rows = _failed_step(self.state, steps.window)
+        steps.seen += landed_rows
+        model.set_train_state(kept)
+        failed_x, failed_target = batch if batch is not None else self._gather(failed_recipe)
+        skipped = self.consecutive_skips if self.on_nonfinite == "skip_batch" else 0
+        error = _diagnose(model, self.loss, self.optimizer, kept, epoch, failed_step, failed_x, failed_target,
+                          skipped=skipped, value_finite=value_finite)
+        self.state = kept._replace(params=model.params)
+        self._fail(steps, error)
+
+    def _fail(self, steps, error):
+        """Raise ``error`` or (``on_nonfinite="stop"``) record it; the optimizer state is reset."""
+        self.model.optimizer_state = None
+        if self.on_nonfinite == "stop":
+            steps.stop_reason = str(error)
+            return
+        if steps.bar is not None:
+            steps.bar.close()
+        raise error
+
+    def epoch_logs(self, steps) -> dict:
+        """The epoch's loss and metrics (read from the device), validation, learning rate, counts."""
+        model, state, seen = self.model, self.state, steps.seen
+        logs = {"loss": float(state.loss_sum) / seen if seen else float("nan")}
+        totals = state.totals
+        if self.engine is not None:  # the training metrics of every process's shards
+            totals = _merge_totals(self.engine, self.metric_list, totals, steps.seen_local)
+        for metric, total in zip(self.metric_list, totals):
+            logs[metric.name] = metric.result(total, seen) if seen and total is not None else float("nan")
+        if self.validation is not None:
+            for key, value in _evaluate_prepared(model, *self.validation, self.loss, self.metric_list).items():
+                logs[f"val_{key}"] = value
+        updates = model.optimizer_state.count if model.optimizer_state is not None else 0
+        logs["lr"] = self.optimizer.learning_rate(max(int(updates) - 1, 0))
+        if self.on_nonfinite == "skip_batch":
+            logs["skipped_batches"] = steps.skipped
+        if self.scaling:
+            logs["loss_scale"], logs["skipped_steps"] = model.loss_scale.scale, steps.skipped_steps
+        return logs
+
+    def report(self, epoch, logs, steps, elapsed):
+        """The epoch's progress bar or line; then the parameters the epoch's hooks may keep."""
+        if steps.bar is not None:
+            steps.bar.set_postfix_str(_format_logs({k: v for k, v in logs.items() if k != "skipped_batches"}))
+            steps.bar.close()
+        elif self.verbose == 2:
+            print(f"epoch {epoch}/{self.epochs} - {_format_logs(logs)} - {elapsed:.2f}s - "
+                  f"{steps.seen / elapsed:.0f} samples/s", file=sys.stdout, flush=True)
+        if self.copy_for_hooks and steps.stop_reason is None:
+            self.model.params = self.model.xp.asarray(self.model.params, copy=True)  # an array the hooks may keep
+            self.state = self.state._replace(params=self.model.params)
 
 
 def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
