@@ -24,6 +24,7 @@ import operator
 from typing import Any, Callable, NamedTuple
 
 from . import _math, initializers
+from .ops.generic import GenericOps
 
 __all__ = [
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
@@ -158,22 +159,12 @@ class Linear(Layer):
         return params
 
     def forward(self, params, x, ctx):
-        xp, weight = ctx.xp, params["weight"]
-        matmul = ctx.matmul or xp.matmul
-        y = matmul(x, weight)
-        if self.bias:
-            y = y + params["bias"]
+        ops = ctx.ops if ctx.ops is not None else GenericOps.of(ctx.xp)
+        weight, bias = params["weight"], params.get("bias")
+        y = ops.linear(x, weight, bias, ctx.matmul)
 
         def backward(dy, need_input_grad=True, out=None):
-            if out is None:
-                grads = {"weight": matmul(x.T, dy)}
-                if self.bias:
-                    grads["bias"] = xp.sum(dy, axis=0)
-            else:  # straight into the model's gradient buffer: no temporary, no copy
-                grads = {"weight": ctx.ops.matmul(x.T, dy, out["weight"])}
-                if self.bias:
-                    grads["bias"] = ctx.ops.sum_rows(dy, out["bias"])
-            return (matmul(dy, weight.T) if need_input_grad else None), grads
+            return ops.linear_backward(x, weight, dy, bias is not None, need_input_grad, out, ctx.matmul)
 
         return y, backward
 
@@ -374,7 +365,7 @@ class Dropout(Layer):
             keep = ctx.uniform(x.shape, x.dtype) >= self.p
         else:
             raise RuntimeError("Dropout in training needs a random source (ForwardContext.keep or uniform)")
-        keep = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.p))
+        keep = (ctx.ops if ctx.ops is not None else GenericOps.of(xp)).dropout_multiplier(keep, self.p, x.dtype)
 
         def backward(dy, need_input_grad=True, out=None):
             return dy * keep, {}

@@ -19,9 +19,8 @@ Example:
 
 from __future__ import annotations
 
-import array_api_compat
-
 from . import _math
+from .ops.generic import _target_distribution, sigmoid_cross_entropy, softmax_cross_entropy
 
 __all__ = ["Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber"]
 
@@ -65,6 +64,12 @@ class Loss:
         """Mean loss over the batch (a 0-d array)."""
         return self.value_and_grad(output, target, xp)[0]
 
+    def ops_value_and_grad(self, ops, output, target):
+        """``value_and_grad`` in a training step, through the backend's :mod:`mlp_xp.ops` where
+        they have this loss (cross-entropies: a kept one-hot row, a fused kernel); by default,
+        and for a subclass with its own ``value_and_grad``, the loss's own code."""
+        return self.value_and_grad(output, target, ops.xp)
+
     def correct(self, output, target, xp=None):
         """Number of correct predictions in the batch (0-d array); classification only."""
         raise TypeError(f"{type(self).__name__} has no accuracy")
@@ -99,31 +104,18 @@ class CrossEntropy(Loss):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
 
-    def _target_distribution(self, xp, output, target):
-        classes = output.shape[-1]
-        if target.ndim == 1:  # integer labels -> one-hot, built per batch
-            try:
-                device = target.device
-            except AttributeError:  # a JAX tracer (under jax.jit) has none
-                device = array_api_compat.device(target)
-            classes_row = xp.reshape(xp.arange(classes, dtype=target.dtype, device=device), (1, -1))
-            target = xp.astype(xp.reshape(target, (-1, 1)) == classes_row, output.dtype)
-        if self.label_smoothing:
-            target = (1.0 - self.label_smoothing) * target + self.label_smoothing / classes
-        return target
-
     def value_and_grad(self, output, target, xp=None):
-        xp = _namespace(xp, output)
-        log_p = _math.log_softmax(xp, output)
-        target = self._target_distribution(xp, output, target)
-        batch = output.shape[0]
-        loss = -xp.sum(target * log_p) / batch
-        return loss, (xp.exp(log_p) - target) / batch
+        return softmax_cross_entropy(_namespace(xp, output), output, target, self.label_smoothing)
+
+    def ops_value_and_grad(self, ops, output, target):
+        if type(self).value_and_grad is not CrossEntropy.value_and_grad:
+            return super().ops_value_and_grad(ops, output, target)
+        return ops.cross_entropy(output, target, self.label_smoothing)
 
     def value(self, output, target, xp=None):
         xp = _namespace(xp, output)
-        target = self._target_distribution(xp, output, target)
-        return -xp.sum(target * _math.log_softmax(xp, output)) / output.shape[0]
+        target = _target_distribution(xp, output, target, self.label_smoothing)
+        return xp.sum(target * _math.log_softmax(xp, output)) / -output.shape[0]
 
     def correct(self, output, target, xp=None):
         xp = _namespace(xp, output)
@@ -146,10 +138,12 @@ class BinaryCrossEntropy(Loss):
 
     def value_and_grad(self, output, target, xp=None):
         xp = _namespace(xp, output)
-        target = xp.reshape(target, output.shape)
-        count = output.shape[0] * output.shape[1]
-        loss = xp.sum(_math.softplus(xp, output) - target * output) / count
-        return loss, (_math.sigmoid(xp, output) - target) / count
+        return sigmoid_cross_entropy(xp, output, xp.reshape(target, output.shape))
+
+    def ops_value_and_grad(self, ops, output, target):
+        if type(self).value_and_grad is not BinaryCrossEntropy.value_and_grad:
+            return super().ops_value_and_grad(ops, output, target)
+        return ops.binary_cross_entropy(output, ops.xp.reshape(target, output.shape))
 
     def correct(self, output, target, xp=None):
         xp = _namespace(xp, output)

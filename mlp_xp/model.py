@@ -455,7 +455,8 @@ class Sequential:
         """
         xp = self.xp
         output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss))
-        value, grad = loss.value_and_grad(output, target, xp)
+        value, grad = (loss.value_and_grad(output, target, xp) if ctx.ops is None
+                       else loss.ops_value_and_grad(ctx.ops, output, target))
         if self._compute_dtype is not None:
             grad = xp.astype(grad * scale if scale != 1.0 else grad, self._compute_dtype)
         if ctx.ops is None or not ctx.ops.mutable:  # layers write into a buffer only through mutable ops

@@ -1,4 +1,10 @@
-"""The Array API reference of every operation a training step needs beyond layer math.
+"""The Array API reference of the operations a training step is written in.
+
+The vocabulary (:class:`GenericOps`' methods): ``linear`` and ``linear_backward`` (Linear
+layers), ``relu_backward``, ``cross_entropy`` and ``binary_cross_entropy`` (the losses' value
+and gradient), ``dropout_keep`` and ``dropout_multiplier`` (Dropout), the guard's pieces, and
+``optimizer_update`` (each optimizer's rule, frozen by the guard). A backend overrides any of
+them (:mod:`mlp_xp.ops`); layers and losses without Ops use the same functions of ``xp``.
 
 Nothing here imports numpy or cupy, writes an array in place or reads a value on the host:
 these methods run on any Array API namespace and device, and under ``jax.jit``.
@@ -12,7 +18,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["GenericOps", "mix32", "dropout_key"]
+from .. import _math
+
+__all__ = ["GenericOps", "mix32", "dropout_key", "linear", "linear_backward", "softmax_cross_entropy",
+           "sigmoid_cross_entropy"]
 
 _MASK = 0xFFFFFFFF
 # multipliers of the "lowbias32" integer hash (Chris Wellons, hash-prospector)
@@ -43,6 +52,67 @@ def dropout_key(seed_key: int, step, layer: int, c=int):
     return mix32(c(seed_key) ^ mix32((step * c(_GOLDEN) + c(salt)) & c(_MASK), c), c)
 
 
+# ---------------------------------------------------------------------- the reference math
+# (functions of the namespace, so layers and losses use them without Ops too: mixed precision,
+# a ForwardContext built by hand)
+
+
+def linear(xp, x, weight, bias=None, matmul=None):
+    """``x @ weight (+ bias)``; ``matmul`` replaces ``xp.matmul`` (a precision's product)."""
+    y = (matmul or xp.matmul)(x, weight)
+    return y if bias is None else y + bias
+
+
+def linear_backward(xp, x, weight, dy, bias=True, need_input_grad=True, matmul=None):
+    """(``dy @ weight.T`` or None, {"weight": ``x.T @ dy``, "bias": column sums of ``dy``})."""
+    matmul = matmul or xp.matmul
+    grads = {"weight": matmul(x.T, dy)}
+    if bias:
+        grads["bias"] = xp.sum(dy, axis=0)
+    return (matmul(dy, weight.T) if need_input_grad else None), grads
+
+
+def softmax_cross_entropy(xp, output, target, label_smoothing=0.0, classes_row=None):
+    """Mean softmax cross-entropy of logits ``output`` (batch, classes) and its gradient
+    ``(softmax - target) / batch``, by log-sum-exp. ``target``: integer labels (batch,) or class
+    probabilities (batch, classes); ``classes_row``: ``arange(classes)`` shaped (1, classes) in
+    the labels' dtype, if the caller keeps one."""
+    target = _target_distribution(xp, output, target, label_smoothing, classes_row)
+    log_p = _math.log_softmax(xp, output)
+    batch = output.shape[0]
+    # (the sum over -batch: bitwise -(sum / batch), one operation fewer)
+    return xp.sum(target * log_p) / -batch, (xp.exp(log_p) - target) / batch
+
+
+def _target_distribution(xp, output, target, label_smoothing=0.0, classes_row=None):
+    classes = output.shape[-1]
+    if target.ndim == 1:  # integer labels -> one-hot, built per batch
+        if classes_row is None:
+            try:
+                device = target.device
+            except AttributeError:  # a JAX tracer (under jax.jit) has none
+                import array_api_compat
+
+                device = array_api_compat.device(target)
+            classes_row = xp.reshape(xp.arange(classes, dtype=target.dtype, device=device), (1, -1))
+        target = xp.astype(xp.reshape(target, (-1, 1)) == classes_row, output.dtype)
+    if label_smoothing:
+        target = (1.0 - label_smoothing) * target + label_smoothing / classes
+    return target
+
+
+def sigmoid_cross_entropy(xp, output, target):
+    """Mean sigmoid cross-entropy ``softplus(z) - y z`` of logits ``output`` and targets in
+    [0, 1] shaped like it, and its gradient ``(sigmoid(z) - y) / count``. ``exp(-|z|)`` is taken
+    once for both (the values of :func:`mlp_xp._math.softplus` and :func:`~mlp_xp._math.sigmoid`,
+    bitwise)."""
+    e = xp.exp(-xp.abs(output))
+    count = output.shape[0] * output.shape[1]
+    loss = xp.sum(xp.maximum(output, 0.0) + xp.log1p(e) - target * output) / count
+    s = 1.0 / (1.0 + e)
+    return loss, (xp.where(output >= 0, s, e * s) - target) / count
+
+
 class GenericOps:
     """Reference implementations, for one namespace and device.
 
@@ -60,7 +130,7 @@ class GenericOps:
         import array_api_compat
 
         self.xp, self.device = xp, device
-        self._indices = {}
+        self._indices, self._constants = {}, {}
         # capabilities: torch has no uint32 shifts (hash in int64, masked to 32 bits); JAX takes
         # no Python int above int32's range next to a uint32 array (constants become uint32)
         self._wide = array_api_compat.is_torch_namespace(xp)
@@ -104,12 +174,70 @@ class GenericOps:
             h = h & _MASK
         return h >= c(min(int(round(p * 4294967296.0)), _MASK))
 
+    @classmethod
+    def of(cls, xp):
+        """The generic Ops of namespace ``xp`` with no device of their own (for layer and loss
+        code that runs without a model's Ops), one per namespace."""
+        ops = _PLAIN.get(id(xp))
+        if ops is None or ops.xp is not xp:
+            ops = _PLAIN[id(xp)] = cls(xp)
+            ops._cache = False  # no device of its own: arrays are made on their inputs' devices
+        return ops
+
+    def _constant(self, key, make):
+        """``make()``, kept for later calls where that is safe (not under ``jax.jit``, where XLA
+        folds constants itself and a kept array would leak a tracer)."""
+        if not self._cache:
+            return make()
+        value = self._constants.get(key)
+        if value is None:
+            if len(self._constants) > 16:
+                self._constants.clear()
+            value = self._constants[key] = make()
+        return value
+
+    def dropout_multiplier(self, keep, p, dtype):
+        """What Dropout multiplies by: ``1 / (1 - p)`` where the boolean ``keep``, else 0 (one
+        ``where`` on two kept 0-d constants; the same values as ``astype(keep) * (1 / (1 - p))``)."""
+        xp = self.xp
+        if not self._cache:
+            return xp.astype(keep, dtype) * (1.0 / (1.0 - p))
+        scale, zero = self._constant(("dropout", p, dtype), lambda: (
+            xp.asarray(1.0 / (1.0 - p), dtype=dtype, device=self.device),
+            xp.zeros((), dtype=dtype, device=self.device)))
+        return xp.where(keep, scale, zero)
+
     # ------------------------------------------------------------------ layer pieces
+
+    def linear(self, x, weight, bias=None, matmul=None):
+        """A Linear layer's forward pass, ``x @ weight (+ bias)``."""
+        return linear(self.xp, x, weight, bias, matmul)
+
+    def linear_backward(self, x, weight, dy, bias=True, need_input_grad=True, out=None, matmul=None):
+        """Its backward pass: (input gradient or None, {"weight": ..., "bias": ...}). ``out``:
+        views of the model's flat gradient that mutable Ops write these gradients into."""
+        return linear_backward(self.xp, x, weight, dy, bias, need_input_grad, matmul)
 
     def relu_backward(self, x, dy):
         """``dy`` where ``x > 0``, else 0 (a multiply by the 0/1 mask is several times faster than
         ``where`` on numpy)."""
         return dy * self.xp.astype(x > 0, dy.dtype)
+
+    # ------------------------------------------------------------------ losses
+
+    def cross_entropy(self, output, target, label_smoothing=0.0):
+        """:class:`~mlp_xp.losses.CrossEntropy`'s (loss, gradient): :func:`softmax_cross_entropy`,
+        with the labels' one-hot row ``arange(classes)`` kept between steps (a constant)."""
+        classes_row = None
+        if target.ndim == 1 and self._cache:
+            classes = output.shape[-1]
+            classes_row = self._constant(("classes", classes, target.dtype), lambda: self.xp.reshape(
+                self.xp.arange(classes, dtype=target.dtype, device=self.device), (1, -1)))
+        return softmax_cross_entropy(self.xp, output, target, label_smoothing, classes_row)
+
+    def binary_cross_entropy(self, output, target):
+        """:class:`~mlp_xp.losses.BinaryCrossEntropy`'s (loss, gradient)."""
+        return sigmoid_cross_entropy(self.xp, output, target)
 
     # ------------------------------------------------------------------ the guard
 
@@ -164,3 +292,6 @@ class GenericOps:
     def prepare(self, params):
         """Parameters this Ops may train in (the fast paths copy them into buffers of their own)."""
         return params
+
+
+_PLAIN = {}  # GenericOps.of: {id(namespace): its device-less generic Ops}

@@ -69,12 +69,24 @@ class UfuncOps(GenericOps):
     def true(self):
         return True
 
-    # -- layer helpers: write a result into a preallocated gradient view
-    def matmul(self, a, b, out):
-        return self.module.matmul(a, b, out=out)
+    # -- layers: the generic math with numpy's own functions, gradients written into the model's
+    # flat gradient buffer (``out``) where given: no temporary, no copy
+    def linear(self, x, weight, bias=None, matmul=None):
+        if matmul is not None:
+            return super().linear(x, weight, bias, matmul)
+        y = self.module.matmul(x, weight)
+        if bias is not None:
+            y += bias  # (y is new: adding in place computes the same values without a second array)
+        return y
 
-    def sum_rows(self, x, out):
-        return self.module.sum(x, axis=0, out=out)
+    def linear_backward(self, x, weight, dy, bias=True, need_input_grad=True, out=None, matmul=None):
+        if matmul is not None:
+            return super().linear_backward(x, weight, dy, bias, need_input_grad, out, matmul)
+        np = self.module
+        grads = {"weight": np.matmul(x.T, dy, out=None if out is None else out["weight"])}
+        if bias:
+            grads["bias"] = np.sum(dy, axis=0, out=None if out is None else out["bias"])
+        return (np.matmul(dy, weight.T) if need_input_grad else None), grads
 
     def copy_into(self, destination, source):
         self.module.copyto(destination, source)
