@@ -24,7 +24,7 @@ import operator
 from typing import Any, Callable, NamedTuple
 
 from . import _math, initializers
-from .ops.generic import GenericOps
+from .ops import generic
 
 __all__ = [
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
@@ -159,11 +159,15 @@ class Linear(Layer):
         return params
 
     def forward(self, params, x, ctx):
-        ops = ctx.ops if ctx.ops is not None else GenericOps.of(ctx.xp)
-        weight, bias = params["weight"], params.get("bias")
-        y = ops.linear(x, weight, bias, ctx.matmul)
+        ops, weight, bias = ctx.ops, params["weight"], params.get("bias")
+        if ops is None:  # (mixed precision, a hand-built context): the reference functions
+            y = generic.linear(ctx.xp, x, weight, bias, ctx.matmul)
+        else:
+            y = ops.linear(x, weight, bias, ctx.matmul)
 
         def backward(dy, need_input_grad=True, out=None):
+            if ops is None:
+                return generic.linear_backward(ctx.xp, x, weight, dy, bias is not None, need_input_grad, ctx.matmul)
             return ops.linear_backward(x, weight, dy, bias is not None, need_input_grad, out, ctx.matmul)
 
         return y, backward
@@ -365,7 +369,8 @@ class Dropout(Layer):
             keep = ctx.uniform(x.shape, x.dtype) >= self.p
         else:
             raise RuntimeError("Dropout in training needs a random source (ForwardContext.keep or uniform)")
-        keep = (ctx.ops if ctx.ops is not None else GenericOps.of(xp)).dropout_multiplier(keep, self.p, x.dtype)
+        keep = (generic.dropout_multiplier(xp, keep, self.p, x.dtype) if ctx.ops is None
+                else ctx.ops.dropout_multiplier(keep, self.p, x.dtype))
 
         def backward(dy, need_input_grad=True, out=None):
             return dy * keep, {}

@@ -20,8 +20,8 @@ import math
 
 from .. import _math
 
-__all__ = ["GenericOps", "mix32", "dropout_key", "linear", "linear_backward", "softmax_cross_entropy",
-           "sigmoid_cross_entropy"]
+__all__ = ["GenericOps", "mix32", "dropout_key", "linear", "linear_backward", "dropout_multiplier",
+           "softmax_cross_entropy", "sigmoid_cross_entropy"]
 
 _MASK = 0xFFFFFFFF
 # multipliers of the "lowbias32" integer hash (Chris Wellons, hash-prospector)
@@ -70,6 +70,11 @@ def linear_backward(xp, x, weight, dy, bias=True, need_input_grad=True, matmul=N
     if bias:
         grads["bias"] = xp.sum(dy, axis=0)
     return (matmul(dy, weight.T) if need_input_grad else None), grads
+
+
+def dropout_multiplier(xp, keep, p, dtype):
+    """What Dropout multiplies by: ``1 / (1 - p)`` where the boolean ``keep``, else 0."""
+    return xp.astype(keep, dtype) * (1.0 / (1.0 - p))
 
 
 def softmax_cross_entropy(xp, output, target, label_smoothing=0.0, classes_row=None):
@@ -174,16 +179,6 @@ class GenericOps:
             h = h & _MASK
         return h >= c(min(int(round(p * 4294967296.0)), _MASK))
 
-    @classmethod
-    def of(cls, xp):
-        """The generic Ops of namespace ``xp`` with no device of their own (for layer and loss
-        code that runs without a model's Ops), one per namespace."""
-        ops = _PLAIN.get(id(xp))
-        if ops is None or ops.xp is not xp:
-            ops = _PLAIN[id(xp)] = cls(xp)
-            ops._cache = False  # no device of its own: arrays are made on their inputs' devices
-        return ops
-
     def _constant(self, key, make):
         """``make()``, kept for later calls where that is safe (not under ``jax.jit``, where XLA
         folds constants itself and a kept array would leak a tracer)."""
@@ -197,11 +192,11 @@ class GenericOps:
         return value
 
     def dropout_multiplier(self, keep, p, dtype):
-        """What Dropout multiplies by: ``1 / (1 - p)`` where the boolean ``keep``, else 0 (one
-        ``where`` on two kept 0-d constants; the same values as ``astype(keep) * (1 / (1 - p))``)."""
+        """What Dropout multiplies by (:func:`dropout_multiplier`), as one ``where`` on two 0-d
+        constants kept between steps: the same values, one operation fewer."""
         xp = self.xp
         if not self._cache:
-            return xp.astype(keep, dtype) * (1.0 / (1.0 - p))
+            return dropout_multiplier(xp, keep, p, dtype)
         scale, zero = self._constant(("dropout", p, dtype), lambda: (
             xp.asarray(1.0 / (1.0 - p), dtype=dtype, device=self.device),
             xp.zeros((), dtype=dtype, device=self.device)))
@@ -293,5 +288,3 @@ class GenericOps:
         """Parameters this Ops may train in (the fast paths copy them into buffers of their own)."""
         return params
 
-
-_PLAIN = {}  # GenericOps.of: {id(namespace): its device-less generic Ops}
