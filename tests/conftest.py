@@ -24,6 +24,26 @@ def _available(name):
 
 
 BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "cupy"]
+#: the ``backend`` fixture's cases: each backend, and array_api_strict on its simulated second device,
+#: which refuses to mix devices the way a GPU does
+BACKEND_CASES = ["numpy", "array_api_strict", "array_api_strict:device1", "torch", "jax", "cupy"]
+
+
+class BackendName(str):
+    """A backend name as tests pass it (``backend == "torch"`` still works), with the device its
+    arrays live on (``device``: None for the default one)."""
+
+    device = None
+
+    def __new__(cls, name, device=None):
+        self = super().__new__(cls, name)
+        self.device = device
+        return self
+
+    @property
+    def options(self):
+        """``backend=`` and ``device=`` for ``mx.Sequential``, ``model.to`` and ``mx.load``."""
+        return {"backend": str(self), "device": self.device}
 #: backends whose results must be bitwise identical to numpy's (same kernels underneath)
 NUMPY_EXACT = ["numpy", "array_api_strict"]
 
@@ -61,12 +81,18 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKEND_CASES)
 def backend(request):
-    """Each backend name in turn; those not installed are skipped."""
-    if not _available(request.param):
-        pytest.skip(f"{request.param} is not installed" + (" or has no GPU" if request.param == "cupy" else ""))
-    return request.param
+    """Each backend name in turn (a :class:`BackendName`: pass ``backend.device`` along, or
+    ``**backend.options``); those not installed are skipped."""
+    name, _, device = request.param.partition(":")
+    if not _available(name):
+        pytest.skip(f"{name} is not installed" + (" or has no GPU" if name == "cupy" else ""))
+    if device:
+        import array_api_strict
+
+        return BackendName(name, array_api_strict.Device(device))
+    return BackendName(name)
 
 
 @pytest.fixture(params=NUMPY_EXACT)

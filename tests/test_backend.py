@@ -11,9 +11,11 @@ from mlp_xp._backend import resolve_backend, resolve_dtype_name
 
 
 def test_names_resolve_to_namespaces(backend):
-    resolved = resolve_backend(backend)
+    resolved = resolve_backend(backend, backend.device)
     assert resolved.name == backend
     array = resolved.asarray([1.0, 2.0], dtype=resolved.dtype("float64"))
+    if backend.device is not None:  # (array_api_strict's second device)
+        assert array.device == backend.device
     assert float(resolved.xp.sum(array)) == 3.0
 
 
@@ -50,7 +52,7 @@ def test_missing_backend_says_what_to_install(monkeypatch):
 
 
 def test_to_numpy_from_every_backend(backend):
-    resolved = resolve_backend(backend)
+    resolved = resolve_backend(backend, backend.device)
     array = resolved.asarray(np.arange(6.0).reshape(2, 3), dtype=resolved.dtype("float64"))
     host = mx.to_numpy(array)
     assert isinstance(host, np.ndarray)

@@ -235,7 +235,7 @@ def test_r2_of_several_outputs_is_their_average():
 
 
 def test_top_k_accuracy_matches_a_direct_count(backend):
-    model = _classifier(backend=backend, dtype="float64")
+    model = _classifier(**backend.options, dtype="float64")
     result = model.evaluate(X, LABELS, mx.losses.CrossEntropy(), metrics=["top_2_accuracy", "top_k_accuracy"],
                             batch_size=50)
     scores = numpy_of(model.predict(X))

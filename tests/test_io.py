@@ -44,7 +44,7 @@ def test_round_trip_keeps_architecture_weights_and_predictions(tmp_path):
 def test_load_onto_another_backend_and_dtype(tmp_path, backend):
     model = _model()
     mx.save(model, tmp_path / "m.safetensors")
-    loaded = mx.load(tmp_path / "m.safetensors", backend=backend, dtype="float64")
+    loaded = mx.load(tmp_path / "m.safetensors", **backend.options, dtype="float64")
     assert loaded.backend.name == backend and loaded.dtype_name == "float64"
     np.testing.assert_allclose(numpy_of(loaded.predict(_data()[0])), numpy_of(model.predict(_data()[0])),
                                rtol=1e-5, atol=1e-6)

@@ -48,7 +48,7 @@ IDS = [repr(case[0]) for case in LAYER_CASES]
 
 def _run(layer, backend, dtype, seed=0):
     """Forward + backward of ``layer`` on ``backend`` with scalar objective sum(y * dy)."""
-    be = resolve_backend(backend)
+    be = resolve_backend(backend, getattr(backend, "device", None))
     xp = be.xp
     rng = np.random.default_rng(seed)
     case = next(c for c in LAYER_CASES if c[0] is layer)

@@ -68,7 +68,7 @@ def test_initialisation_follows_the_activation():
 def test_same_seed_same_weights_on_every_backend(backend):
     layers = (mx.Linear(5, 4), mx.ReLU(), mx.Linear(4, 2))
     reference = mx.Sequential(*layers, seed=11).state_dict()
-    other = mx.Sequential(*layers, backend=backend, seed=11).state_dict()
+    other = mx.Sequential(*layers, **backend.options, seed=11).state_dict()
     for key in reference:
         assert np.array_equal(numpy_of(reference[key]), numpy_of(other[key]))
     different = mx.Sequential(*layers, seed=12).state_dict()
@@ -96,7 +96,7 @@ def test_state_dict_round_trip_and_errors():
 def test_to_copies_weights_and_generators(backend):
     X, y = _digits_like()
     model = mx.Sequential(mx.Linear(8, 6), mx.Tanh(), mx.Dropout(0.2), mx.Linear(6, 3), dtype="float64", seed=4)
-    moved = model.to(backend=backend)
+    moved = model.to(**backend.options)
     assert moved.backend.name == backend and moved.dtype_name == "float64"
     for key, value in model.state_dict().items():
         assert np.array_equal(numpy_of(value), numpy_of(moved.state_dict()[key]))
@@ -138,7 +138,7 @@ def test_whole_model_gradient_check(case, backend):
     X = rng.normal(size=(10, 6))
     y = {"labels": rng.integers(0, 4, size=10), "binary": rng.uniform(size=(10, 2)),
          "real": rng.normal(size=(10, 3)), "real4": rng.normal(size=(10, 4))}[target_kind]
-    model = mx.Sequential(*make_layers(), backend=backend, dtype="float32", seed=2)
+    model = mx.Sequential(*make_layers(), **backend.options, dtype="float32", seed=2)
     result = mx.check_gradients(model, X, y, loss)
     assert result.ok, result.errors
     assert result.max_rel_error < 1e-7
@@ -168,21 +168,27 @@ def test_gradient_check_subsamples_large_tensors():
     assert result.ok and result.checked == 20 + 20 + 20 + 3
 
 
-def _train(backend, dtype="float32", epochs=3):
+def _train(backend, dtype="float32", epochs=3, device=None):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(200, 10)), rng.integers(0, 4, size=200)
     model = mx.Sequential(mx.Linear(10, 32), mx.ReLU(), mx.Dropout(0.2), mx.Linear(32, 16), mx.GELU(),
-                          mx.LayerNorm(), mx.Linear(16, 4), mx.Softmax(), backend=backend, dtype=dtype, seed=7)
+                          mx.LayerNorm(), mx.Linear(16, 4), mx.Softmax(), backend=backend, device=device, dtype=dtype,
+                          seed=7)
     history = model.fit(X, y, loss=mx.losses.CrossEntropy(label_smoothing=0.05),
                         optimizer=mx.optim.Adam(lr=1e-2, clip_norm=1.0), epochs=epochs, batch_size=32,
                         validation_data=(X[:50], y[:50]), verbose=0)
     return model, history
 
 
+@pytest.mark.parametrize("device", [None, "device1"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_and_array_api_strict_are_bitwise_identical(dtype):
+def test_numpy_and_array_api_strict_are_bitwise_identical(dtype, device):
+    """Also on array_api_strict's second device, which refuses to mix devices as a GPU does."""
+    strict = pytest.importorskip("array_api_strict")
     numpy_model, numpy_history = _train("numpy", dtype)
-    strict_model, strict_history = _train("array_api_strict", dtype)
+    strict_model, strict_history = _train("array_api_strict", dtype, device=device and strict.Device(device))
+    if device:
+        assert strict_model.params.device == strict.Device(device)
     for key, value in numpy_model.state_dict().items():
         assert np.array_equal(numpy_of(value), numpy_of(strict_model.state_dict()[key])), key
     assert numpy_history == strict_history
@@ -190,7 +196,7 @@ def test_numpy_and_array_api_strict_are_bitwise_identical(dtype):
 
 def test_other_backends_track_numpy_in_float64(backend):
     reference, _ = _train("numpy", "float64")
-    other, _ = _train(backend, "float64")
+    other, _ = _train(backend, "float64", device=backend.device)
     for key, value in reference.state_dict().items():
         np.testing.assert_allclose(numpy_of(other.state_dict()[key]), numpy_of(value), rtol=1e-9, atol=1e-12)
 

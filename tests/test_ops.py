@@ -39,7 +39,7 @@ def _same(a, b):
 
 
 def test_ops_losses_equal_the_loss_classes_bitwise(backend):
-    model = _model(backend)
+    model = _model(backend, backend.device)
     logits, labels, probabilities, binary = _data(model)
     ops = model.ops
     for loss, target in [(mx.losses.CrossEntropy(), labels), (mx.losses.CrossEntropy(0.1), labels),
@@ -103,7 +103,7 @@ def test_linear_entries_equal_the_reference_and_write_into_out(ops, bias):
 
 
 def test_dropout_multiplier_equals_the_scaled_mask(backend):
-    model = _model(backend, dtype="float32")
+    model = _model(backend, backend.device, dtype="float32")
     keep = model.xp.asarray(model.backend.asarray(np.array([[True, False, True], [False, True, True]])))
     expected = np.array([[1, 0, 1], [0, 1, 1]], dtype=np.float32) * np.float32(1 / 0.8)
     for result in (model.ops.dropout_multiplier(keep, 0.2, model.dtype),

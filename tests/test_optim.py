@@ -119,7 +119,7 @@ def test_float64_trajectory_matches_torch(case):
                                   lambda: mx.optim.Adam(clip_norm=0.3), lambda: mx.optim.AdamW(),
                                   lambda: mx.optim.RMSprop(momentum=0.5, centered=True)])
 def test_same_update_on_every_backend(make, backend):
-    be = resolve_backend(backend)
+    be = resolve_backend(backend, backend.device)
     results = []
     for xp_backend in (resolve_backend("numpy"), be):
         optimizer = make()
