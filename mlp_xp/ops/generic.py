@@ -287,4 +287,3 @@ class GenericOps:
     def prepare(self, params):
         """Parameters this Ops may train in (the fast paths copy them into buffers of their own)."""
         return params
-
