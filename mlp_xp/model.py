@@ -494,7 +494,7 @@ class Sequential:
         Returns:
             (loss, grads): a Python float and {key: array of the backend}.
         """
-        self._check_loss(loss)
+        self.check_loss(loss)
         x = _validation.prepare_inputs(self, X)
         target = _validation.prepare_targets(self, y, loss, x.shape[0])
         ctx = self._train_context() if train else self._context()
@@ -505,9 +505,6 @@ class Sequential:
 
     def check_loss(self, loss):
         """Raise TypeError/ValueError where ``loss`` does not fit this model's output."""
-        self._check_loss(loss)
-
-    def _check_loss(self, loss):
         if not isinstance(loss, Loss):
             hint = " (did you pass the class instead of an instance?)" if isinstance(loss, type) else ""
             raise TypeError(f"loss must be an mx.losses loss, got {loss!r}{hint}")
@@ -625,13 +622,13 @@ class Sequential:
         updates done), or None. ``fit`` continues from it and writes it back at each read."""
         return self._optimizer_state
 
-    def set_optimizer(self, optimizer, state=None):
-        """Hold ``optimizer`` and its ``state`` (None: to be initialised by the next ``fit``)."""
-        self._optimizer, self._optimizer_state = optimizer, state
-
     @optimizer_state.setter
     def optimizer_state(self, state):
         self._optimizer_state = state
+
+    def set_optimizer(self, optimizer, state=None):
+        """Hold ``optimizer`` and its ``state`` (None: to be initialised by the next ``fit``)."""
+        self._optimizer, self._optimizer_state = optimizer, state
 
     @property
     def loss_scale(self):

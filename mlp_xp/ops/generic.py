@@ -135,7 +135,7 @@ class GenericOps:
         import array_api_compat
 
         self.xp, self.device = xp, device
-        self._indices, self._constants = {}, {}
+        self._constants = {}  # arrays made once per Ops (see _constant)
         # capabilities: torch has no uint32 shifts (hash in int64, masked to 32 bits); JAX takes
         # no Python int above int32's range next to a uint32 array (constants become uint32)
         self._wide = array_api_compat.is_torch_namespace(xp)
@@ -152,17 +152,10 @@ class GenericOps:
     def _element_indices(self, start, shape):
         """uint32 element numbers start, start+1, ... shaped like ``shape`` (built once per shape:
         a constant, so not a per-step operation)."""
-        size = math.prod(shape)
-        cached = self._indices.get((start, shape))
-        if cached is None:
-            xp = self.xp
-            dtype = xp.int64 if self._wide else xp.uint32
-            cached = xp.reshape(xp.arange(start, start + size, dtype=dtype, device=self.device), shape)
-            if self._cache:
-                if len(self._indices) > 16:
-                    self._indices.clear()
-                self._indices[(start, shape)] = cached
-        return cached
+        xp = self.xp
+        dtype = xp.int64 if self._wide else xp.uint32
+        return self._constant(("indices", start, shape), lambda: xp.reshape(
+            xp.arange(start, start + math.prod(shape), dtype=dtype, device=self.device), shape))
 
     def dropout_keep(self, key, shape, p, start=0):
         """Boolean mask, True with probability ``1 - p`` per element, from a hash of

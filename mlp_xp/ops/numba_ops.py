@@ -71,7 +71,7 @@ class NumbaOps(UfuncOps):
     def relu_backward(self, x, dy):
         """``dy * (x > 0)`` in one pass (C-contiguous arrays; others take the generic route)."""
         if not (x.flags.c_contiguous and dy.flags.c_contiguous and x.shape == dy.shape and x.dtype == dy.dtype):
-            return dy * (x > 0).astype(dy.dtype)
+            return super().relu_backward(x, dy)
         out = np.empty_like(dy)
         cast = dy.dtype.type
         _relu_backward(x.reshape(-1), dy.reshape(-1), out.reshape(-1), cast(1.0), cast(0.0))
