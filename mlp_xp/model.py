@@ -238,7 +238,7 @@ class Sequential:
         state["params"] = to_numpy(self.params)
         if self._optimizer_state is not None:
             state["_optimizer_state"] = type(self._optimizer_state)(
-                *(value if index == 0 or value is None else to_numpy(value)
+                *(int(value) if index == 0 else value if value is None else to_numpy(value)
                   for index, value in enumerate(self._optimizer_state)))
         return state
 
@@ -393,17 +393,16 @@ class Sequential:
                     return backend.asarray(rng.random((rows,) + tuple(shape[1:]))[start:start + shape[0]],
                                            dtype=dtype)
             return self._context(True, uniform)
-        from .ops.generic import dropout_key
+        from .ops.generic import layer_key
 
         ops, key, step = self.ops, self.dropout_key, self.dropout_step if step is None else step
+        mix = ops.step_mix(step)  # (a device step: a 0-d array, and so are the keys)
         calls = [0]
 
         def keep(shape, p):
             calls[0] += 1
             offset = start * math.prod(shape[1:])
-            layer_key = (dropout_key(key, step, calls[0]) if isinstance(step, int)
-                         else dropout_key(key, step, calls[0], ops._c))  # a traced step (jax.jit)
-            return ops.dropout_keep(layer_key, shape, p, offset)
+            return ops.dropout_keep(ops.layer_key(mix, layer_key(key, calls[0])), shape, p, offset)
 
         return self._context(True, keep=keep)
 
@@ -652,15 +651,14 @@ class Sequential:
         held = self._optimizer_state if optimizer is self._optimizer else None
         return init_state(self, optimizer, metrics, held)
 
-    def set_train_state(self, state, optimizer=None):
+    def set_train_state(self, state, optimizer=None, step=None):
         """Take the parameters, optimizer state and step count of a TrainState (read the guard
-        first: ``bool(state.guard.ok)``; the parameters of a failed step are the frozen ones)."""
-        opt_state = state.opt_state
-        if not isinstance(opt_state.count, int):  # a device scalar (under jax.jit)
-            opt_state = opt_state._replace(count=int(opt_state.count))
+        first: ``bool(state.guard.ok)``; the parameters of a failed step are the frozen ones).
+        ``step``: the step count, where the caller knows it on the host (else it is read)."""
         if optimizer is not None:
             self._optimizer = optimizer
-        self.params, self._optimizer_state, self.dropout_step = state.params, opt_state, int(state.step)
+        self.params, self._optimizer_state = state.params, state.opt_state
+        self.dropout_step = int(state.step) if step is None else step
 
     def forward(self, x, params=None, loss=None, stop=None):
         """The output of the model for ``x`` (an array of this backend, already checked), in

@@ -1,24 +1,33 @@
 """Optimizers over one flat parameter vector, with update rules identical to torch.optim.
 
-An optimizer is a frozen set of hyperparameters with two pure methods (Optax style):
+An optimizer is a frozen set of hyperparameters. Its rule is written once, as a primitive of
+the Ops (:meth:`mlp_xp.ops.GenericOps.adam`, ``sgd``, ``rmsprop``): the optimizer only computes
+the step's scalars (learning rate, bias corrections, decay factor, clip scale) as 0-d arrays on
+the parameters' device, from its hyperparameters and its state's step count (also on the
+device), and calls that primitive. So nothing that changes from step to step is a Python
+number, and a user's subclass that keeps the rule keeps every backend's fast path.
 
-- ``init(params) -> state``: a NamedTuple of arrays shaped like the flat ``params``;
-- ``update(grads, state, params, xp=None, lr=None) -> (new_params, new_state)``; ``lr`` overrides
-  the learning rate of this update (a traced value under ``jax.jit``).
+- ``init(params) -> state``: a NamedTuple of arrays shaped like the flat ``params``, and
+  ``count`` (updates done, a 0-d integer array);
+- ``apply(ops, grads, state, params, ok, undo=None) -> (params, state, ok)``: the guarded
+  update of a training step (in place where the Ops write in place; ``ok`` false, or an update
+  that is not finite, leaves the parameters as they were; ``spare``: a free array the Ops may
+  write the new parameters into, returned as params then);
+- ``update(grads, state, params, xp=None) -> (params, state)``: the same rule as a pure
+  function of its arrays (the reference; nothing is written in place).
 
-Because the model keeps all parameters in one vector, a step is a handful of elementwise
-operations whatever the depth. ``lr`` is a number or a schedule from
-:mod:`mlp_xp.optim.schedules`, evaluated at the number of updates done so far (0 for the
-first step). ``clip_norm`` rescales the gradient to that global L2 norm first, exactly like
-``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``.
+``lr`` is a number or a schedule from :mod:`mlp_xp.optim.schedules` (evaluated on the device at
+the number of updates done so far, 0 for the first), or any function of that count (evaluated
+on the host: one read of the count per step). ``clip_norm`` rescales the gradient to that
+global L2 norm first, exactly like ``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``.
 
 Example:
     >>> import numpy as np, mlp_xp as mx
     >>> opt = mx.optim.SGD(lr=0.1, momentum=0.9)
     >>> params = np.array([1.0, -2.0]); state = opt.init(params)
     >>> params, state = opt.update(np.array([0.5, 0.5]), state, params)
-    >>> params.tolist()
-    [0.95, -2.05]
+    >>> params.tolist(), int(state.count)
+    ([0.95, -2.05], 1)
 """
 
 from __future__ import annotations
@@ -30,15 +39,11 @@ from typing import Any, NamedTuple
 from . import schedules
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "SGDState", "AdamState",
-           "RMSpropState", "schedules", "OPTIMIZER_TYPES"]
+           "RMSpropState", "schedules", "OPTIMIZER_TYPES", "SQUARED_STATE"]
 
-
-def _namespace(xp, array):
-    if xp is not None:
-        return xp
-    import array_api_compat
-
-    return array_api_compat.array_namespace(array)
+#: optimizer state that accumulates squared gradients: once inf, every later update of those
+#: weights divides by inf, so an overflow there is a failure even though the weights stay finite
+SQUARED_STATE = ("exp_avg_sq", "square_avg")
 
 
 def _check_non_negative(name, value):
@@ -48,8 +53,20 @@ def _check_non_negative(name, value):
     return float(value)
 
 
+def _generic_ops(array, xp=None):
+    import array_api_compat
+
+    from .ops import GenericOps
+
+    xp = xp or array_api_compat.array_namespace(array)
+    return GenericOps(xp, array_api_compat.device(array), in_place=False)
+
+
 class Optimizer:
-    """Base class: learning rate (number or schedule), weight decay, gradient clipping."""
+    """Base class: learning rate (number or schedule), weight decay, gradient clipping.
+
+    A subclass defines ``init`` and ``apply`` (compute the step's scalars, call one Ops
+    primitive); ``update`` follows from ``apply``."""
 
     _config_keys: tuple = ("lr", "weight_decay", "clip_norm")
 
@@ -66,14 +83,14 @@ class Optimizer:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
 
     def learning_rate(self, count: int) -> float:
-        """The learning rate of update number ``count`` (0-based).
+        """The learning rate of update number ``count`` (0-based), on the host.
 
         Raises:
             ValueError: a schedule (a plain function, say) gave a negative or non-finite rate.
         """
         if not callable(self.lr):
             return self.lr
-        lr = float(self.lr(count))
+        lr = float(self.lr(int(count)))
         if not 0 <= lr < math.inf:
             raise ValueError(f"the learning-rate schedule {self.lr!r} gave lr={lr!r} at update {count}")
         return lr
@@ -81,16 +98,46 @@ class Optimizer:
     def init(self, params):
         raise NotImplementedError
 
-    def update(self, grads, state, params, xp=None, lr=None):
+    def apply(self, ops, grads, state, params, ok, undo=None):
         raise NotImplementedError
 
-    def _clip(self, xp, grads):
+    def update(self, grads, state, params, xp=None):
+        """The pure form of :meth:`apply`: new parameters and state, nothing written in place."""
+        ops = _generic_ops(params, xp)
+        params, state, _ = self.apply(ops, grads, state, params, ops.true())
+        return params, state
+
+    # ------------------------------------------------------------------ the step's scalars
+
+    @staticmethod
+    def _zero_count(params):
+        import array_api_compat
+
+        xp = array_api_compat.array_namespace(params)
+        jax = array_api_compat.is_jax_namespace(xp)
+        return xp.zeros((), dtype=xp.int32 if jax else xp.int64, device=array_api_compat.device(params))
+
+    def _lr(self, ops, count, dtype):
+        """This update's learning rate: a Python number when constant (the same every step),
+        else a 0-d array of ``dtype`` (a schedule on the device; a plain function on the host)."""
+        if not callable(self.lr):
+            return self.lr
+        if isinstance(self.lr, schedules.Schedule):
+            lr = self.lr.on_device(ops, ops.as_scalar(count))
+            if type(lr) is float:  # (constant: a Python number; a numpy float is a float too)
+                return lr
+            if lr is not None:
+                return ops.xp.astype(lr, dtype)
+        return ops.xp.asarray(self.learning_rate(count), dtype=dtype, device=ops.device)
+
+    def _grad_scale(self, ops, grads):
+        """The factor ``clip_grad_norm_`` scales the gradient by (0-d, on the device), or None."""
         if self.clip_norm is None:
-            return grads
-        # as torch.nn.utils.clip_grad_norm_: always scaled, by min(1, max_norm / (norm + 1e-6));
-        # kept on the device, so no host sync
+            return None
+        xp = ops.xp
+        # as torch.nn.utils.clip_grad_norm_: always scaled, by min(1, max_norm / (norm + 1e-6))
         norm = xp.sqrt(xp.sum(grads * grads))
-        return grads * xp.minimum(self.clip_norm / (norm + 1e-6), 1.0)
+        return xp.minimum(self.clip_norm / (norm + 1e-6), 1.0)
 
     def config(self):
         return {key: getattr(self, key) for key in self._config_keys}
@@ -99,52 +146,63 @@ class Optimizer:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
 
 
+def _counted(ops, ok, state, count):
+    """``state`` with ``count`` (this update's number) where the update landed."""
+    return state._replace(count=ops.select(ok, count, state.count))
+
+
 class SGDState(NamedTuple):
-    count: int
+    count: Any
     momentum_buffer: Any  # None without momentum
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
 
-    ``g += weight_decay * p``; ``buf = g`` on the first step, else ``buf = momentum * buf + g``;
-    ``p -= lr * (g + momentum * buf if nesterov else buf)``.
+    ``g += weight_decay * p``; ``buf = g`` on the first step, else
+    ``buf = momentum * buf + (1 - dampening) * g``; ``p -= lr * (g + momentum * buf if nesterov else buf)``.
 
     Args:
         lr: learning rate or schedule.
         momentum: momentum factor (0 disables the buffer).
-        nesterov: Nesterov momentum (needs momentum > 0).
+        dampening: dampening of the momentum's new gradient (not on the first step, as torch).
+        nesterov: Nesterov momentum (needs momentum > 0 and no dampening).
         weight_decay: L2 penalty added to the gradient.
         clip_norm: global gradient-norm clip, or None.
     """
 
-    _config_keys = ("lr", "momentum", "nesterov", "weight_decay", "clip_norm")
+    _config_keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "clip_norm")
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None, dampening=0.0):
         super().__init__(lr, weight_decay, clip_norm)
         self.momentum = _check_non_negative("momentum", momentum)
-        if nesterov and self.momentum == 0:
-            raise ValueError("Nesterov momentum requires momentum > 0")
+        self.dampening = _check_non_negative("dampening", dampening)
+        if nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires momentum > 0 and zero dampening")
         self.nesterov = bool(nesterov)
 
     def init(self, params):
-        return SGDState(0, None)
+        import array_api_compat
 
-    def update(self, grads, state, params, xp=None, lr=None):
-        xp = _namespace(xp, params)
-        lr = self.learning_rate(state.count) if lr is None else lr
-        grads = self._clip(xp, grads)
-        if self.weight_decay:
-            grads = grads + self.weight_decay * params
-        buffer = None
-        if self.momentum:
-            buffer = grads if state.momentum_buffer is None else self.momentum * state.momentum_buffer + grads
-            grads = grads + self.momentum * buffer if self.nesterov else buffer
-        return params - lr * grads, SGDState(state.count + 1, buffer)
+        buffer = array_api_compat.array_namespace(params).zeros_like(params) if self.momentum else None
+        return SGDState(self._zero_count(params), buffer)
+
+    def apply(self, ops, grads, state, params, ok, undo=None):
+        count = state.count + 1
+        buffer = state.momentum_buffer
+        if self.momentum and buffer is None:  # a state saved before its first update
+            buffer = ops.xp.zeros_like(params)
+        dampening = None
+        if self.momentum and self.dampening:  # (no dampening on the first step, as torch)
+            dampening = ops.select(state.count == 0, 1.0, 1.0 - self.dampening)
+        params, buffer, ok = ops.sgd(params, grads, buffer, ok, lr=self._lr(ops, state.count, params.dtype),
+                                     momentum=self.momentum, dampening=dampening, nesterov=self.nesterov,
+                                     weight_decay=self.weight_decay, grad_scale=self._grad_scale(ops, grads), undo=undo)
+        return params, _counted(ops, ok, SGDState(state.count, buffer), count), ok
 
 
 class AdamState(NamedTuple):
-    count: int
+    count: Any
     exp_avg: Any
     exp_avg_sq: Any
 
@@ -164,7 +222,8 @@ class Adam(Optimizer):
     """
 
     _config_keys = ("lr", "betas", "eps", "weight_decay", "clip_norm")
-    _decoupled = False
+    #: weight decay applied to the parameters (AdamW) instead of added to the gradient
+    decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
         super().__init__(lr, weight_decay, clip_norm)
@@ -178,25 +237,29 @@ class Adam(Optimizer):
         self.eps = _check_non_negative("eps", eps)
 
     def init(self, params):
-        xp = _namespace(None, params)
-        return AdamState(0, xp.zeros_like(params), xp.zeros_like(params))
+        import array_api_compat
 
-    def update(self, grads, state, params, xp=None, lr=None):
-        xp = _namespace(xp, params)
+        xp = array_api_compat.array_namespace(params)
+        return AdamState(self._zero_count(params), xp.zeros_like(params), xp.zeros_like(params))
+
+    def apply(self, ops, grads, state, params, ok, undo=None):
+        xp, dtype = ops.xp, params.dtype
         beta1, beta2 = self.betas
-        lr = self.learning_rate(state.count) if lr is None else lr
-        step = state.count + 1
-        grads = self._clip(xp, grads)
-        if self.weight_decay:
-            if self._decoupled:
-                params = params * (1.0 - lr * self.weight_decay)
-            else:
-                grads = grads + self.weight_decay * params
-        exp_avg = state.exp_avg + (1.0 - beta1) * (grads - state.exp_avg)  # torch's lerp
-        exp_avg_sq = beta2 * state.exp_avg_sq + (1.0 - beta2) * (grads * grads)
-        step_size = lr / (1.0 - beta1 ** step)
-        denom = xp.sqrt(exp_avg_sq) / (1.0 - beta2 ** step) ** 0.5 + self.eps
-        return params - step_size * exp_avg / denom, AdamState(step, exp_avg, exp_avg_sq)
+        count = state.count + 1
+        step = ops.as_scalar(count)  # (float64 where the device has it: the host's arithmetic)
+        lr = self._lr(ops, state.count, ops.scalar_dtype)
+        step_size = xp.astype(lr / (1.0 - ops.power(beta1, step)), dtype)
+        bias_correction2_sqrt = xp.astype(xp.sqrt(1.0 - ops.power(beta2, step)), dtype)
+        decay = None
+        if self.weight_decay and self.decoupled:
+            decay = 1.0 - lr * self.weight_decay
+            decay = decay if type(decay) is float else xp.astype(decay, dtype)  # (a numpy float is a float too)
+        params, exp_avg, exp_avg_sq, ok = ops.adam(
+            params, grads, state.exp_avg, state.exp_avg_sq, ok, step_size=step_size, beta1=beta1, beta2=beta2,
+            eps=self.eps, bias_correction2_sqrt=bias_correction2_sqrt,
+            weight_decay=0.0 if self.decoupled else self.weight_decay, decay=decay,
+            grad_scale=self._grad_scale(ops, grads), undo=undo)
+        return params, _counted(ops, ok, AdamState(state.count, exp_avg, exp_avg_sq), count), ok
 
 
 class AdamW(Adam):
@@ -205,14 +268,14 @@ class AdamW(Adam):
     Same arguments as :class:`Adam`; ``weight_decay`` defaults to 0.01.
     """
 
-    _decoupled = True
+    decoupled = True
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, clip_norm=None):
         super().__init__(lr, betas, eps, weight_decay, clip_norm)
 
 
 class RMSpropState(NamedTuple):
-    count: int
+    count: Any
     square_avg: Any
     momentum_buffer: Any  # None without momentum
     grad_avg: Any  # None unless centered
@@ -247,31 +310,20 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
 
     def init(self, params):
-        xp = _namespace(None, params)
-        return RMSpropState(0, xp.zeros_like(params), xp.zeros_like(params) if self.momentum else None,
+        import array_api_compat
+
+        xp = array_api_compat.array_namespace(params)
+        return RMSpropState(self._zero_count(params), xp.zeros_like(params),
+                            xp.zeros_like(params) if self.momentum else None,
                             xp.zeros_like(params) if self.centered else None)
 
-    def update(self, grads, state, params, xp=None, lr=None):
-        xp = _namespace(xp, params)
-        alpha = self.alpha
-        lr = self.learning_rate(state.count) if lr is None else lr
-        grads = self._clip(xp, grads)
-        if self.weight_decay:
-            grads = grads + self.weight_decay * params
-        square_avg = alpha * state.square_avg + (1.0 - alpha) * (grads * grads)
-        grad_avg = None
-        if self.centered:
-            grad_avg = state.grad_avg + (1.0 - alpha) * (grads - state.grad_avg)
-            avg = xp.sqrt(square_avg - grad_avg * grad_avg) + self.eps
-        else:
-            avg = xp.sqrt(square_avg) + self.eps
-        buffer = None
-        if self.momentum:
-            buffer = self.momentum * state.momentum_buffer + grads / avg
-            params = params - lr * buffer
-        else:
-            params = params - lr * grads / avg
-        return params, RMSpropState(state.count + 1, square_avg, buffer, grad_avg)
+    def apply(self, ops, grads, state, params, ok, undo=None):
+        count = state.count + 1
+        params, square_avg, buffer, grad_avg, ok = ops.rmsprop(
+            params, grads, state.square_avg, state.momentum_buffer, state.grad_avg, ok,
+            lr=self._lr(ops, state.count, params.dtype), alpha=self.alpha, eps=self.eps, momentum=self.momentum,
+            weight_decay=self.weight_decay, grad_scale=self._grad_scale(ops, grads), undo=undo)
+        return params, _counted(ops, ok, RMSpropState(state.count, square_avg, buffer, grad_avg), count), ok
 
 
 OPTIMIZER_TYPES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}

@@ -74,6 +74,21 @@ class Schedule:
         """The rate after ``t`` steps (or epochs) of this schedule's unit."""
         raise NotImplementedError
 
+    def on_device(self, ops, count):
+        """The rate at update ``count`` (a 0-d floating-point array), computed with the
+        :mod:`mlp_xp.ops` ``ops`` on their device: what a training step uses, so that no per-step
+        number comes from the host. A float when the rate is constant; None where the schedule
+        has no device form (then the optimizer evaluates it on the host)."""
+        if self.per == "epoch":
+            if self.steps_per_epoch is None:
+                self(0)  # (raises the error that names what is missing)
+            count = ops.xp.floor(count / self.steps_per_epoch)
+        return self.device_value(ops, count)
+
+    def device_value(self, ops, t):
+        """:meth:`value` of a 0-d floating-point array ``t``, with ``ops`` (None: no device form)."""
+        return None
+
 
 @dataclass(frozen=True)
 class constant(Schedule):
@@ -86,6 +101,9 @@ class constant(Schedule):
         _check_rate(self.lr, "lr")
 
     def value(self, t):
+        return self.lr
+
+    def device_value(self, ops, t):
         return self.lr
 
 
@@ -105,6 +123,9 @@ class step(Schedule):
 
     def value(self, t):
         return self.lr * self.gamma ** (t // self.step_size)
+
+    def device_value(self, ops, t):
+        return self.lr * ops.power(self.gamma, ops.xp.floor(t / self.step_size))
 
 
 @dataclass(frozen=True)
@@ -129,6 +150,12 @@ class cosine(Schedule):
             raise ValueError(f"{self!r} has no total_steps: give it one, or use it in fit, which sets it")
         progress = min(t, self.total_steps) / self.total_steps
         return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + math.cos(math.pi * progress))
+
+    def device_value(self, ops, t):
+        self.value(0)  # (raises without total_steps)
+        xp = ops.xp
+        progress = xp.minimum(t, float(self.total_steps)) / self.total_steps
+        return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1.0 + xp.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,16 @@ class warmup(Schedule):
         if t < self.warmup_steps:
             return self._base(0) * (t + 1) / self.warmup_steps
         return self._base(t - self.warmup_steps)
+
+    def device_value(self, ops, t):
+        xp = ops.xp
+        if not isinstance(self.base, Schedule) and callable(self.base):
+            return None  # (a plain function: evaluated on the host)
+        after = (self.base.device_value(ops, t - self.warmup_steps) if isinstance(self.base, Schedule)
+                 else float(self.base))
+        if after is None:
+            return None
+        return xp.where(t < self.warmup_steps, self._base(0) * (t + 1.0) / self.warmup_steps, after)
 
 
 def resolve(schedule, steps_per_epoch: int, epochs: int):

@@ -1,21 +1,23 @@
 """One training step as a function of its inputs: ``train_step(state, x, y) -> (state, loss)``.
 
-A :class:`TrainState` holds everything a step reads and changes: the flat parameters, the
-optimizer state, the step number (the key of that step's Dropout masks), the non-finite guard
-and the running sums of the loss and metrics. A step does forward, loss, backward, the guard and
-the update, with no host read and no host upload on a device backend: ``fit`` (and anyone who
-writes their own loop) reads the guard and the sums only every so often.
+A :class:`TrainState` is the one record of training state: the flat parameters, the optimizer
+state (its update count on the device), the step number (the key of that step's Dropout
+masks, on the device), the non-finite guard, the running sums of the loss and metrics, and the
+gradient buffer of numpy's Ops. A step does forward, loss, backward, the guard and the update,
+with no host read, no host upload and no Python number that changes from step to step on a
+device backend: ``fit`` (and anyone who writes their own loop) reads the guard and the sums only
+every so often.
 
-The guard keeps the promise of the non-finite check without a sync: ``guard.ok`` turns false at
-the first step whose loss, gradient (under ``on_nonfinite="skip_batch"`` or loss scaling) or
-squared-gradient optimizer state is not finite; from then on every update is frozen, so the
-parameters are those from before that step and ``guard.previous`` those from before the last
-update that landed. ``guard.landed`` counts the updates that landed since the last read, which
-names the step that failed.
+The guard keeps the promise of the non-finite check without a sync and without a copy of the
+weights: an update lands only if the loss is finite, the gradient is (under
+``on_nonfinite="skip_batch"`` or loss scaling), and its new parameters and squared-gradient
+state are finite; ``guard.ok`` turns false at the first step where one is not, and every later
+update is frozen, so the parameters are those from before that step. ``guard.landed`` counts
+the updates that landed since the last read, which names the step that failed.
 
-On the generic :mod:`mlp_xp.ops` the step is pure (no array is written in place), so
-``jax.jit`` compiles it whole (:func:`jit_train_step`); numpy's Ops write into preallocated
-buffers instead and keep the guard's flag on the host, where reading it is free.
+The optimizer writes parameters and moments in place (numpy, CuPy, torch, array_api_strict);
+where arrays cannot be written (JAX) the step is a pure function and ``jax.jit`` compiles it
+whole (:func:`jit_train_step`).
 
 Example:
     >>> import numpy as np, mlp_xp as mx
@@ -27,7 +29,7 @@ Example:
     >>> x, y = np.ones((16, 4), np.float32), np.arange(16) % 3
     >>> for _ in range(3):
     ...     state, loss = train_step(state, x, y)
-    >>> state.step, bool(state.guard.ok), int(state.guard.landed)
+    >>> int(state.step), bool(state.guard.ok), int(state.guard.landed)
     (3, True, 3)
 """
 
@@ -45,26 +47,26 @@ class Guard(NamedTuple):
     """The non-finite guard, on the device.
 
     Attributes:
-        ok: no non-finite loss, gradient or optimizer state since the last read (0-d bool).
+        ok: no update failed since the last read (0-d bool).
         landed: updates that landed since the last read (0-d int).
-        previous: the parameters from before the last update that landed.
     """
 
     ok: Any
     landed: Any
-    previous: Any
 
 
 class TrainState(NamedTuple):
-    """Everything a step reads and changes.
+    """Everything a step reads and changes: the one home of training state.
 
     Attributes:
-        params: the flat parameter vector.
-        opt_state: the optimizer's state (its ``count`` is the number of updates).
-        step: training steps taken by this model (keys the Dropout masks of the next one).
+        params: the flat parameter vector (the model's own, updated in place).
+        opt_state: the optimizer's state (its ``count``, on the device, is the number of updates).
+        step: training steps taken by this model (keys the Dropout masks of the next one; on
+            the device).
         guard: the :class:`Guard`.
         loss_sum: the sum of ``batch loss x batch rows`` over the steps that landed (0-d).
         totals: each metric's running totals (see :mod:`mlp_xp.metrics`), or None before any.
+        buffer: the flat gradient buffer layers write into (numpy's Ops), or None.
     """
 
     params: Any
@@ -73,6 +75,7 @@ class TrainState(NamedTuple):
     guard: Guard
     loss_sum: Any
     totals: tuple
+    buffer: Any = None
 
 
 def square_limit(dtype_name) -> float:
@@ -89,23 +92,24 @@ def _zero(model):
 
 def init_state(model, optimizer, metrics=(), opt_state=None) -> TrainState:
     """A state that starts from the model's parameters and ``optimizer``'s fresh state (or
-    ``opt_state``), at the model's step count, with a clear guard and empty sums."""
+    ``opt_state``), at the model's step count, with a clear guard and empty sums. Counts become
+    the Ops' counters (device scalars; host ints on numpy): one upload here, none per step."""
     ops = model.ops
-    params = ops.prepare(model.params)
+    params = model.params
     if opt_state is None:
         opt_state = optimizer.init(params)
-    return TrainState(params, opt_state, model.dropout_step, Guard(ops.true(), ops.zero_count(), params),
+    opt_state = opt_state._replace(count=ops.counter(opt_state.count))
+    return TrainState(params, opt_state, ops.step_counter(model.dropout_step), Guard(ops.true(), ops.zero_count()),
                       _zero(model), (None,) * len(metrics))
 
 
 def cleared(model, state: TrainState, sums=True) -> TrainState:
-    """``state`` with its guard read and cleared (``previous`` stays: the weights from before
-    the last update that landed), and with ``sums``, its sums emptied."""
+    """``state`` with its guard read and cleared and, with ``sums``, its sums emptied."""
     ops = model.ops
-    guard = Guard(ops.true(), ops.zero_count(), state.guard.previous)
+    state = state._replace(guard=Guard(ops.true(), ops.zero_count()))
     if sums:
-        return TrainState(state.params, state.opt_state, state.step, guard, _zero(model), (None,) * len(state.totals))
-    return TrainState(state.params, state.opt_state, state.step, guard, state.loss_sum, state.totals)
+        return state._replace(loss_sum=_zero(model), totals=(None,) * len(state.totals))
+    return state
 
 
 def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradients=False, scaled=False):
@@ -124,40 +128,43 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         scaled: float16 loss scaling: also fail a step whose gradient is not finite.
 
     Returns:
-        ``train_step(state, x, y, scale=1.0, lr=None) -> (state, loss)``: ``scale`` is the loss
-        scale of mixed precision, ``lr`` overrides the optimizer's learning rate for this step
-        (default: its schedule at the update count); ``loss`` is the batch's mean loss (0-d).
+        ``train_step(state, x, y, scale=1.0) -> (state, loss)``: ``scale`` is the loss scale of
+        mixed precision; ``loss`` is the batch's mean loss (0-d). The optimizer's learning rate
+        (and schedule) is evaluated on the device at its update count.
     """
-    from .ops.generic import SQUARED_STATE
-    from .optim import Optimizer
+    from .optim import SQUARED_STATE, Optimizer
 
     model.check_loss(loss)
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}")
     ops, xp = model.ops, model.xp
-    grad_buffer = (xp.empty(model.num_parameters + (engine is not None), dtype=model.dtype)
-                   if ops.mutable else None)
+    buffer_size = model.num_parameters + (engine is not None)  # (+ the loss, all-reduced with the gradient)
     squares = any(field in SQUARED_STATE for field in
                   type(optimizer.init(xp.zeros(1, dtype=model.dtype, device=model.device)))._fields)
     #: the largest gradient whose square is finite in the model's dtype
     limit = square_limit(model.dtype_name) if squares else math.inf
 
-    def train_step(state, x, y, scale=1.0, lr=None):
+    def train_step(state, x, y, scale=1.0):
         rows = x.shape[0]
         target, count = y, rows
+        buffer = state.buffer
+        if buffer is None and ops.mutable:
+            buffer = xp.empty(buffer_size, dtype=model.dtype)
         if engine is None:
             value, grad, output = model.value_and_grad(x, y, loss, state.params, train=True, step=state.step,
-                                                       grad_out=grad_buffer, scale=scale)
+                                                       grad_out=buffer, scale=scale)
         else:
             value, grad, output, target, count = sharded_loss_and_grad(
-                model, engine, state.params, x, y, loss, state.step, grad_buffer, scale)
+                model, engine, state.params, x, y, loss, state.step, buffer, scale)
         ok = ops.both(state.guard.ok, ops.finite(value))
         if check_gradients and limit < math.inf:
             ok = ops.both(ok, ops.below(grad, limit))
         elif check_gradients or scaled:
             ok = ops.both(ok, ops.all_finite(grad))
-        params, opt_state, ok = ops.optimizer_update(optimizer, grad, state.opt_state, state.params, ok, lr)
-        guard = Guard(ok, ops.count(ok, state.guard.landed), ops.select(ok, state.params, state.guard.previous))
+        # the gradient buffer is used up by the update: it may keep the old parameters there
+        undo = grad if buffer is not None and engine is None else None
+        params, opt_state, ok = optimizer.apply(ops, grad, state.opt_state, state.params, ok, undo=undo)
+        guard = Guard(ok, ops.count(ok, state.guard.landed))
         if ops.host_flags:
             loss_sum = state.loss_sum + value * rows if ok else state.loss_sum
         else:
@@ -165,7 +172,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         totals = state.totals
         if count and totals:
             totals = tuple([metric.update(total, output, target, xp) for metric, total in zip(metrics, totals)])
-        return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals), value
+        return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals, buffer), value
 
     train_step.ops = ops
     return train_step
@@ -209,13 +216,13 @@ def sharded_loss_and_grad(model, engine, params, x, target, loss, step=None, buf
 
 def jit_train_step(train_step):
     """``train_step`` compiled whole by ``jax.jit`` (JAX's fast path): the step number and the
-    optimizer's count are traced, so the compilations of the first steps (and of a last, smaller
-    batch) serve every later step."""
+    optimizer's count are device scalars (traced), so the compilations of the first steps (and
+    of a last, smaller batch) serve every later step."""
     import jax
 
     import jax.numpy as jnp
 
-    compiled = jax.jit(lambda state, x, y, lr: train_step(state, x, y, 1.0, lr))
+    compiled = jax.jit(lambda state, x, y: train_step(state, x, y, 1.0))
 
     def rows_of(data, order, start, rows):
         if order is None:
@@ -224,25 +231,18 @@ def jit_train_step(train_step):
 
     # the batch gathered inside the compiled step: no separate dispatch per batch, and XLA can
     # fuse the gather into the first matrix product
-    gathering = jax.jit(lambda state, x, y, order, start, lr, rows: train_step(
-        state, rows_of(x, order, start, rows), rows_of(y, order, start, rows), 1.0, lr), static_argnums=6)
+    gathering = jax.jit(lambda state, x, y, order, start, rows: train_step(
+        state, rows_of(x, order, start, rows), rows_of(y, order, start, rows), 1.0), static_argnums=5)
 
-    def traced(state):
-        if isinstance(state.step, int):  # host counters become device scalars of fixed types
-            state = state._replace(step=jnp.asarray(state.step, dtype=jnp.uint32),
-                                   opt_state=state.opt_state._replace(
-                                       count=jnp.asarray(state.opt_state.count, dtype=jnp.int32)))
-        return state
-
-    def step(state, x, y, scale=1.0, lr=None):
+    def step(state, x, y, scale=1.0):
         if scale != 1.0:
             raise ValueError("the jitted step has no loss scaling")
-        return compiled(traced(state), x, y, lr)
+        return compiled(state, x, y)
 
-    def gather(state, x, y, order, start, rows, lr=None):
+    def gather(state, x, y, order, start, rows):
         """The step on rows ``order[start:start + rows]`` of ``x`` and ``y`` (``order`` None:
         rows ``start:start + rows``)."""
-        return gathering(traced(state), x, y, order, start, lr, rows)
+        return gathering(state, x, y, order, start, rows)
 
     step.ops, step.jitted, step.gather = train_step.ops, compiled, gather
     return step

@@ -15,8 +15,7 @@ import numpy as np
 
 from . import _validation
 from ._errors import NonFiniteError
-from .optim import Optimizer
-from .ops.generic import SQUARED_STATE
+from .optim import SQUARED_STATE, Optimizer
 from .step import cleared, jit_train_step, make_train_step, square_limit
 
 __all__ = ["fit", "evaluate", "predict", "History"]
@@ -99,19 +98,15 @@ def _first_non_finite_activation(model, params, x):
     return None
 
 
-def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0, gradient=False):
-    """Build the error for a non-finite loss at (epoch, step) and put back the weights from
-    before the last update that landed (which made the parameters, or the forward pass,
-    overflow), where there was one."""
+def _non_finite_error(model, epoch, step, params, x, skipped=0, gradient=False):
+    """The error for a non-finite loss (or, with ``gradient``, gradient) at (epoch, step), where
+    the model kept ``params``: the weights from before that step (the guard lets no update
+    land that would make them non-finite; parameters that were not finite when training
+    started are named)."""
     bad_parameter = _first_non_finite_parameter(model, params)
-    restored = previous_params is not None and previous_params is not params
-    if restored:
-        model.params = previous_params
-    keeps = ("the model keeps its weights from before that update" if restored
-             else "the model keeps its weights")
+    keeps = "the model keeps its weights from before that step"
     if bad_parameter is not None:
-        detail = (f"parameter {bad_parameter!r} became non-finite in the previous update; {keeps}. "
-                  "Lower the learning rate or set clip_norm")
+        detail = f"parameter {bad_parameter!r} is not finite; {keeps}. Load or initialise finite weights"
         name = bad_parameter
     elif gradient:
         compute = model.precision.compute
@@ -121,9 +116,8 @@ def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0,
         name = "gradient"
     else:
         where = _first_non_finite_activation(model, params, x)
-        cause = " (the last update may have caused it)" if restored else ""
-        detail = (f"the parameters are finite but the forward pass overflowed ({where or 'in the loss'}){cause}; "
-                  f"{keeps}. Scale the inputs or lower the learning rate")
+        detail = (f"the parameters are finite but the forward pass overflowed ({where or 'in the loss'}); "
+                  f"{keeps}. Scale the inputs, or lower the learning rate if earlier updates grew the weights")
         name = "loss"
     if skipped:
         detail = (f"skipping cannot recover: this is the {skipped + 1}th non-finite batch in a row (an epoch's "
@@ -131,7 +125,6 @@ def _non_finite_error(model, epoch, step, params, previous_params, x, skipped=0,
     what = "gradient" if gradient and bad_parameter is None else "loss"
     return NonFiniteError(f"non-finite {what} at epoch {epoch}, step {step}: {detail}",
                           epoch=epoch, step=step, name=name)
-
 
 
 def _state_overflow_error(model, epoch, step, field):
@@ -185,9 +178,9 @@ def _failed_step(state, window):
 
 
 def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, value_finite=None):
-    """The NonFiniteError of a step the guard stopped, found by running it again from the weights
-    it started from (``kept``; the step is a function of them, its batch and its key), and the
-    model's weights put back to the last good ones (see ``_non_finite_error``)."""
+    """The NonFiniteError of a step the guard stopped, found by running it again from the state
+    it started from (``kept``; the step is a function of it, its batch and its key): its loss,
+    its gradient, then (both finite) its update, out of place."""
     from .ops import GenericOps
 
     generic = GenericOps(model.xp, model.device)
@@ -197,14 +190,31 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
     if value_finite is None:
         value_finite = bool(generic.finite(value))
     if not value_finite or not bool(generic.all_finite(grad)) or model.precision.scaled:
-        return _non_finite_error(model, epoch, step, kept.params, kept.guard.previous, x, skipped,
-                                 gradient=value_finite)
+        return _non_finite_error(model, epoch, step, kept.params, x, skipped, gradient=value_finite)
     limit = square_limit(model.dtype_name)
-    if skipped or not bool(generic.below(grad, limit)):
-        fields = [field for field in kept.opt_state._fields if field in SQUARED_STATE]
-        if fields:
-            return _state_overflow_error(model, epoch, step, fields[0])
-    return _non_finite_error(model, epoch, step, kept.params, kept.guard.previous, x, skipped, gradient=True)
+    fields = [field for field in kept.opt_state._fields if field in SQUARED_STATE]
+    if fields and (skipped or not bool(generic.below(grad, limit))):
+        return _state_overflow_error(model, epoch, step, fields[0])
+    unguarded = GenericOps(model.xp, model.device, in_place=False)
+    unguarded.guarded = False
+    new_params, new_state, _ = optimizer.apply(unguarded, grad, kept.opt_state, kept.params, unguarded.true())
+    parameter = _first_non_finite_parameter(model, new_params)
+    if parameter is not None:
+        return _update_overflow_error(model, epoch, step, parameter, skipped)
+    for field in fields:  # (an overflow of the squared state from a gradient just below the limit)
+        if not bool(model.xp.max(getattr(new_state, field)) < float("inf")):
+            return _state_overflow_error(model, epoch, step, field)
+    return _non_finite_error(model, epoch, step, kept.params, x, skipped, gradient=True)
+
+
+def _update_overflow_error(model, epoch, step, parameter, skipped=0):
+    detail = (f"parameter {parameter!r} became non-finite in the update of this step (loss and gradient are "
+              "finite); the update was refused and the model keeps its weights from before that update. Lower "
+              "the learning rate or set clip_norm")
+    if skipped:
+        detail = f"skipping cannot recover: {detail}"
+    return NonFiniteError(f"non-finite parameter at epoch {epoch}, step {step}: {detail}", epoch=epoch, step=step,
+                          name=parameter)
 
 
 def _format_logs(logs):
@@ -382,6 +392,13 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
     history = History({key: [] for key in run.log_keys})
     run.hooks.call("on_train_begin", model=model)
+    _epochs(run, history)
+    run.hooks.call("on_train_end", model=model)
+    return history
+
+
+def _epochs(run, history):
+    model = run.model
     for epoch in range(1, run.epochs + 1):
         run.hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
@@ -392,10 +409,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         for key, value in logs.items():
             history[key].append(value)
         run.report(epoch, logs, steps, time.perf_counter() - started)
-        if run.hooks.call("on_epoch_end", epoch=epoch, logs=logs, model=model) or steps.stop_reason is not None:
+        if run.call_hook("on_epoch_end", epoch=epoch, logs=logs) or steps.stop_reason is not None:
             break
-    run.hooks.call("on_train_end", model=model)
-    return history
 
 
 class _Epoch:
@@ -503,7 +518,8 @@ class _Run:
         # read the guard after every step where that is free (host flags) or asked for: skipping a
         # batch, loss scaling and per-batch callbacks decide on the host after each step
         self.every_step = self.ops.host_flags or on_nonfinite == "skip_batch" or scaling or self.batch_hooks
-        self.copy_for_hooks = self.ops.mutable  # mutable Ops overwrite their parameter buffers two steps later
+        # the optimizer writes the parameters in place: a hook that keeps them gets a copy
+        self.copy_for_hooks = self.ops.in_place
         self.state = model.train_state(optimizer, metric_list)
         self.consecutive_skips = 0
 
@@ -547,13 +563,8 @@ class _Run:
         for step, (x_batch, target_batch, recipe) in enumerate(self._batches(), start=1):
             count = x_batch.shape[0] if x_batch is not None else recipe[2] - recipe[1]
             before = self.state
-            if self.jitted:  # the learning rate from the host's count of updates (never read from the device)
-                lr = self.optimizer.learning_rate(model.optimizer_state.count + len(steps.window))
-                if x_batch is None:  # (the compiled step gathers its batch)
-                    self.state, value = train_step.gather(self.state, self.x, self.target, recipe[0], recipe[1],
-                                                          count, lr)
-                else:
-                    self.state, value = train_step(self.state, x_batch, target_batch, 1.0, lr)
+            if self.jitted and x_batch is None:  # (the compiled step gathers its batch)
+                self.state, value = train_step.gather(self.state, self.x, self.target, recipe[0], recipe[1], count)
             else:
                 self.state, value = train_step(self.state, x_batch, target_batch, model.loss_scale.scale)
             steps.window.append((step, count, recipe))
@@ -572,17 +583,11 @@ class _Run:
         if steps.stop_reason is None and steps.window:  # the epoch's last steps
             if bool(self.state.guard.ok):
                 steps.seen += steps.window_rows
-                model.set_train_state(self.state)
+                model.set_train_state(self.state, step=model.dropout_step + len(steps.window))
                 if steps.bar is not None:
                     steps.bar.update(steps.window_rows)
             else:  # as in _failed, without skipping: the epoch is over
                 self._stop_at_failed_step(steps, epoch)
-        if steps.stop_reason is None and steps.seen and not bool(self.ops.all_finite(self.state.params)):
-            step, x_batch, recipe = steps.last  # the epoch's last update made a parameter non-finite
-            if x_batch is None:
-                x_batch = self._gather(recipe)[0]
-            self._fail(steps, _non_finite_error(model, epoch, step, self.state.params, self.state.guard.previous,
-                                                x_batch))
         steps.read()
         return steps
 
@@ -592,14 +597,11 @@ class _Run:
         steps.seen += steps.window_rows
         if self.scaling:
             model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, False)
-        model.set_train_state(self.state)
+        model.set_train_state(self.state, step=model.dropout_step + len(steps.window))  # (every step of it landed)
         self.state = cleared(model, self.state, sums=False)
         self.consecutive_skips = 0
         if self.batch_hooks:
-            if self.copy_for_hooks:  # an array the hook may keep
-                self.state = self.state._replace(params=model.xp.asarray(self.state.params, copy=True))
-                model.params = self.state.params
-            self.hooks.call("on_batch_end", step=step, loss=float(value), model=model)
+            self.call_hook("on_batch_end", step=step, loss=float(value))
         if steps.bar is not None:
             steps.bar.update(steps.window_rows)
             if refresh:
@@ -618,6 +620,8 @@ class _Run:
         skip = (not rescale and self.on_nonfinite == "skip_batch"
                 and self.consecutive_skips + 1 < self.steps_per_epoch
                 and _first_non_finite_parameter(model, before.params) is None)
+        if (rescale or skip) and self._update_refused(before, x_batch, target_batch):
+            rescale = skip = False  # the batch was fine, its update was not: skipping cannot help
         if not (rescale or skip):
             batch = (x_batch, target_batch) if self.every_step and x_batch is not None else None
             self._stop_at_failed_step(steps, epoch, batch, value_finite)
@@ -633,6 +637,23 @@ class _Run:
         model.set_train_state(self.state)  # the same weights, one step on: the next step draws fresh masks
         steps.read()
         return False
+
+    def _update_refused(self, before, x_batch, target_batch):
+        """The step's loss and gradient passed the guard, and its update was refused (it would
+        make a parameter or squared state non-finite): run again from ``before``."""
+        from .ops import GenericOps
+
+        model = self.model
+        if x_batch is None:
+            return False  # (a compiled JAX step: no loss scaling; skip_batch decides as before)
+        generic = GenericOps(model.xp, model.device)
+        value, grad, _ = model.value_and_grad(x_batch, target_batch, self.loss, before.params,
+                                              train=model.dropout_masks == "device", step=before.step,
+                                              scale=model.loss_scale.scale)
+        if not bool(generic.finite(value)) or not bool(generic.all_finite(grad)):
+            return False
+        squares = any(field in SQUARED_STATE for field in before.opt_state._fields)
+        return not squares or bool(generic.below(grad, square_limit(model.dtype_name)))
 
     def _stop_at_failed_step(self, steps, epoch, batch=None, value_finite=None):
         """Keep the weights from before the step the guard stopped and fail with what went wrong
@@ -686,9 +707,24 @@ class _Run:
         elif self.verbose == 2:
             print(f"epoch {epoch}/{self.epochs} - {_format_logs(logs)} - {elapsed:.2f}s - "
                   f"{steps.seen / elapsed:.0f} samples/s", file=sys.stdout, flush=True)
-        if self.copy_for_hooks and steps.stop_reason is None:
-            self.model.params = self.model.xp.asarray(self.model.params, copy=True)  # an array the hooks may keep
-            self.state = self.state._replace(params=self.model.params)
+
+    def call_hook(self, hook, **values):
+        """Call ``hook`` of every callback with the model, whose ``params`` are a copy the hook
+        may keep (the optimizer writes the live ones in place); a hook that puts other weights
+        into the model (EarlyStopping's best ones, say) has them trained from then on."""
+        model = self.model
+        if not self.copy_for_hooks:
+            return self.hooks.call(hook, model=model, **values)
+        live = model.params
+        handed = model.params = model.xp.asarray(live, copy=True)
+        try:
+            return self.hooks.call(hook, model=model, **values)
+        finally:
+            if model.params is handed:
+                model.params = live
+            elif self.state.params is live:  # trained from now on: a copy, in case the hook keeps them
+                model.params = model.xp.asarray(model.params, copy=True)
+                self.state = self.state._replace(params=model.params)
 
 
 def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:

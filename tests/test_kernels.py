@@ -54,23 +54,27 @@ def test_fast_path_is_bitwise_identical_to_generic(kernel_name, optimizer_name, 
 
 @pytest.mark.parametrize("kernel_name", sorted(KERNELS))
 def test_fast_update_matches_generic_update_directly(kernel_name):
+    """Each optimizer's primitive on the fast Ops (state in place, new parameters into the
+    spare) equals the pure generic update, bitwise, step after step."""
     kernels = KERNELS[kernel_name]()
     rng = np.random.default_rng(1)
     params, grads = rng.normal(size=1000).astype(np.float32), rng.normal(size=1000).astype(np.float32)
     for make in OPTIMIZERS.values():
         optimizer = make()
-        update = kernels.optimizer(optimizer)
-        if update is None:
-            continue
         generic_params, generic_state = params, optimizer.init(params)
         fast_params, fast_state = params.copy(), optimizer.init(params)
+        fast_state = fast_state._replace(count=kernels.counter(fast_state.count))
         for _ in range(4):
-            generic_params, generic_state = optimizer.update(grads, generic_state, generic_params, None)
-            out = np.empty_like(fast_params)
-            fast_state, overflowed = update(grads.copy(), fast_state, fast_params, out)
-            assert overflowed is None
-            fast_params = out
+            generic_params, generic_state = optimizer.update(grads, generic_state, generic_params)
+            used_up = grads.copy()  # (the step's gradient buffer: used up by the update)
+            fast_params, fast_state, ok = optimizer.apply(kernels, used_up, fast_state, fast_params, True,
+                                                          undo=used_up)
+            assert ok is True
         assert np.array_equal(generic_params, fast_params), optimizer
+        assert int(generic_state.count) == fast_state.count == 4
+        for field in generic_state._fields[1:]:
+            if getattr(generic_state, field) is not None:
+                assert np.array_equal(getattr(generic_state, field), getattr(fast_state, field)), (optimizer, field)
 
 
 def test_numpy_models_use_fast_paths_and_others_do_not():
@@ -81,40 +85,67 @@ def test_numpy_models_use_fast_paths_and_others_do_not():
     assert type(mx.Sequential(mx.Linear(2, 2), backend="array_api_strict").ops) is GenericOps
 
 
-def test_subclassed_optimizers_take_the_generic_path():
-    class Halved(mx.optim.Adam):
-        def update(self, grads, state, params, xp=None):
-            return super().update(grads * 0.5, state, params, xp)
+@pytest.mark.parametrize("kernel_name", sorted(KERNELS))
+def test_a_subclassed_optimizer_keeps_the_fast_primitive(kernel_name):
+    """The Ops never test an optimizer's type: a subclass that keeps the rule gets the fused
+    primitive, and one with its own ``apply`` gets its own math."""
+    kernels = KERNELS[kernel_name]()
+    calls = []
+    fused_adam = kernels.adam
 
-    assert UfuncOps(np).optimizer(Halved()) is None
-    assert UfuncOps(np).optimizer(mx.optim.RMSprop()) is None
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("undo") is not None)
+        return fused_adam(*args, **kwargs)
+
+    kernels.adam = spy
+
+    class Logged(mx.optim.Adam):
+        pass
+
+    class Halved(mx.optim.Adam):
+        def apply(self, ops, grads, state, params, ok, undo=None):
+            return super().apply(ops, grads * 0.5, state, params, ok)
+
+    X, y = np.eye(3), [0, 1, 0]
+    for optimizer in (Logged(lr=0.1), Halved(lr=0.1)):
+        model = mx.Sequential(mx.Linear(3, 4), mx.ReLU(), mx.Linear(4, 2), seed=0)
+        model.ops = kernels
+        model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=2, batch_size=1, verbose=0)
+    assert calls == [True] * 6 + [False] * 6  # Halved passes no undo array: the generic in-place update
+    reference = mx.Sequential(mx.Linear(3, 4), mx.ReLU(), mx.Linear(4, 2), seed=0)
+    reference.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(lr=0.1), epochs=2, batch_size=1,
+                  verbose=0)
+    assert not np.array_equal(numpy_of(model.params), numpy_of(reference.params))
 
 
 @pytest.mark.parametrize("kernel_name", sorted(KERNELS))
-def test_fit_never_writes_into_arrays_the_caller_holds(kernel_name):
+def test_fit_trains_the_models_own_array_in_place(kernel_name):
+    """No copy of the parameters: the array the model held before fit is the one trained."""
     model = mx.Sequential(mx.Linear(3, 4), mx.ReLU(), mx.Linear(4, 2), seed=0)
     model.ops = KERNELS[kernel_name]()
     held = model.params
     snapshot = held.copy()
-    model.fit(np.eye(3), [0, 1, 0], loss=mx.losses.CrossEntropy(), optimizer=mx.optim.Adam(lr=0.1), epochs=5,
-              batch_size=1, verbose=0)
-    assert np.array_equal(held, snapshot)
-    assert not np.array_equal(model.params, snapshot)
+    for steps in (3, 2):  # an odd number of steps, then an even one
+        model.fit(np.eye(3)[:steps], [0, 1, 0][:steps], loss=mx.losses.CrossEntropy(),
+                  optimizer=mx.optim.Adam(lr=0.1), epochs=1, batch_size=1, verbose=0)
+        assert model.params is held
+    assert not np.array_equal(held, snapshot)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("kernel_name", [None, "ufunc", "numba"])
-def test_non_finite_guard_restores_the_previous_parameters(kernel_name):
-    """An update that makes a parameter infinite is undone, whichever path made it."""
+def test_an_update_that_would_overflow_a_parameter_is_refused(kernel_name):
+    """An update that would make a parameter infinite never lands, whichever path computes it."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(32, 3)) * 1000, rng.normal(size=32) * 1000  # gradients ~1e6
     model = mx.Sequential(mx.Linear(3, 1), dtype="float32", seed=0)
     model.ops = KERNELS[kernel_name]() if kernel_name else None
+    before = numpy_of(model.params)
     with pytest.raises(mx.NonFiniteError) as info:  # lr * grad overflows float32 in the first update
         model.fit(X, y, loss=mx.losses.MSE(), optimizer=mx.optim.SGD(lr=1e37), epochs=3, batch_size=8, verbose=0)
     assert info.value.name in ("0.weight", "0.bias")
-    assert "became non-finite in the previous update" in str(info.value)
-    assert np.all(np.isfinite(numpy_of(model.params)))
+    assert "became non-finite in the update of this step" in str(info.value)
+    assert info.value.step == 1 and np.array_equal(numpy_of(model.params), before)
     assert model._optimizer_state is None
 
 

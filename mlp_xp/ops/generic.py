@@ -2,12 +2,16 @@
 
 The vocabulary (:class:`GenericOps`' methods): ``linear`` and ``linear_backward`` (Linear
 layers), ``relu_backward``, ``cross_entropy`` and ``binary_cross_entropy`` (the losses' value
-and gradient), ``dropout_keep`` and ``dropout_multiplier`` (Dropout), the guard's pieces, and
-``optimizer_update`` (each optimizer's rule, frozen by the guard). A backend overrides any of
-them (:mod:`mlp_xp.ops`); layers and losses without Ops use the same functions of ``xp``.
+and gradient), ``dropout_keep`` and ``dropout_multiplier`` (Dropout), the guard's pieces, the
+step's numbers (``counter``, ``as_scalar``, ``step_mix``, ``layer_key``) and the optimizer
+primitives ``adam``, ``sgd`` and ``rmsprop`` (each rule once, guarded, taking arrays and 0-d
+scalars). A backend overrides any of them (:mod:`mlp_xp.ops`, ops/README.md); layers and
+losses without Ops use the same functions of ``xp``.
 
-Nothing here imports numpy or cupy, writes an array in place or reads a value on the host:
-these methods run on any Array API namespace and device, and under ``jax.jit``.
+Nothing here imports numpy or cupy or reads a value on the host: these methods run on any
+Array API namespace and device, and under ``jax.jit``. The optimizer primitives write the
+parameters and their state in place (``__setitem__``), except where the namespace's arrays
+cannot be written (JAX), where they return new arrays and the step stays a pure function.
 
 Randomness is counter-based: a dropout mask is a hash of (key, element index), so it needs
 no generator state on the device, is reproducible from the model seed and the step number,
@@ -20,17 +24,13 @@ import math
 
 from .. import _math
 
-__all__ = ["GenericOps", "mix32", "dropout_key", "linear", "linear_backward", "dropout_multiplier",
+__all__ = ["GenericOps", "mix32", "layer_key", "dropout_key", "linear", "linear_backward", "dropout_multiplier",
            "softmax_cross_entropy", "sigmoid_cross_entropy"]
 
 _MASK = 0xFFFFFFFF
 # multipliers of the "lowbias32" integer hash (Chris Wellons, hash-prospector)
 _M1, _M2 = 0x7FEB352D, 0x846CA68B
 _GOLDEN = 0x9E3779B9
-
-#: optimizer state that accumulates squared gradients: once inf, every later update of those
-#: weights divides by inf, so an overflow there is a failure even though the weights stay finite
-SQUARED_STATE = ("exp_avg_sq", "square_avg")
 
 
 def mix32(value, c=int):
@@ -45,11 +45,16 @@ def mix32(value, c=int):
     return value ^ (value >> c(16))
 
 
-def dropout_key(seed_key: int, step, layer: int, c=int):
-    """The 32-bit key of one Dropout layer's mask at one training step: host arithmetic on a
-    host ``step``, or array arithmetic on a traced uint32 ``step`` (``c``: its constants)."""
-    salt = (layer * 0x632BE5AB) & _MASK
-    return mix32(c(seed_key) ^ mix32((step * c(_GOLDEN) + c(salt)) & c(_MASK), c), c)
+def layer_key(seed_key: int, layer: int) -> int:
+    """The constant 32-bit key of the ``layer``-th Dropout layer of a model (host arithmetic)."""
+    return mix32(seed_key ^ mix32((layer * 0x632BE5AB) & _MASK))
+
+
+def dropout_key(seed_key: int, step: int, layer: int) -> int:
+    """The 32-bit key of one Dropout layer's mask at one training step, on the host: the
+    layer's constant key xor ``step * 0x9E3779B9 mod 2**32`` (what :meth:`GenericOps.step_mix`
+    and :meth:`GenericOps.layer_key` compute on the device from a device step)."""
+    return layer_key(seed_key, layer) ^ ((step * _GOLDEN) & _MASK)
 
 
 # ---------------------------------------------------------------------- the reference math
@@ -123,15 +128,19 @@ class GenericOps:
 
     Attributes:
         xp, device: the namespace and device the arrays live on.
-        mutable: False: nothing is written in place, the step is a pure function.
-        host_flags: False: finiteness flags are device arrays, read only at a sync.
+        mutable: False: layers return their gradients (numpy's Ops write them into the
+            model's flat gradient buffer instead).
+        host_flags: False: finiteness flags and counts are device arrays, read only at a sync.
+        in_place: the optimizer primitives write parameters and state in place (every
+            namespace but JAX's, whose arrays cannot be written).
+        scalar_dtype: what the step's scalars are computed in (float64 where available).
     """
 
     name = "generic"
     mutable = False
     host_flags = False
 
-    def __init__(self, xp, device=None):
+    def __init__(self, xp, device=None, in_place=None):
         import array_api_compat
 
         self.xp, self.device = xp, device
@@ -143,6 +152,12 @@ class GenericOps:
         self._c = (lambda value: xp.asarray(value, dtype=xp.uint32)) if jax else int
         self._cache = not jax  # under jax.jit an array kept between calls would leak a tracer; XLA folds it
         self._int = xp.int32 if jax else xp.int64  # (JAX has no int64 without x64)
+        self.in_place = not jax if in_place is None else in_place
+        try:  # float64 where this namespace and device have it (not JAX without x64, say)
+            wide = "float64" in xp.__array_namespace_info__().dtypes(device=device, kind="real floating")
+        except (AttributeError, TypeError):
+            wide = True
+        self.scalar_dtype = xp.float64 if wide else xp.float32
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -257,26 +272,169 @@ class GenericOps:
     def true(self):
         return self.xp.ones((), dtype=self.xp.bool, device=self.device)
 
-    # ------------------------------------------------------------------ optimizers
+    # ------------------------------------------------------------------ the step's numbers
 
-    def optimizer_update(self, optimizer, grads, state, params, ok, lr=None):
-        """One update, frozen where ``ok`` (or the update itself) is not finite.
+    def counter(self, value):
+        """A step or update count as the step keeps it: a 0-d integer array on the device
+        (``value`` an int, or such an array already)."""
+        if isinstance(value, int):
+            return self.xp.asarray(value, dtype=self._int, device=self.device)
+        return value
 
-        Returns (params, state, ok): the new parameters and state if the flag holds, the given
-        ones otherwise; ``ok`` also turns false when a squared-gradient state overflowed."""
-        if lr is None:  # (a user's subclass may not take ``lr``)
-            new_params, new_state = optimizer.update(grads, state, params, self.xp)
-        else:
-            new_params, new_state = optimizer.update(grads, state, params, self.xp, lr=lr)
-        for field in SQUARED_STATE:
-            value = getattr(new_state, field, None)
-            if value is not None:
-                ok = self.both(ok, self.xp.max(value) < math.inf)  # NaN compares false too
-        frozen = [value if field == "count" or value is None or getattr(state, field) is None
-                  else self.select(ok, value, getattr(state, field))
-                  for field, value in zip(new_state._fields, new_state)]
-        return self.select(ok, new_params, params), type(new_state)(*frozen), ok
+    def step_counter(self, value):
+        """The training step (the Dropout masks' counter) as the step keeps it: a 0-d uint32
+        array on the device (int64 where the namespace has no uint32 arithmetic)."""
+        if isinstance(value, int):
+            return self.xp.asarray(value, dtype=self.xp.int64 if self._wide else self.xp.uint32, device=self.device)
+        return value
 
-    def prepare(self, params):
-        """Parameters this Ops may train in (the fast paths copy them into buffers of their own)."""
-        return params
+    def as_scalar(self, count):
+        """A count as the floating-point 0-d array the step's scalars are computed in
+        (float64 where the namespace has it, so the arithmetic is the host's)."""
+        return self.xp.astype(self.xp.asarray(count), self.scalar_dtype)
+
+    def power(self, base: float, exponent):
+        """``base ** exponent`` for a host number ``base`` and a 0-d ``exponent``, always through
+        the namespace's ``pow`` (numpy's power ufunc and the C library's ``pow``, which a numpy
+        scalar would use, differ in the last bit for some exponents)."""
+        xp = self.xp
+        return xp.pow(self._constant(("base", base, self.scalar_dtype), lambda: xp.asarray(
+            base, dtype=self.scalar_dtype, device=self.device)), exponent)
+
+    def step_mix(self, step):
+        """``step * 0x9E3779B9 mod 2**32``: what a training step adds to every Dropout layer's key
+        (a host int for a host ``step``, else a 0-d array)."""
+        if isinstance(step, int):
+            return (step * _GOLDEN) & _MASK
+        mixed = self.xp.multiply(step, self._c(_GOLDEN))  # (a ufunc: numpy scalars would warn on the wrap)
+        return mixed & _MASK if self._wide else mixed
+
+    def layer_key(self, mix, layer_key):
+        """The key of one Dropout layer's mask at one step: its constant key (:func:`layer_key`)
+        xor the step's ``mix`` (:meth:`step_mix`)."""
+        if isinstance(mix, int):
+            return mix ^ layer_key
+        return mix ^ self._c(layer_key)
+
+    # ------------------------------------------------------------------ optimizer primitives
+    # Each rule once: the arithmetic of torch.optim's single-tensor (foreach=False) updates, in
+    # the same order, on the flat vectors; the optimizer (mlp_xp.optim) computes the scalars.
+    # The update is guarded: it lands only where ``ok`` holds and the new parameters and
+    # squared-gradient state are finite; then parameters and state are written in place (a
+    # namespace whose arrays cannot be written, JAX, gets new arrays), else nothing changes.
+
+    def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
+             weight_decay=0.0, decay=None, grad_scale=None, undo=None):
+        """Adam / AdamW. ``step_size``: ``lr / (1 - beta1**t)``; ``bias_correction2_sqrt``:
+        ``sqrt(1 - beta2**t)``; ``weight_decay``: L2 added to the gradient; ``decay``: the
+        parameters' factor ``1 - lr * weight_decay`` (AdamW), or None; ``grad_scale``: the
+        gradient's clip factor, or None; ``undo``: an array shaped like ``params`` that the Ops
+        may overwrite (the used-up gradient), to keep the old parameters in while it writes in
+        place (numpy_ops). Returns (params, exp_avg, exp_avg_sq, ok)."""
+        xp = self.xp
+
+        def rule(p, g, m, v):
+            if grad_scale is not None:
+                g = g * grad_scale
+            if weight_decay:
+                g = g + weight_decay * p
+            if decay is not None:
+                p = p * decay
+            m = m + (1.0 - beta1) * (g - m)  # torch's lerp
+            v = beta2 * v + (1.0 - beta2) * (g * g)
+            denom = xp.sqrt(v) / bias_correction2_sqrt + eps
+            return p - step_size * m / denom, m, v
+
+        (params, exp_avg, exp_avg_sq), ok = self._guarded(rule, ok, params, grads, (exp_avg, exp_avg_sq), (2,))
+        return params, exp_avg, exp_avg_sq, ok
+
+    def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
+            weight_decay=0.0, grad_scale=None, undo=None):
+        """SGD with optional (Nesterov) momentum. ``momentum_buffer``: zeros before the first
+        update (or None without momentum); ``dampening``: the new gradient's factor in the
+        buffer, ``1 - dampening`` (1 on the first update), or None for 1. Returns (params,
+        momentum_buffer, ok)."""
+
+        def rule(p, g, buffer):
+            if grad_scale is not None:
+                g = g * grad_scale
+            if weight_decay:
+                g = g + weight_decay * p
+            if buffer is not None:
+                buffer = momentum * buffer + (g if dampening is None else dampening * g)
+                g = g + momentum * buffer if nesterov else buffer
+            return p - lr * g, buffer
+
+        (params, momentum_buffer), ok = self._guarded(rule, ok, params, grads, (momentum_buffer,))
+        return params, momentum_buffer, ok
+
+    def rmsprop(self, params, grads, square_avg, momentum_buffer, grad_avg, ok, *, lr, alpha, eps, momentum=0.0,
+                weight_decay=0.0, grad_scale=None, undo=None):
+        """RMSprop; ``momentum_buffer`` and ``grad_avg`` (centered) may be None. Returns (params,
+        square_avg, momentum_buffer, grad_avg, ok)."""
+        xp = self.xp
+
+        def rule(p, g, v, buffer, g_avg):
+            if grad_scale is not None:
+                g = g * grad_scale
+            if weight_decay:
+                g = g + weight_decay * p
+            v = alpha * v + (1.0 - alpha) * (g * g)
+            if g_avg is not None:
+                g_avg = g_avg + (1.0 - alpha) * (g - g_avg)
+                avg = xp.sqrt(v - g_avg * g_avg) + eps
+            else:
+                avg = xp.sqrt(v) + eps
+            if buffer is not None:
+                buffer = momentum * buffer + g / avg
+                return p - lr * buffer, v, buffer, g_avg
+            return p - lr * g / avg, v, buffer, g_avg
+
+        (params, square_avg, momentum_buffer, grad_avg), ok = self._guarded(
+            rule, ok, params, grads, (square_avg, momentum_buffer, grad_avg), (1,))
+        return params, square_avg, momentum_buffer, grad_avg, ok
+
+    #: False: the primitives return what the update gives, landed or not (never in place)
+    guarded = True
+
+    #: elements per piece of a guarded in-place update: the temporaries of one piece are all the
+    #: update allocates (a vector longer than this is checked in one pass and written in another)
+    chunk_size = 1 << 20
+
+    def _guarded(self, rule, ok, params, grads, states, squared=()):
+        """Apply ``rule(p, g, *states) -> (p, *states)`` where it lands (see above).
+        ``squared``: positions (in the result) of squared-gradient state, whose overflow fails
+        the update. Returns ((params, *states), ok)."""
+        xp = self.xp
+        arrays = (params, *states)
+        size = params.shape[0]
+        if not self.guarded:  # (what the update would give: the training loop's diagnosis)
+            return tuple(rule(params, grads, *states)), ok
+        if not self.in_place or size <= self.chunk_size:
+            new = rule(params, grads, *states)
+            ok = self.both(ok, self._lands(new, squared))
+            if not self.in_place:
+                return tuple(old if old is None else xp.where(ok, value, old) for old, value in zip(arrays, new)), ok
+            for old, value in zip(arrays, new):
+                if old is not None:
+                    old[...] = xp.where(ok, value, old)
+            return arrays, ok
+
+        def piece(start, stop):
+            return rule(*(array if array is None else array[start:stop] for array in (params, grads, *states)))
+
+        pieces = [(start, min(start + self.chunk_size, size)) for start in range(0, size, self.chunk_size)]
+        for start, stop in pieces:  # first pass: does the whole update land?
+            ok = self.both(ok, self._lands(piece(start, stop), squared))
+        for start, stop in pieces:  # second: write it where it does
+            for old, value in zip(arrays, piece(start, stop)):
+                if old is not None:
+                    old[start:stop] = xp.where(ok, value, old[start:stop])
+        return arrays, ok
+
+    def _lands(self, new, squared):
+        """The new parameters are finite and no squared-gradient state overflowed (0-d bool)."""
+        ok = self.all_finite(new[0])
+        for index in squared:
+            ok = self.both(ok, self.xp.max(new[index]) < math.inf)  # NaN compares false too
+        return ok

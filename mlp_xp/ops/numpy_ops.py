@@ -1,21 +1,23 @@
-"""numpy's Ops: in-place ufuncs with ``out=`` and preallocated buffers (numba fuses more, see
-:mod:`mlp_xp.ops.numba_ops`).
+"""numpy's Ops: in-place ufuncs with ``out=`` (numba fuses more, see :mod:`mlp_xp.ops.numba_ops`).
 
-Each optimizer update here performs exactly the operations of its generic counterpart in
-:mod:`mlp_xp.optim`, in the same order and with the same scalars, writing into preallocated
-buffers instead of allocating a new array per operation. Results are therefore bitwise identical
-to :class:`~mlp_xp.ops.generic.GenericOps` (tests/test_kernels.py).
+The optimizer primitives here perform exactly the operations of their generic counterparts
+(:mod:`mlp_xp.ops.generic`), in the same order and with the same scalars, writing into the
+state's own arrays instead of allocating a new array per operation. Results are therefore
+bitwise identical to :class:`~mlp_xp.ops.generic.GenericOps` (tests/test_kernels.py).
 
-On the CPU a finiteness flag costs nothing to read, so these Ops keep their flags as host
-booleans (``host_flags``): a step whose loss is not finite skips its update outright rather than
-computing it and selecting the old values.
+On the CPU a finiteness flag costs nothing to read, so these Ops keep their flags and counts
+as host values (``host_flags``): a step whose loss is not finite skips its update outright
+rather than computing it and selecting the old values. The update writes parameters and state
+in place in one pass and keeps the old parameters in the ``undo`` array the step offers (its
+gradient buffer, used up by then), so an update that turns out not finite puts the parameters
+back without a standing copy of them; its moments are spoiled then, and the training loop
+discards them (it raises, or stops, on such an update: skipping a batch cannot help).
 """
 
 from __future__ import annotations
 
 import math
 
-from ..optim import SGD, Adam, AdamState, AdamW, SGDState
 from .generic import GenericOps
 
 
@@ -41,10 +43,9 @@ class UfuncOps(GenericOps):
 
         super().__init__(xp if xp is not None else numpy, device)
         self.module = numpy
-        self._updates = {}
-        self._buffers = None
+        self._scratch = None
 
-    # -- flags are host booleans: reading a numpy value is free
+    # -- flags and counts are host values: reading a numpy value is free
     def finite(self, value):
         return math.isfinite(value)  # a 0-d numpy value: the same answer, several times faster
 
@@ -69,6 +70,16 @@ class UfuncOps(GenericOps):
     def true(self):
         return True
 
+    def counter(self, value):
+        return int(value)
+
+    step_counter = counter
+
+    def as_scalar(self, count):
+        # a 0-d array, not a Python float: numpy's power ufunc (what array_api_strict computes
+        # with) and the C library's pow differ in the last bit for some counts
+        return self.module.asarray(float(count))
+
     # -- layers: the generic math with numpy's own functions, gradients written into the model's
     # flat gradient buffer (``out``) where given: no temporary, no copy
     def linear(self, x, weight, bias=None, matmul=None):
@@ -91,79 +102,50 @@ class UfuncOps(GenericOps):
     def copy_into(self, destination, source):
         self.module.copyto(destination, source)
 
-    # -- optimizers
-    def prepare(self, params):
-        """Train in two parameter buffers of our own, alternately: an update writes the buffer that
-        does not hold the current parameters, so the parameters before it stay intact (for the
-        non-finite guard) and nothing is allocated per step. Never writes into an array the
-        caller may still hold."""
-        params = self.module.array(params, copy=True)
-        self._buffers = (params, self.module.empty_like(params))
-        return params
+    # -- optimizer primitives: parameters and state in place, the old parameters in ``undo``
+    def _fast(self, params, grads, undo, *states):
+        """The fast update applies: an undo array that is not the parameters, and contiguous
+        vectors of one floating dtype (else the generic in-place update)."""
+        return (undo is not None and undo is not params and undo.shape == params.shape
+                and params.dtype in (self.module.float32, self.module.float64)
+                and all(a is None or (a.dtype == params.dtype and a.shape == params.shape and a.flags.c_contiguous)
+                        for a in (params, grads, undo, *states)))
 
-    def optimizer_update(self, optimizer, grads, state, params, ok, lr=None):
-        if not ok:  # a known-bad step: nothing is computed, nothing changes
-            return params, state, False
-        update = self._updates.get(id(optimizer))
-        if update is None or update[0] is not optimizer:
-            update = self._updates[id(optimizer)] = (optimizer, self.optimizer(optimizer))
-        kernel = update[1]
-        buffers = self._buffers
-        if kernel is None or buffers is None or buffers[0].shape != params.shape or buffers[0].dtype != params.dtype:
-            return super().optimizer_update(optimizer, grads, state, params, ok, lr)
-        # write into whichever buffer ``params`` is not (after a restore both may be "spare")
-        out = buffers[1] if params is buffers[0] else buffers[0]
-        state, overflowed = kernel(grads, state, params, out, lr)
-        if overflowed is not None:  # the moments are spoiled (fit resets them); the weights are not
-            return params, state, False
-        return out, state, True
+    def _kept(self, params, undo, finite):
+        """The guard's flag of an update written in place: where it failed, the parameters are
+        put back from ``undo``."""
+        if not finite:
+            self.module.copyto(params, undo)
+        return bool(finite)
 
-    def optimizer(self, optimizer):
-        """An in-place update for ``optimizer``, or None if it has no fast path here.
+    def _landed(self, params, squared):
+        """The new parameters and ``squared`` state are finite (max and min propagate NaN: a
+        few reductions and no temporary)."""
+        np = self.module
+        return bool(np.isfinite(np.max(params)) and np.isfinite(np.min(params))
+                    and all(np.max(v) < np.inf for v in squared))
 
-        The update has the signature ``update(grads, state, params, out, lr) -> (state,
-        overflowed)``: it writes the new parameters into ``out`` (never into ``params``),
-        updates the state's buffers in place, and names the squared-gradient state field that
-        became inf or NaN (else None). ``grads`` may be overwritten.
-        """
-        # exact types: a user subclass may change the update rule
-        if type(optimizer) in (Adam, AdamW):
-            return _UfuncAdam(self.module, optimizer).update
-        if type(optimizer) is SGD:
-            return _UfuncSGD(self.module, optimizer).update
-        return None
-
-
-class _UfuncUpdate:
-    """An optimizer's in-place update, with one scratch buffer kept between steps."""
-
-    def __init__(self, module, optimizer):
-        self.module, self.optimizer = module, optimizer
-        self._scratch = None
-
-    def scratch(self, params):
+    def _scratch_like(self, params):
         if self._scratch is None or self._scratch.shape != params.shape or self._scratch.dtype != params.dtype:
             self._scratch = self.module.empty_like(params)
         return self._scratch
 
-
-class _UfuncAdam(_UfuncUpdate):
-    def update(self, grads, state, params, out, lr=None):
-        np, opt = self.module, self.optimizer
-        scratch = self.scratch(params)
-        beta1, beta2 = opt.betas
-        lr = opt.learning_rate(state.count) if lr is None else lr
-        step = state.count + 1
-        grads = opt._clip(np, grads)  # the generic clip: the module's sqrt/sum/minimum serve as xp
+    def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
+             weight_decay=0.0, decay=None, grad_scale=None, undo=None):
+        if not ok:  # a known-bad step: nothing is computed, nothing changes
+            return params, exp_avg, exp_avg_sq, False
+        if not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
+            return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1,
+                                beta2=beta2, eps=eps, bias_correction2_sqrt=bias_correction2_sqrt,
+                                weight_decay=weight_decay, decay=decay, grad_scale=grad_scale)
+        np, m, v = self.module, exp_avg, exp_avg_sq
+        scratch = self._scratch_like(params)
+        if grad_scale is not None:
+            grads = np.multiply(grads, grad_scale, out=grads)
         source = params
-        if opt.weight_decay:
-            if opt._decoupled:  # params * (1 - lr * wd)
-                np.multiply(params, 1.0 - lr * opt.weight_decay, out=out)
-                source = out
-            else:  # grads + wd * params
-                np.multiply(params, opt.weight_decay, out=scratch)
-                grads = np.add(grads, scratch, out=grads)
-        m, v = state.exp_avg, state.exp_avg_sq
+        if weight_decay:  # grads + wd * params
+            np.multiply(params, weight_decay, out=scratch)
+            grads = np.add(grads, scratch, out=grads)
         # m + (1 - b1) * (g - m)
         np.subtract(grads, m, out=scratch)
         np.multiply(scratch, 1.0 - beta1, out=scratch)
@@ -175,37 +157,42 @@ class _UfuncAdam(_UfuncUpdate):
         np.add(v, scratch, out=v)
         # sqrt(v) / sqrt(1 - b2^t) + eps
         np.sqrt(v, out=scratch)
-        np.divide(scratch, (1.0 - beta2 ** step) ** 0.5, out=scratch)
-        np.add(scratch, opt.eps, out=scratch)
-        # params - step_size * m / denom
-        update = np.multiply(m, lr / (1.0 - beta1 ** step), out=grads)
-        np.divide(update, scratch, out=update)
-        np.subtract(source, update, out=out)
-        return AdamState(step, m, v), None if np.max(v) < np.inf else "exp_avg_sq"
+        np.divide(scratch, bias_correction2_sqrt, out=scratch)
+        np.add(scratch, eps, out=scratch)
+        # step_size * m / denom; the gradient is used up: it keeps the old parameters
+        np.divide(np.multiply(m, step_size, out=grads), scratch, out=scratch)
+        np.copyto(undo, params)
+        if decay is not None:
+            np.multiply(params, decay, out=params)
+        np.subtract(params, scratch, out=params)
+        return params, m, v, self._kept(params, undo, self._landed(params, (v,)))
 
-
-class _UfuncSGD(_UfuncUpdate):
-    def update(self, grads, state, params, out, lr=None):
-        np, opt = self.module, self.optimizer
-        lr = opt.learning_rate(state.count) if lr is None else lr
-        grads = opt._clip(np, grads)
-        if opt.weight_decay:
-            scratch = self.scratch(params)
-            np.multiply(params, opt.weight_decay, out=scratch)
+    def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
+            weight_decay=0.0, grad_scale=None, undo=None):
+        if not ok:
+            return params, momentum_buffer, False
+        if not self._fast(params, grads, undo, momentum_buffer):
+            return super().sgd(params, grads, momentum_buffer, ok, lr=lr, momentum=momentum, dampening=dampening,
+                               nesterov=nesterov, weight_decay=weight_decay, grad_scale=grad_scale)
+        np, buffer = self.module, momentum_buffer
+        scratch = self._scratch_like(params)
+        if grad_scale is not None:
+            grads = np.multiply(grads, grad_scale, out=grads)
+        if weight_decay:
+            np.multiply(params, weight_decay, out=scratch)
             np.add(grads, scratch, out=grads)
-        buffer = None
-        if opt.momentum:
-            if state.momentum_buffer is None:
-                buffer = grads.copy()
+        if buffer is not None:
+            np.multiply(buffer, momentum, out=buffer)
+            if dampening is not None:
+                np.add(buffer, np.multiply(grads, dampening, out=scratch), out=buffer)
             else:
-                buffer = state.momentum_buffer
-                np.multiply(buffer, opt.momentum, out=buffer)
                 np.add(buffer, grads, out=buffer)
-            if opt.nesterov:
-                np.multiply(buffer, opt.momentum, out=out)
-                grads = np.add(grads, out, out=grads)
+            if nesterov:
+                np.multiply(buffer, momentum, out=scratch)
+                grads = np.add(grads, scratch, out=grads)
             else:
                 grads = buffer
-        np.multiply(grads, lr, out=out)
-        np.subtract(params, out, out=out)
-        return SGDState(state.count + 1, buffer), None
+        np.multiply(grads, lr, out=scratch)
+        np.copyto(undo, params)  # (after the gradient's last use: undo is its buffer)
+        np.subtract(params, scratch, out=params)
+        return params, buffer, self._kept(params, undo, self._landed(params, ()))
