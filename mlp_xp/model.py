@@ -169,7 +169,7 @@ class Sequential:
         self._optimizer_state = None
         self._ops = None  # resolved on first use: importing numba is not free
         self._contexts = {}  # the plain forward contexts, by training mode
-        self._random = any(isinstance(layer, Dropout) and layer.p for layer in self.layers)  # masks to draw
+        self._random = sum(isinstance(layer, Dropout) and layer.p > 0 for layer in self.layers)  # masks to draw
         self._views = {}  # per-layer views of reused buffers (mutable Ops), by buffer identity
         self._dropout_masks = "device"
         #: the 32-bit key of the device masks (from the seed) and how many training steps drew them
@@ -395,14 +395,15 @@ class Sequential:
             return self._context(True, uniform)
         from .ops.generic import layer_key
 
-        ops, key, step = self.ops, self.dropout_key, self.dropout_step if step is None else step
-        mix = ops.step_mix(step)  # (a device step: a 0-d array, and so are the keys)
+        ops, step = self.ops, self.dropout_step if step is None else step
+        constants = tuple(layer_key(self.dropout_key, layer) for layer in range(1, self._random + 1))
+        keys = ops.layer_keys(ops.step_mix(step), constants)  # (a device step: one 0-d key per layer)
         calls = [0]
 
         def keep(shape, p):
             calls[0] += 1
             offset = start * math.prod(shape[1:])
-            return ops.dropout_keep(ops.layer_key(mix, layer_key(key, calls[0])), shape, p, offset)
+            return ops.dropout_keep(keys[calls[0] - 1], shape, p, offset)
 
         return self._context(True, keep=keep)
 

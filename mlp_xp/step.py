@@ -12,8 +12,9 @@ The guard keeps the promise of the non-finite check without a sync and without a
 weights: an update lands only if the loss is finite, the gradient is (under
 ``on_nonfinite="skip_batch"`` or loss scaling), and its new parameters and squared-gradient
 state are finite; ``guard.ok`` turns false at the first step where one is not, and every later
-update is frozen, so the parameters are those from before that step. ``guard.landed`` counts
-the updates that landed since the last read, which names the step that failed.
+update is frozen, so the parameters are those from before that step. :func:`landed` counts the
+updates that landed since the last read (from the optimizer's count and ``guard.since``), which
+names the step that failed.
 
 The optimizer writes parameters and moments in place (numpy, CuPy, torch, array_api_strict);
 where arrays cannot be written (JAX) the step is a pure function and ``jax.jit`` compiles it
@@ -21,7 +22,7 @@ whole (:func:`jit_train_step`).
 
 Example:
     >>> import numpy as np, mlp_xp as mx
-    >>> from mlp_xp.step import init_state, make_train_step
+    >>> from mlp_xp.step import init_state, landed, make_train_step
     >>> model = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Dropout(0.1), mx.Linear(8, 3), seed=0)
     >>> optimizer = mx.optim.Adam(lr=1e-2)
     >>> train_step = make_train_step(model, mx.losses.CrossEntropy(), optimizer)
@@ -29,7 +30,7 @@ Example:
     >>> x, y = np.ones((16, 4), np.float32), np.arange(16) % 3
     >>> for _ in range(3):
     ...     state, loss = train_step(state, x, y)
-    >>> int(state.step), bool(state.guard.ok), int(state.guard.landed)
+    >>> int(state.step), bool(state.guard.ok), landed(state)
     (3, True, 3)
 """
 
@@ -40,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Guard", "TrainState", "init_state", "cleared", "make_train_step", "sharded_loss_and_grad", "jit_train_step"]
+__all__ = ["Guard", "TrainState", "init_state", "cleared", "landed", "make_train_step", "sharded_loss_and_grad", "jit_train_step"]
 
 
 class Guard(NamedTuple):
@@ -48,11 +49,16 @@ class Guard(NamedTuple):
 
     Attributes:
         ok: no update failed since the last read (0-d bool).
-        landed: updates that landed since the last read (0-d int).
+        since: the optimizer's update count at the last read (see :func:`landed`).
     """
 
     ok: Any
-    landed: Any
+    since: Any
+
+
+def landed(state) -> int:
+    """How many updates landed since the guard was last cleared (a host read)."""
+    return int(state.opt_state.count) - int(state.guard.since)
 
 
 class TrainState(NamedTuple):
@@ -99,14 +105,14 @@ def init_state(model, optimizer, metrics=(), opt_state=None) -> TrainState:
     if opt_state is None:
         opt_state = optimizer.init(params)
     opt_state = opt_state._replace(count=ops.counter(opt_state.count))
-    return TrainState(params, opt_state, ops.step_counter(model.dropout_step), Guard(ops.true(), ops.zero_count()),
+    return TrainState(params, opt_state, ops.step_counter(model.dropout_step), Guard(ops.true(), opt_state.count),
                       _zero(model), (None,) * len(metrics))
 
 
 def cleared(model, state: TrainState, sums=True) -> TrainState:
     """``state`` with its guard read and cleared and, with ``sums``, its sums emptied."""
     ops = model.ops
-    state = state._replace(guard=Guard(ops.true(), ops.zero_count()))
+    state = state._replace(guard=Guard(ops.true(), state.opt_state.count))
     if sums:
         return state._replace(loss_sum=_zero(model), totals=(None,) * len(state.totals))
     return state
@@ -164,7 +170,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         # the gradient buffer is used up by the update: it may keep the old parameters there
         undo = grad if buffer is not None and engine is None else None
         params, opt_state, ok = optimizer.apply(ops, grad, state.opt_state, state.params, ok, undo=undo)
-        guard = Guard(ok, ops.count(ok, state.guard.landed))
+        guard = Guard(ok, state.guard.since)
         if ops.host_flags:
             loss_sum = state.loss_sum + value * rows if ok else state.loss_sum
         else:

@@ -171,7 +171,9 @@ def _failed_step(state, window):
     """At a read that found the guard down: (the state as it was before the failing step, that
     step's number in the epoch, its batch recipe, the rows of the steps before it that landed).
     ``window`` holds (step, rows, recipe) of each step since the last read."""
-    landed = int(state.guard.landed)
+    from .step import landed as landed_updates
+
+    landed = landed_updates(state)
     kept = state._replace(step=state.step - len(window) + landed)
     step, _, recipe = window[landed]
     return kept, step, recipe, sum(rows for _, rows, _ in window[:landed])

@@ -3,7 +3,7 @@
 - ``dropout_keep``: the generic counter hash, one elementwise kernel (the generic code launches
   six); the masks are bitwise those of every other backend (integer arithmetic). The key may be
   a 0-d device array (the step's key, computed on the device).
-- ``relu_backward``: ``dy * (x > 0)`` in one kernel instead of three.
+- ``relu_backward``: ``where(x > 0, dy, 0)`` in one kernel instead of two.
 - ``adam`` (Adam/AdamW): two kernels over the flat vectors and one CUB reduction. The first
   computes each element's new parameter and second moment and flags it where either is not
   finite (nothing is written); ``cupy.any`` reduces the flags; the second kernel, reading the
@@ -34,7 +34,7 @@ def _kernels():
         "keep = h >= threshold;",
         "mlp_xp_dropout_keep")
     relu_backward = cupy.ElementwiseKernel(
-        "T x, T dy", "T dx", "dx = dy * (x > (T)0 ? (T)1 : (T)0)", "mlp_xp_relu_backward")
+        "T x, T dy", "T dx", "dx = x > (T)0 ? dy : (T)0", "mlp_xp_relu_backward")
     rule = """
         T grad = scaled ? g * grad_scale : g;
         grad = l2 ? grad + weight_decay * p : grad;
@@ -47,7 +47,7 @@ def _kernels():
                "T weight_decay, T decay, T grad_scale, bool l2, bool decoupled, bool scaled")
     adam_check = cupy.ElementwiseKernel(
         "T g, T p, T m, T v, " + scalars, "bool bad",
-        rule + "bad = !(v_i < (T)1e308 * (T)10) || !(p_i - p_i == (T)0);",  # (no INFINITY macro in NVRTC)
+        rule + "T total = p_i + v_i; bad = !(total - total == (T)0);",  # (the generic check: a finite sum)
         "mlp_xp_adam_check")
     adam_commit = cupy.ElementwiseKernel(
         "T g, bool ok, " + scalars, "T p, T m, T v",

@@ -222,9 +222,11 @@ class GenericOps:
         return linear_backward(self.xp, x, weight, dy, bias, need_input_grad, matmul)
 
     def relu_backward(self, x, dy):
-        """``dy`` where ``x > 0``, else 0 (a multiply by the 0/1 mask is several times faster than
-        ``where`` on numpy)."""
-        return dy * self.xp.astype(x > 0, dy.dtype)
+        """``dy`` where ``x > 0``, else 0 (as torch's ``threshold_backward``: no NaN of ``dy``
+        passes a closed unit)."""
+        xp = self.xp
+        return xp.where(x > 0, dy, self._constant(("zero", dy.dtype), lambda: xp.zeros(
+            (), dtype=dy.dtype, device=self.device)))
 
     # ------------------------------------------------------------------ losses
 
@@ -309,12 +311,16 @@ class GenericOps:
         mixed = self.xp.multiply(step, self._c(_GOLDEN))  # (a ufunc: numpy scalars would warn on the wrap)
         return mixed & _MASK if self._wide else mixed
 
-    def layer_key(self, mix, layer_key):
-        """The key of one Dropout layer's mask at one step: its constant key (:func:`layer_key`)
-        xor the step's ``mix`` (:meth:`step_mix`)."""
+    def layer_keys(self, mix, layer_keys: tuple):
+        """The keys of a model's Dropout layers' masks at one step: their constant keys
+        (:func:`layer_key`) xor the step's ``mix`` (:meth:`step_mix`), all in one operation
+        (``keys[i]`` is the i-th layer's)."""
         if isinstance(mix, int):
-            return mix ^ layer_key
-        return mix ^ self._c(layer_key)
+            return [mix ^ key for key in layer_keys]
+        xp = self.xp
+        constants = self._constant(("layer keys", layer_keys), lambda: xp.asarray(
+            layer_keys, dtype=xp.int64 if self._wide else xp.uint32, device=self.device))
+        return mix ^ constants
 
     # ------------------------------------------------------------------ optimizer primitives
     # Each rule once: the arithmetic of torch.optim's single-tensor (foreach=False) updates, in
@@ -433,8 +439,10 @@ class GenericOps:
         return arrays, ok
 
     def _lands(self, new, squared):
-        """The new parameters are finite and no squared-gradient state overflowed (0-d bool)."""
-        ok = self.all_finite(new[0])
+        """The new parameters and squared-gradient state are finite (0-d bool): one check of
+        their sum, which is finite exactly when both are, unless both lie beyond half the
+        dtype's range (a parameter there is lost anyway)."""
+        total = new[0]
         for index in squared:
-            ok = self.both(ok, self.xp.max(new[index]) < math.inf)  # NaN compares false too
-        return ok
+            total = total + new[index]
+        return self.all_finite(total)

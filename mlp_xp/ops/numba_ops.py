@@ -2,7 +2,7 @@
 
 One pass over the flat parameter vector instead of a dozen: each element's new state and
 parameter are computed together and written in place, the old parameter is kept in the
-gradient's slot (read by then), and the guard's checks (new parameter finite, new squared state
+gradient's slot (read by then; the fast path needs ``undo`` to be the gradient), and the guard's checks (new parameter finite, new squared state
 below infinity) come out of the same loop; an update that fails puts the parameters back. The arithmetic is the generic path's,
 operation for operation, in the array's own dtype (scalars are cast to it first, as numpy does
 with Python scalars), and numba does not contract a*b+c into fused multiply-adds without
@@ -23,14 +23,22 @@ import numpy as np
 
 from .numpy_ops import UfuncOps
 
+_NO_BUFFER = {"f": np.zeros(1, np.float32), "d": np.zeros(1, np.float64)}  # (never read: no momentum)
+
+
+# The gradient comes in and the old parameters go out through one array (``used``, the step's
+# gradient buffer): four distinct arrays, which LLVM vectorizes (an undo array that aliases the
+# gradient under another name made the loop several times slower).
+
 
 @numba.njit(cache=True, error_model="numpy")
-def _adam(grads, params, m, v, undo, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
-          step_size, weight_decay, decay, l2, decoupled, scale, scaled, limit):
-    finite = True  # the guard, in the same pass: every new parameter finite, every new v below inf
-    for i in range(grads.shape[0]):
-        g = grads[i]
+def _adam(used, params, m, v, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
+          step_size, weight_decay, decay, l2, decoupled, scale, scaled):
+    bad = 0  # the guard, in the same pass: every new parameter and v finite (a count: it vectorizes)
+    for i in range(used.shape[0]):
+        g = used[i]
         p = params[i]
+        used[i] = p  # the old parameter, to put back if the update fails
         if scaled:
             g = g * scale
         if l2:
@@ -42,37 +50,38 @@ def _adam(grads, params, m, v, undo, one_minus_beta1, beta2, one_minus_beta2, bi
         m[i] = m_i
         v[i] = v_i
         p = p - step_size * m_i / (np.sqrt(v_i) / bias_correction2_sqrt + eps)
-        undo[i] = params[i]  # (the gradient's slot, read above: the old parameter, to put back on failure)
         params[i] = p
-        finite &= (v_i < limit) & (p - p == 0)
-    return finite
+        total = p + v_i
+        bad += total - total != 0  # (the generic check: their sum is finite)
+    return bad == 0
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _sgd(grads, params, buffer, undo, lr, momentum, weight_decay, dampening, nesterov, use_momentum, use_decay,
+def _sgd(used, params, buffer, lr, momentum, weight_decay, dampening, nesterov, use_momentum, use_decay,
          damped, scale, scaled):
-    finite = True
-    for i in range(grads.shape[0]):
-        g = grads[i]
+    bad = 0
+    for i in range(used.shape[0]):
+        g = used[i]
+        p = params[i]
+        used[i] = p
         if scaled:
             g = g * scale
         if use_decay:
-            g = g + weight_decay * params[i]
+            g = g + weight_decay * p
         if use_momentum:
             b = momentum * buffer[i] + (dampening * g if damped else g)
             buffer[i] = b
             g = g + momentum * b if nesterov else b
-        p = params[i] - lr * g
-        undo[i] = params[i]
+        p = p - lr * g
         params[i] = p
-        finite &= p - p == 0
-    return finite
+        bad += p - p != 0
+    return bad == 0
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _relu_backward(x, dy, out, one, zero):
+def _relu_backward(x, dy, out, zero):
     for i in range(x.shape[0]):
-        out[i] = dy[i] * (one if x[i] > 0 else zero)  # the generic dy * float(x > 0), fused
+        out[i] = dy[i] if x[i] > 0 else zero  # the generic where(x > 0, dy, 0), fused
 
 
 class NumbaOps(UfuncOps):
@@ -81,35 +90,35 @@ class NumbaOps(UfuncOps):
     name = "numba"
 
     def relu_backward(self, x, dy):
-        """``dy * (x > 0)`` in one pass (C-contiguous arrays; others take the generic route)."""
+        """``where(x > 0, dy, 0)`` in one pass (C-contiguous arrays; others take the generic route)."""
         if not (x.flags.c_contiguous and dy.flags.c_contiguous and x.shape == dy.shape and x.dtype == dy.dtype):
             return super().relu_backward(x, dy)
         out = np.empty_like(dy)
         cast = dy.dtype.type
-        _relu_backward(x.reshape(-1), dy.reshape(-1), out.reshape(-1), cast(1.0), cast(0.0))
+        _relu_backward(x.reshape(-1), dy.reshape(-1), out.reshape(-1), cast(0.0))
         return out
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
              weight_decay=0.0, decay=None, grad_scale=None, undo=None):
-        if not ok or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
+        if not ok or undo is not grads or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
             return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1,
                                 beta2=beta2, eps=eps, bias_correction2_sqrt=bias_correction2_sqrt,
                                 weight_decay=weight_decay, decay=decay, grad_scale=grad_scale, undo=undo)
         cast = params.dtype.type
-        finite = _adam(grads, params, exp_avg, exp_avg_sq, undo, cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2),
+        finite = _adam(undo, params, exp_avg, exp_avg_sq, cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2),
                        cast(bias_correction2_sqrt), cast(eps), cast(step_size), cast(weight_decay),
                        cast(1.0 if decay is None else decay), bool(weight_decay), decay is not None,
-                       cast(1.0 if grad_scale is None else grad_scale), grad_scale is not None, cast(np.inf))
+                       cast(1.0 if grad_scale is None else grad_scale), grad_scale is not None)
         return params, exp_avg, exp_avg_sq, self._kept(params, undo, finite)
 
     def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
             weight_decay=0.0, grad_scale=None, undo=None):
-        if not ok or not self._fast(params, grads, undo, momentum_buffer):
+        if not ok or undo is not grads or not self._fast(params, grads, undo, momentum_buffer):
             return super().sgd(params, grads, momentum_buffer, ok, lr=lr, momentum=momentum, dampening=dampening,
                                nesterov=nesterov, weight_decay=weight_decay, grad_scale=grad_scale, undo=undo)
         cast = params.dtype.type
         buffer = momentum_buffer
-        finite = _sgd(grads, params, params if buffer is None else buffer, undo, cast(lr), cast(momentum),
+        finite = _sgd(undo, params, _NO_BUFFER[params.dtype.char] if buffer is None else buffer, cast(lr), cast(momentum),
                       cast(weight_decay), cast(1.0 if dampening is None else dampening), nesterov, buffer is not None,
                       bool(weight_decay), dampening is not None, cast(1.0 if grad_scale is None else grad_scale),
                       grad_scale is not None)

@@ -118,12 +118,14 @@ class UfuncOps(GenericOps):
             self.module.copyto(params, undo)
         return bool(finite)
 
-    def _landed(self, params, squared):
-        """The new parameters and ``squared`` state are finite (max and min propagate NaN: a
-        few reductions and no temporary)."""
+    def _landed(self, params, squared, scratch):
+        """The generic check: the sum of the new parameters and ``squared`` state is finite
+        (computed in ``scratch``; max and min propagate NaN)."""
         np = self.module
-        return bool(np.isfinite(np.max(params)) and np.isfinite(np.min(params))
-                    and all(np.max(v) < np.inf for v in squared))
+        total = params
+        for v in squared:
+            total = np.add(total, v, out=scratch)
+        return bool(np.isfinite(np.max(total)) and np.isfinite(np.min(total)))
 
     def _scratch_like(self, params):
         if self._scratch is None or self._scratch.shape != params.shape or self._scratch.dtype != params.dtype:
@@ -165,7 +167,7 @@ class UfuncOps(GenericOps):
         if decay is not None:
             np.multiply(params, decay, out=params)
         np.subtract(params, scratch, out=params)
-        return params, m, v, self._kept(params, undo, self._landed(params, (v,)))
+        return params, m, v, self._kept(params, undo, self._landed(params, (v,), scratch))
 
     def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
             weight_decay=0.0, grad_scale=None, undo=None):
@@ -195,4 +197,4 @@ class UfuncOps(GenericOps):
         np.multiply(grads, lr, out=scratch)
         np.copyto(undo, params)  # (after the gradient's last use: undo is its buffer)
         np.subtract(params, scratch, out=params)
-        return params, buffer, self._kept(params, undo, self._landed(params, ()))
+        return params, buffer, self._kept(params, undo, self._landed(params, (), scratch))
