@@ -447,8 +447,10 @@ class Sequential:
     def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None, scale=1.0):
         """Loss, its gradient as one flat vector, and the output the loss was computed from.
 
-        With ``grad_out`` (a flat buffer; needs mutable ``ctx.ops``) the gradient is written into it
-        and returned, instead of being concatenated into a new array. Under mixed precision the
+        With ``grad_out`` (a flat buffer) the gradient is written into it and returned, instead of
+        being concatenated into a new array: by mutable ``ctx.ops`` (numpy's) directly, by the
+        generic ones one layer at a time as the backward pass computes it (so no more than one
+        layer's gradient exists beside the buffer). Under mixed precision the
         loss is computed in float32, its gradient multiplied by ``scale`` and taken back through
         the layers in the narrow type, and the flat gradient returned in float32, divided by
         ``scale`` (it may hold inf where the scaled backward pass overflowed).
@@ -459,6 +461,8 @@ class Sequential:
                        else loss.ops_value_and_grad(ctx.ops, output, target))
         if self._compute_dtype is not None:
             grad = xp.astype(grad * scale if scale != 1.0 else grad, self._compute_dtype)
+        if grad_out is not None and self._compute_dtype is None and not (ctx.ops and ctx.ops.mutable):
+            return value, self._backward_into(backwards, grad, grad_out), output
         if ctx.ops is None or not ctx.ops.mutable:  # layers write into a buffer only through mutable ops
             grad_out = None
         out = self._layer_params(grad_out) if grad_out is not None else [None] * len(self.layers)
@@ -480,6 +484,17 @@ class Sequential:
             if scale != 1.0:
                 flat = flat / scale
         return value, flat, output
+
+    def _backward_into(self, backwards, grad, grad_out):
+        """The backward pass, each layer's gradient written into the flat ``grad_out`` as soon as
+        it is computed (and then dropped)."""
+        xp = self.xp
+        for index in range(len(backwards) - 1, self._first_param_layer - 1, -1):
+            grad, grads = backwards[index](grad, need_input_grad=index > self._first_param_layer)
+            for spec in self.param_specs:
+                if spec.layer_index == index:
+                    grad_out[spec.offset:spec.offset + spec.size] = xp.reshape(grads[spec.name], (-1,))
+        return grad_out
 
     def loss_and_grad(self, X, y, loss, train=False):
         """The mean loss on (X, y) and its exact gradient, keyed like ``state_dict``.

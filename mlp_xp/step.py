@@ -72,7 +72,8 @@ class TrainState(NamedTuple):
         guard: the :class:`Guard`.
         loss_sum: the sum of ``batch loss x batch rows`` over the steps that landed (0-d).
         totals: each metric's running totals (see :mod:`mlp_xp.metrics`), or None before any.
-        buffer: the flat gradient buffer layers write into (numpy's Ops), or None.
+        buffer: the flat gradient buffer the backward pass writes into (numpy's Ops; the generic
+            in-place ones for a large model), or None.
     """
 
     params: Any
@@ -149,13 +150,16 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
                   type(optimizer.init(xp.zeros(1, dtype=model.dtype, device=model.device)))._fields)
     #: the largest gradient whose square is finite in the model's dtype
     limit = square_limit(model.dtype_name) if squares else math.inf
+    # a gradient buffer kept between steps: numpy's Ops write into it; the generic in-place ops
+    # too where the model is larger than one piece of an update (then no concatenated copy)
+    large = ops.in_place and engine is None and model.num_parameters > ops.chunk_size
 
     def train_step(state, x, y, scale=1.0):
         rows = x.shape[0]
         target, count = y, rows
         buffer = state.buffer
-        if buffer is None and ops.mutable:
-            buffer = xp.empty(buffer_size, dtype=model.dtype)
+        if buffer is None and (ops.mutable or large):
+            buffer = xp.empty(buffer_size, dtype=model.dtype, device=model.device)
         if engine is None:
             value, grad, output = model.value_and_grad(x, y, loss, state.params, train=True, step=state.step,
                                                        grad_out=buffer, scale=scale)

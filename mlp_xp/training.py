@@ -715,7 +715,7 @@ class _Run:
         may keep (the optimizer writes the live ones in place); a hook that puts other weights
         into the model (EarlyStopping's best ones, say) has them trained from then on."""
         model = self.model
-        if not self.copy_for_hooks:
+        if not (self.copy_for_hooks and self.hooks.has(hook)):
             return self.hooks.call(hook, model=model, **values)
         live = model.params
         handed = model.params = model.xp.asarray(live, copy=True)

@@ -403,9 +403,11 @@ class GenericOps:
     #: False: the primitives return what the update gives, landed or not (never in place)
     guarded = True
 
-    #: elements per piece of a guarded in-place update: the temporaries of one piece are all the
-    #: update allocates (a vector longer than this is checked in one pass and written in another)
+    #: a guarded in-place update of a vector up to this long is one pass; a longer one goes in
+    #: pieces (checked in one pass, written in another), so that its temporaries stay near a
+    #: sixteenth of the vector each, about a third of P in all
     chunk_size = 1 << 20
+    pieces = 16
 
     def _guarded(self, rule, ok, params, grads, states, squared=()):
         """Apply ``rule(p, g, *states) -> (p, *states)`` where it lands (see above).
@@ -429,7 +431,8 @@ class GenericOps:
         def piece(start, stop):
             return rule(*(array if array is None else array[start:stop] for array in (params, grads, *states)))
 
-        pieces = [(start, min(start + self.chunk_size, size)) for start in range(0, size, self.chunk_size)]
+        step = max(self.chunk_size // 4, -(-size // self.pieces))
+        pieces = [(start, min(start + step, size)) for start in range(0, size, step)]
         for start, stop in pieces:  # first pass: does the whole update land?
             ok = self.both(ok, self._lands(piece(start, stop), squared))
         for start, stop in pieces:  # second: write it where it does

@@ -127,10 +127,13 @@ class UfuncOps(GenericOps):
             total = np.add(total, v, out=scratch)
         return bool(np.isfinite(np.max(total)) and np.isfinite(np.min(total)))
 
-    def _scratch_like(self, params):
-        if self._scratch is None or self._scratch.shape != params.shape or self._scratch.dtype != params.dtype:
-            self._scratch = self.module.empty_like(params)
-        return self._scratch
+    def _parts(self, params):
+        """Slices of the flat vectors an update goes through one at a time, with the scratch
+        array for one of them: its temporary space is one piece, not a whole vector."""
+        size, step = params.shape[0], self.chunk_size
+        if self._scratch is None or self._scratch.shape[0] != min(size, step) or self._scratch.dtype != params.dtype:
+            self._scratch = self.module.empty(min(size, step), dtype=params.dtype)
+        return self._scratch, [slice(start, min(start + step, size)) for start in range(0, size, step)]
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
              weight_decay=0.0, decay=None, grad_scale=None, undo=None):
@@ -140,11 +143,19 @@ class UfuncOps(GenericOps):
             return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1,
                                 beta2=beta2, eps=eps, bias_correction2_sqrt=bias_correction2_sqrt,
                                 weight_decay=weight_decay, decay=decay, grad_scale=grad_scale)
-        np, m, v = self.module, exp_avg, exp_avg_sq
-        scratch = self._scratch_like(params)
+        scratch, parts = self._parts(params)
+        finite = True
+        for part in parts:
+            finite &= self._adam_part(params[part], grads[part], exp_avg[part], exp_avg_sq[part], undo[part],
+                                      scratch[:part.stop - part.start], step_size, beta1, beta2, eps,
+                                      bias_correction2_sqrt, weight_decay, decay, grad_scale)
+        return params, exp_avg, exp_avg_sq, self._kept(params, undo, finite)
+
+    def _adam_part(self, params, grads, m, v, undo, scratch, step_size, beta1, beta2, eps, bias_correction2_sqrt,
+                   weight_decay, decay, grad_scale):
+        np = self.module
         if grad_scale is not None:
             grads = np.multiply(grads, grad_scale, out=grads)
-        source = params
         if weight_decay:  # grads + wd * params
             np.multiply(params, weight_decay, out=scratch)
             grads = np.add(grads, scratch, out=grads)
@@ -167,7 +178,7 @@ class UfuncOps(GenericOps):
         if decay is not None:
             np.multiply(params, decay, out=params)
         np.subtract(params, scratch, out=params)
-        return params, m, v, self._kept(params, undo, self._landed(params, (v,), scratch))
+        return self._landed(params, (v,), scratch)
 
     def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
             weight_decay=0.0, grad_scale=None, undo=None):
@@ -176,8 +187,17 @@ class UfuncOps(GenericOps):
         if not self._fast(params, grads, undo, momentum_buffer):
             return super().sgd(params, grads, momentum_buffer, ok, lr=lr, momentum=momentum, dampening=dampening,
                                nesterov=nesterov, weight_decay=weight_decay, grad_scale=grad_scale)
-        np, buffer = self.module, momentum_buffer
-        scratch = self._scratch_like(params)
+        scratch, parts = self._parts(params)
+        finite = True
+        for part in parts:
+            finite &= self._sgd_part(params[part], grads[part], None if momentum_buffer is None else
+                                     momentum_buffer[part], undo[part], scratch[:part.stop - part.start], lr,
+                                     momentum, dampening, nesterov, weight_decay, grad_scale)
+        return params, momentum_buffer, self._kept(params, undo, finite)
+
+    def _sgd_part(self, params, grads, buffer, undo, scratch, lr, momentum, dampening, nesterov, weight_decay,
+                  grad_scale):
+        np = self.module
         if grad_scale is not None:
             grads = np.multiply(grads, grad_scale, out=grads)
         if weight_decay:
@@ -197,4 +217,4 @@ class UfuncOps(GenericOps):
         np.multiply(grads, lr, out=scratch)
         np.copyto(undo, params)  # (after the gradient's last use: undo is its buffer)
         np.subtract(params, scratch, out=params)
-        return params, buffer, self._kept(params, undo, self._landed(params, (), scratch))
+        return self._landed(params, (), scratch)
