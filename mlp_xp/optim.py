@@ -146,9 +146,6 @@ class Optimizer:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
 
 
-def _counted(ops, ok, state, count):
-    """``state`` with ``count`` (this update's number) where the update landed."""
-    return state._replace(count=ops.select(ok, count, state.count))
 
 
 class SGDState(NamedTuple):
@@ -198,7 +195,7 @@ class SGD(Optimizer):
         params, buffer, ok = ops.sgd(params, grads, buffer, ok, lr=self._lr(ops, state.count, params.dtype),
                                      momentum=self.momentum, dampening=dampening, nesterov=self.nesterov,
                                      weight_decay=self.weight_decay, grad_scale=self._grad_scale(ops, grads), undo=undo)
-        return params, _counted(ops, ok, SGDState(state.count, buffer), count), ok
+        return params, SGDState(ops.select(ok, count, state.count), buffer), ok  # (counted where it landed)
 
 
 class AdamState(NamedTuple):
@@ -259,7 +256,7 @@ class Adam(Optimizer):
             eps=self.eps, bias_correction2_sqrt=bias_correction2_sqrt,
             weight_decay=0.0 if self.decoupled else self.weight_decay, decay=decay,
             grad_scale=self._grad_scale(ops, grads), undo=undo)
-        return params, _counted(ops, ok, AdamState(state.count, exp_avg, exp_avg_sq), count), ok
+        return params, AdamState(ops.select(ok, count, state.count), exp_avg, exp_avg_sq), ok
 
 
 class AdamW(Adam):
@@ -323,7 +320,7 @@ class RMSprop(Optimizer):
             params, grads, state.square_avg, state.momentum_buffer, state.grad_avg, ok,
             lr=self._lr(ops, state.count, params.dtype), alpha=self.alpha, eps=self.eps, momentum=self.momentum,
             weight_decay=self.weight_decay, grad_scale=self._grad_scale(ops, grads), undo=undo)
-        return params, _counted(ops, ok, RMSpropState(state.count, square_avg, buffer, grad_avg), count), ok
+        return params, RMSpropState(ops.select(ok, count, state.count), square_avg, buffer, grad_avg), ok
 
 
 OPTIMIZER_TYPES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}

@@ -44,6 +44,7 @@ class UfuncOps(GenericOps):
         super().__init__(xp if xp is not None else numpy, device)
         self.module = numpy
         self._scratch = None
+        self._checked = ()
 
     # -- flags and counts are host values: reading a numpy value is free
     def finite(self, value):
@@ -105,11 +106,19 @@ class UfuncOps(GenericOps):
     # -- optimizer primitives: parameters and state in place, the old parameters in ``undo``
     def _fast(self, params, grads, undo, *states):
         """The fast update applies: an undo array that is not the parameters, and contiguous
-        vectors of one floating dtype (else the generic in-place update)."""
-        return (undo is not None and undo is not params and undo.shape == params.shape
+        vectors of one floating dtype (else the generic in-place update). The arrays of the last
+        call that passed are kept: a training step passes the same ones every time."""
+        arrays = (params, grads, undo, *states)
+        checked = self._checked
+        if len(checked) == len(arrays) and all(a is b for a, b in zip(arrays, checked)):
+            return True
+        fast = (undo is not None and undo is not params and undo.shape == params.shape
                 and params.dtype in (self.module.float32, self.module.float64)
                 and all(a is None or (a.dtype == params.dtype and a.shape == params.shape and a.flags.c_contiguous)
-                        for a in (params, grads, undo, *states)))
+                        for a in arrays))
+        if fast:
+            self._checked = arrays
+        return fast
 
     def _kept(self, params, undo, finite):
         """The guard's flag of an update written in place: where it failed, the parameters are
