@@ -394,9 +394,61 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
     history = History({key: [] for key in run.log_keys})
     run.hooks.call("on_train_begin", model=model)
-    _epochs(run, history)
+    with run.interrupts:
+        _epochs(run, history)
     run.hooks.call("on_train_end", model=model)
     return history
+
+
+class _Interrupts:
+    """Ctrl-C (SIGINT) held back while a step writes the model's arrays in place and commits
+    its counts, and delivered right after: an interrupted ``fit`` leaves the model at one
+    completed step (weights, optimizer moments and counts agree). Outside those few lines a
+    SIGINT goes to the handler that was there before, at once. The handler is installed for
+    the whole ``fit`` (main thread only); entering and leaving a step sets one flag."""
+
+    def __init__(self):
+        self.critical = False
+        self.pending = None
+        self.previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        return False
+
+    def _handle(self, signum, frame):
+        if self.critical:
+            self.pending = (signum, frame)
+        else:
+            self._deliver(signum, frame)
+
+    def _deliver(self, signum, frame):
+        import signal
+
+        if callable(self.previous):
+            self.previous(signum, frame)  # (Python's default handler raises KeyboardInterrupt here)
+        elif self.previous == signal.SIG_DFL:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGINT)
+
+    def leave(self):
+        """The end of a step's critical lines: a SIGINT that came during them arrives now."""
+        self.critical = False
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self._deliver(*pending)
 
 
 def _epochs(run, history):
@@ -524,6 +576,7 @@ class _Run:
         self.copy_for_hooks = self.ops.in_place
         self.state = model.train_state(optimizer, metric_list)
         self.consecutive_skips = 0
+        self.interrupts = _Interrupts()
 
     def _train_step(self, check_grads):
         model, loss, optimizer, metric_list = self.model, self.loss, self.optimizer, self.metric_list
@@ -565,10 +618,16 @@ class _Run:
         for step, (x_batch, target_batch, recipe) in enumerate(self._batches(), start=1):
             count = x_batch.shape[0] if x_batch is not None else recipe[2] - recipe[1]
             before = self.state
-            if self.jitted and x_batch is None:  # (the compiled step gathers its batch)
-                self.state, value = train_step.gather(self.state, self.x, self.target, recipe[0], recipe[1], count)
-            else:
-                self.state, value = train_step(self.state, x_batch, target_batch, model.loss_scale.scale)
+            self.interrupts.critical = True  # (the step writes the model's arrays in place: committed at once)
+            try:
+                if self.jitted and x_batch is None:  # (the compiled step gathers its batch)
+                    self.state, value = train_step.gather(self.state, self.x, self.target, recipe[0], recipe[1],
+                                                          count)
+                else:
+                    self.state, value = train_step(self.state, x_batch, target_batch, model.loss_scale.scale)
+                model.set_train_state(self.state, step=model.dropout_step + 1)
+            finally:
+                self.interrupts.leave()
             steps.window.append((step, count, recipe))
             steps.window_rows += count
             steps.last = (step, x_batch, recipe)
@@ -585,7 +644,6 @@ class _Run:
         if steps.stop_reason is None and steps.window:  # the epoch's last steps
             if bool(self.state.guard.ok):
                 steps.seen += steps.window_rows
-                model.set_train_state(self.state, step=model.dropout_step + len(steps.window))
                 if steps.bar is not None:
                     steps.bar.update(steps.window_rows)
             else:  # as in _failed, without skipping: the epoch is over
@@ -599,7 +657,6 @@ class _Run:
         steps.seen += steps.window_rows
         if self.scaling:
             model.loss_scale = _next_loss_scale(model.precision, model.loss_scale, False)
-        model.set_train_state(self.state, step=model.dropout_step + len(steps.window))  # (every step of it landed)
         self.state = cleared(model, self.state, sums=False)
         self.consecutive_skips = 0
         if self.batch_hooks:
