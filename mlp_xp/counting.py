@@ -41,15 +41,23 @@ _FREE_METHODS = {"__getitem__", "__array_namespace__", "__dlpack_device__", "__r
 
 class ArrayWork:
     """Counts: ``ops`` (array operations), ``syncs`` (host reads), ``uploads`` (host-to-device
-    copies), and ``by_name`` ({operation name: count}) to see where they come from."""
+    copies), ``by_name`` ({operation name: count}) to see where they come from, and ``numbers``
+    ({(operation name, Python number): count}): the Python numbers handed to array operations.
+    A number that changes from step to step (a bias correction computed on the host, say) shows
+    as new entries in a longer run: a captured CUDA graph would replay the number of its capture."""
 
     def __init__(self):
         self.ops = self.syncs = self.uploads = 0
         self.by_name = {}
+        self.numbers = {}
 
-    def _op(self, name):
+    def _op(self, name, args=()):
         self.ops += 1
         self.by_name[name] = self.by_name.get(name, 0) + 1
+        for value in args:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                key = (name, value)
+                self.numbers[key] = self.numbers.get(key, 0) + 1
 
     def __repr__(self):
         return f"ArrayWork(ops={self.ops}, syncs={self.syncs}, uploads={self.uploads})"
@@ -79,7 +87,7 @@ def count_array_work():
             if kind == "sync":
                 work.syncs += 1
             elif kind == "op":
-                work._op(name)
+                work._op(name, (*args, *kwargs.values()))
             return original(*args, **kwargs)
         return wrapper
 

@@ -191,7 +191,8 @@ class SGD(Optimizer):
             buffer = ops.xp.zeros_like(params)
         dampening = None
         if self.momentum and self.dampening:  # (no dampening on the first step, as torch)
-            dampening = ops.select(state.count == 0, 1.0, 1.0 - self.dampening)
+            dampening = ops.select(state.count == 0, ops.constant(1.0, params.dtype),
+                                   ops.constant(1.0 - self.dampening, params.dtype))
         params, buffer, ok = ops.sgd(params, grads, buffer, ok, lr=self._lr(ops, state.count, params.dtype),
                                      momentum=self.momentum, dampening=dampening, nesterov=self.nesterov,
                                      weight_decay=self.weight_decay, grad_scale=self._grad_scale(ops, grads), undo=undo)
@@ -245,8 +246,9 @@ class Adam(Optimizer):
         count = state.count + 1
         step = ops.as_scalar(count)  # (float64 where the device has it: the host's arithmetic)
         lr = self._lr(ops, state.count, ops.scalar_dtype)
-        step_size = xp.astype(lr / (1.0 - ops.power(beta1, step)), dtype)
-        bias_correction2_sqrt = xp.astype(xp.sqrt(1.0 - ops.power(beta2, step)), dtype)
+        corrections = 1.0 - ops.power((beta1, beta2), step)  # (both bias corrections in one operation)
+        step_size = xp.astype(lr / corrections[0], dtype)
+        bias_correction2_sqrt = xp.astype(xp.sqrt(corrections[1]), dtype)
         decay = None
         if self.weight_decay and self.decoupled:
             decay = 1.0 - lr * self.weight_decay

@@ -81,6 +81,10 @@ TORCH_CASES = {
         lambda: mx.optim.RMSprop(lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-3),
         lambda t, p: t.optim.RMSprop(p, lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-3)),
     "adam-clip": (lambda: mx.optim.Adam(lr=1e-2, clip_norm=0.5), lambda t, p: t.optim.Adam(p, lr=1e-2)),
+    "sgd-momentum-dampening": (lambda: mx.optim.SGD(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-3),
+                               lambda t, p: t.optim.SGD(p, lr=0.05, momentum=0.9, dampening=0.3, weight_decay=1e-3)),
+    "adamw-wd": (lambda: mx.optim.AdamW(lr=1e-2, betas=(0.85, 0.98), eps=1e-6, weight_decay=0.1),
+                 lambda t, p: t.optim.AdamW(p, lr=1e-2, betas=(0.85, 0.98), eps=1e-6, weight_decay=0.1)),
 }
 
 
@@ -172,3 +176,10 @@ def test_cosine_matches_torch_scheduler():
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_dampening_is_checked_and_excludes_nesterov():
+    with pytest.raises(ValueError, match="dampening must be a finite number >= 0"):
+        mx.optim.SGD(momentum=0.9, dampening=-0.1)
+    with pytest.raises(ValueError, match="Nesterov momentum requires momentum > 0 and zero dampening"):
+        mx.optim.SGD(momentum=0.9, nesterov=True, dampening=0.1)

@@ -39,10 +39,48 @@ def _count_fit(steps, widths=(64, 32, 32, 10), batch=16, **options):
 def test_a_steady_state_step_has_no_host_sync_and_no_upload_on_a_device():
     short, long = _count_fit(3), _count_fit(9)
     assert (long.syncs - short.syncs, long.uploads - short.uploads) == (0, 0)
+    # no Python number that changes per step reaches an array operation (learning rate, bias
+    # corrections, Dropout keys are 0-d device arrays): a longer epoch hands over no new ones
+    assert set(long.numbers) == set(short.numbers)
     per_step = (long.ops - short.ops) / 6
     assert per_step == int(per_step) and 30 < per_step < 120  # the count itself is a benchmark (BENCHMARKS.md)
     # and the whole epoch reads the device a handful of times, not once per step
     assert short.syncs <= 6
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mx.optim.Adam(lr=mx.optim.schedules.warmup(mx.optim.schedules.cosine(1e-2, 40), 3)),
+    lambda: mx.optim.AdamW(lr=mx.optim.schedules.step(1e-2, step_size=2), clip_norm=1.0),
+    lambda: mx.optim.SGD(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3),
+    lambda: mx.optim.RMSprop(lr=1e-3, momentum=0.5, centered=True)])
+def test_every_optimizer_and_schedule_takes_its_numbers_from_the_device(make):
+    def numbers(steps):
+        model = _issue_model(DEVICE1, widths=(6, 8, 8, 3))
+        x = model.backend.asarray(np.ones((4 * steps, 6), np.float32))
+        t = model.backend.asarray(np.arange(4 * steps) % 3, dtype=model.backend.index_dtype)
+        with count_array_work() as work:
+            model.fit(x, t, mx.losses.CrossEntropy(), make(), epochs=1, batch_size=4, verbose=0)
+        return work
+
+    short, long = numbers(3), numbers(7)
+    assert set(long.numbers) == set(short.numbers)
+    assert long.syncs == short.syncs and long.uploads == short.uploads
+
+
+def test_a_host_number_per_step_is_what_the_count_finds():
+    """The counter sees a per-step number: a plain function as the learning rate is evaluated
+    on the host (one upload per step)."""
+    def work(steps):
+        model = _issue_model(DEVICE1, widths=(6, 8, 8, 3))
+        x = model.backend.asarray(np.ones((4 * steps, 6), np.float32))
+        t = model.backend.asarray(np.arange(4 * steps) % 3, dtype=model.backend.index_dtype)
+        with count_array_work() as counted:
+            model.fit(x, t, mx.losses.CrossEntropy(), mx.optim.SGD(lr=lambda count: 0.1 / (1 + count)), epochs=1,
+                      batch_size=4, verbose=0)
+        return counted
+
+    short, long = work(3), work(7)
+    assert long.uploads - short.uploads == 4
 
 
 def test_sync_every_reads_at_that_interval():

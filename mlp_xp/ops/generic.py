@@ -283,6 +283,11 @@ class GenericOps:
             return self.xp.asarray(value, dtype=self._int, device=self.device)
         return value
 
+    def constant(self, value: float, dtype):
+        """A 0-d array of ``value``, made once per Ops (a number that does not change per step)."""
+        xp = self.xp
+        return self._constant(("scalar", value, dtype), lambda: xp.asarray(value, dtype=dtype, device=self.device))
+
     def step_counter(self, value):
         """The training step (the Dropout masks' counter) as the step keeps it: a 0-d uint32
         array on the device (int64 where the namespace has no uint32 arithmetic)."""
@@ -295,10 +300,11 @@ class GenericOps:
         (float64 where the namespace has it, so the arithmetic is the host's)."""
         return self.xp.astype(self.xp.asarray(count), self.scalar_dtype)
 
-    def power(self, base: float, exponent):
-        """``base ** exponent`` for a host number ``base`` and a 0-d ``exponent``, always through
-        the namespace's ``pow`` (numpy's power ufunc and the C library's ``pow``, which a numpy
-        scalar would use, differ in the last bit for some exponents)."""
+    def power(self, base, exponent):
+        """``base ** exponent`` for a host number ``base`` (or a tuple of them: then a vector of
+        their powers, in one operation) and a 0-d ``exponent``, always through the namespace's
+        ``pow`` (numpy's power ufunc and the C library's ``pow``, which a numpy scalar would use,
+        differ in the last bit for some exponents)."""
         xp = self.xp
         return xp.pow(self._constant(("base", base, self.scalar_dtype), lambda: xp.asarray(
             base, dtype=self.scalar_dtype, device=self.device)), exponent)

@@ -76,6 +76,9 @@ class UfuncOps(GenericOps):
 
     step_counter = counter
 
+    def constant(self, value, dtype):
+        return value  # (a Python number: numpy casts it to the arrays' dtype)
+
     def as_scalar(self, count):
         # a 0-d array, not a Python float: numpy's power ufunc (what array_api_strict computes
         # with) and the C library's pow differ in the last bit for some counts
