@@ -17,8 +17,9 @@ import json
 import os
 import sys
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "elu", "softplus")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+from .layers import ACTIVATIONS
+from .optim import OPTIMIZERS
+
 TASKS = ("auto", "classification", "regression")
 DEFAULT_COMPARE = ("numpy:float64", "numpy:float32", "numpy:tf32", "numpy:bfloat16", "numpy:float16",
                    "array_api_strict:float32", "torch:float32", "torch:bfloat16", "jax:float32", "cupy:float32",
@@ -64,11 +65,11 @@ _fraction = _number(float, lambda value: 0 <= value < 1, "in [0, 1)")
 
 def _add_model_flags(parser, epochs):
     parser.add_argument("--layers", type=_hidden_layers, default=[128, 64], help="hidden layer widths, comma-separated")
-    parser.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation after each hidden layer")
+    parser.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu", help="activation after each hidden layer")
     parser.add_argument("--epochs", type=_positive_int, default=epochs, help="passes over the training data")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="samples per optimizer step")
     parser.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer")
+    parser.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam", help="optimizer")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the split and the batch order")
 
 
@@ -243,10 +244,7 @@ def _choose_task(y, requested):
 
 
 def _activation(name):
-    import mlp_xp as mx
-
-    return {"relu": mx.ReLU, "leaky_relu": mx.LeakyReLU, "tanh": mx.Tanh, "sigmoid": mx.Sigmoid,
-            "gelu": mx.GELU, "silu": mx.SiLU, "elu": mx.ELU, "softplus": mx.Softplus}[name]
+    return ACTIVATIONS[name]
 
 
 def _build_model(args, in_features, out_features, classification, **model_options):
@@ -265,10 +263,7 @@ def _build_model(args, in_features, out_features, classification, **model_option
 
 
 def _optimizer(args):
-    import mlp_xp as mx
-
-    return {"adam": mx.optim.Adam, "adamw": mx.optim.AdamW, "sgd": mx.optim.SGD,
-            "rmsprop": mx.optim.RMSprop}[args.optimizer](lr=args.lr)
+    return OPTIMIZERS[args.optimizer](lr=args.lr)
 
 
 # ---------------------------------------------------------------------------- commands

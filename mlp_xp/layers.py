@@ -21,18 +21,17 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import Any, Callable, NamedTuple
 
 from . import _math, initializers
-from .ops import generic
+from .ops import GenericOps
 
 __all__ = [
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
-    "Softplus", "Identity", "Softmax", "Dropout", "LayerNorm", "ForwardContext",
+    "Softplus", "Identity", "Softmax", "Dropout", "LayerNorm", "ForwardContext", "ACTIVATIONS",
 ]
 
 
-class ForwardContext(NamedTuple):
+class ForwardContext:
     """What a forward pass needs besides parameters and input.
 
     Attributes:
@@ -40,21 +39,19 @@ class ForwardContext(NamedTuple):
         train: True in training (dropout active), False in evaluation.
         uniform: ``uniform(shape, dtype) -> array`` of U[0, 1) samples on the backend: the
             host-drawn masks of Dropout in training (``model.dropout_masks = "host"``).
-        ops: the backend's :mod:`mlp_xp.ops` (fast overrides of the generic operations), or
-            None for plain Array API code.
-        matmul: ``matmul(a, b)`` for the matrix products of Linear layers where the model's
-            precision changes them (TF32 rounding, float32 accumulation of float16 inputs);
-            None for plain ``a @ b``.
+        ops: the :mod:`mlp_xp.ops` the layers compute with: the model's (its backend's fast
+            overrides, or the generic reference with its precision's matrix product); a context
+            built without one gets the generic reference of ``xp``.
         keep: ``keep(shape, p) -> bool array``: Dropout's keep-mask drawn on the device (a
             counter-based hash of the step's key); preferred to ``uniform`` when set.
     """
 
-    xp: Any
-    train: bool = False
-    uniform: Callable | None = None
-    ops: Any = None
-    matmul: Callable | None = None
-    keep: Callable | None = None
+    __slots__ = ("xp", "train", "uniform", "ops", "keep")
+
+    def __init__(self, xp, train=False, uniform=None, ops=None, keep=None):
+        if ops is None:
+            ops = GenericOps(xp)
+        self.xp, self.train, self.uniform, self.ops, self.keep = xp, train, uniform, ops, keep
 
 
 class Layer:
@@ -160,15 +157,10 @@ class Linear(Layer):
 
     def forward(self, params, x, ctx):
         ops, weight, bias = ctx.ops, params["weight"], params.get("bias")
-        if ops is None:  # (mixed precision, a hand-built context): the reference functions
-            y = generic.linear(ctx.xp, x, weight, bias, ctx.matmul)
-        else:
-            y = ops.linear(x, weight, bias, ctx.matmul)
+        y = ops.linear(x, weight, bias)
 
         def backward(dy, need_input_grad=True, out=None):
-            if ops is None:
-                return generic.linear_backward(ctx.xp, x, weight, dy, bias is not None, need_input_grad, ctx.matmul)
-            return ops.linear_backward(x, weight, dy, bias is not None, need_input_grad, out, ctx.matmul)
+            return ops.linear_backward(x, weight, dy, bias is not None, need_input_grad, out)
 
         return y, backward
 
@@ -362,15 +354,13 @@ class Dropout(Layer):
     def forward(self, params, x, ctx):
         if not ctx.train or self.p == 0.0:
             return x, lambda dy, need_input_grad=True, out=None: (dy, {})
-        xp = ctx.xp
         if ctx.keep is not None:
             keep = ctx.keep(x.shape, self.p)
         elif ctx.uniform is not None:
             keep = ctx.uniform(x.shape, x.dtype) >= self.p
         else:
             raise RuntimeError("Dropout in training needs a random source (ForwardContext.keep or uniform)")
-        keep = (generic.dropout_multiplier(xp, keep, self.p, x.dtype) if ctx.ops is None
-                else ctx.ops.dropout_multiplier(keep, self.p, x.dtype))
+        keep = ctx.ops.dropout_multiplier(keep, self.p, x.dtype)
 
         def backward(dy, need_input_grad=True, out=None):
             return dy * keep, {}
@@ -450,5 +440,9 @@ class LayerNorm(Layer):
 
 
 #: every layer class by name (used to rebuild a model from a config)
+#: the registry of layers by class name (what ``mx.save`` writes and ``mx.load`` reads)
 LAYER_TYPES = {cls.__name__: cls for cls in (Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU,
                                              Softplus, Identity, Softmax, Dropout, LayerNorm)}
+#: the activations by their snake-case names (the command line's ``--activation``)
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU, "silu": SiLU,
+               "elu": ELU, "softplus": Softplus}

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from . import _math
+from .layers import Sigmoid, Softmax
 from .ops.generic import _target_distribution, sigmoid_cross_entropy, softmax_cross_entropy
 
 __all__ = ["Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber"]
@@ -37,13 +38,14 @@ class Loss:
     """Base class.
 
     Attributes:
-        fuses_with: name of the output layer whose math this loss absorbs in training.
+        fuses_with: the output layer class whose math this loss absorbs in training (a model
+            ending in exactly that layer gives the loss the layer's input).
         target_kind: "class" (labels or class probabilities), "binary" (values in [0, 1])
             or "regression" (real values); decides how targets are checked and whether
             accuracy is reported.
     """
 
-    fuses_with: str | None = None
+    fuses_with: type | None = None
     target_kind = "regression"
     _config_keys: tuple = ()
 
@@ -95,7 +97,7 @@ class CrossEntropy(Loss):
         output: (batch, classes) logits -> loss: () ; d_output: (batch, classes)
     """
 
-    fuses_with = "Softmax"
+    fuses_with = Softmax
     target_kind = "class"
     _config_keys = ("label_smoothing",)
 
@@ -133,7 +135,7 @@ class BinaryCrossEntropy(Loss):
         output: (batch, k) logits -> loss: () ; d_output: (batch, k)
     """
 
-    fuses_with = "Sigmoid"
+    fuses_with = Sigmoid
     target_kind = "binary"
 
     def value_and_grad(self, output, target, xp=None):

@@ -19,7 +19,7 @@ from . import _validation, training
 from . import precision as precisions
 from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name, to_numpy
 from ._errors import ShapeError
-from .layers import Dropout, ForwardContext, Layer, Linear
+from .layers import Dropout, ForwardContext, Layer, Linear, Sigmoid, Softmax
 from .losses import Loss
 
 __all__ = ["Sequential", "ParamSpec", "DataInfo"]
@@ -362,18 +362,25 @@ class Sequential:
         return per_layer
 
     def _context(self, train=False, uniform=None, keep=None) -> ForwardContext:
-        """The forward context of this model's precision: its Ops for plain float32/float64, the
-        precision's matrix product (and the generic ops) otherwise."""
+        """The forward context of this model's precision: its Ops for plain float32/float64; for
+        the others, the generic Ops with the precision's matrix product."""
         plain = uniform is None and keep is None
-        if plain and self._contexts.get(train) is not None and self._contexts[train].ops is self._ops:
+        ops = self.ops if self.precision.compute == self.dtype_name else self._precision_ops()
+        if plain and self._contexts.get(train) is not None and self._contexts[train].ops is ops:
             return self._contexts[train]  # (a context holds no state: one per mode serves every step)
-        if self.precision.compute == self.dtype_name:
-            ctx = ForwardContext(self.xp, train, uniform, self.ops, None, keep)
-        else:
-            ctx = ForwardContext(self.xp, train, uniform, None, self._precision_matmul(), keep)
-        if plain and self.precision.compute == self.dtype_name:
+        ctx = ForwardContext(self.xp, train, uniform, ops, keep)
+        if plain:
             self._contexts[train] = ctx
         return ctx
+
+    def _precision_ops(self):
+        """The generic Ops whose matrix product is the model's precision's (kept with the contexts)."""
+        ops = self._contexts.get("precision")
+        if ops is None:
+            from .ops import GenericOps
+
+            ops = self._contexts["precision"] = GenericOps(self.xp, self.device, matmul=self._precision_matmul())
+        return ops
 
     def _train_context(self, step=None, rows=None, start=0):
         """The training context of one step: Dropout masks hashed on the device from the key of
@@ -439,7 +446,7 @@ class Sequential:
 
     def _fused(self, loss: Loss) -> bool:
         """True when the last layer's math is folded into ``loss`` (Softmax + CrossEntropy...)."""
-        return loss.fuses_with is not None and type(self.layers[-1]).__name__ == loss.fuses_with
+        return loss.fuses_with is not None and type(self.layers[-1]) is loss.fuses_with
 
     def _loss_forward_stop(self, loss):
         return len(self.layers) - 1 if self._fused(loss) else len(self.layers)
@@ -457,13 +464,12 @@ class Sequential:
         """
         xp = self.xp
         output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss))
-        value, grad = (loss.value_and_grad(output, target, xp) if ctx.ops is None
-                       else loss.ops_value_and_grad(ctx.ops, output, target))
+        value, grad = loss.ops_value_and_grad(ctx.ops, output, target)
         if self._compute_dtype is not None:
             grad = xp.astype(grad * scale if scale != 1.0 else grad, self._compute_dtype)
-        if grad_out is not None and self._compute_dtype is None and not (ctx.ops and ctx.ops.mutable):
+        if grad_out is not None and self._compute_dtype is None and not ctx.ops.mutable:
             return value, self._backward_into(backwards, grad, grad_out), output
-        if ctx.ops is None or not ctx.ops.mutable:  # layers write into a buffer only through mutable ops
+        if not ctx.ops.mutable:  # layers write into a buffer only through mutable ops
             grad_out = None
         out = self._layer_params(grad_out) if grad_out is not None else [None] * len(self.layers)
         layer_grads = {}
@@ -523,11 +529,11 @@ class Sequential:
         if not isinstance(loss, Loss):
             hint = " (did you pass the class instead of an instance?)" if isinstance(loss, type) else ""
             raise TypeError(f"loss must be an mx.losses loss, got {loss!r}{hint}")
-        last = type(self.layers[-1]).__name__
-        if loss.target_kind in ("class", "binary") and last in ("Softmax", "Sigmoid") and last != loss.fuses_with:
-            right = "CrossEntropy" if last == "Softmax" else "BinaryCrossEntropy"
-            raise ValueError(f"the model ends in {last} but the loss is {type(loss).__name__}, which takes "
-                             f"logits: use mx.losses.{right}() with a {last} output")
+        last = type(self.layers[-1])
+        if loss.target_kind in ("class", "binary") and last in (Softmax, Sigmoid) and last is not loss.fuses_with:
+            right = "CrossEntropy" if last is Softmax else "BinaryCrossEntropy"
+            raise ValueError(f"the model ends in {last.__name__} but the loss is {type(loss).__name__}, which "
+                             f"takes logits: use mx.losses.{right}() with a {last.__name__} output")
         if loss.target_kind == "class" and self.out_features < 2:
             raise ValueError(f"CrossEntropy needs >= 2 output features, the model has {self.out_features}; "
                              "for two classes with one output use BinaryCrossEntropy")

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from . import schedules
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "SGDState", "AdamState",
-           "RMSpropState", "schedules", "OPTIMIZER_TYPES", "SQUARED_STATE"]
+           "RMSpropState", "schedules", "OPTIMIZER_TYPES", "OPTIMIZERS", "SQUARED_STATE"]
 
 #: optimizer state that accumulates squared gradients: once inf, every later update of those
 #: weights divides by inf, so an overflow there is a failure even though the weights stay finite
@@ -325,4 +325,7 @@ class RMSprop(Optimizer):
         return params, RMSpropState(ops.select(ok, count, state.count), square_avg, buffer, grad_avg), ok
 
 
+#: the registry of optimizers by class name (what ``mx.save`` writes and ``mx.load`` reads)
 OPTIMIZER_TYPES = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+#: the same by lower-case name (the command line's ``--optimizer``)
+OPTIMIZERS = {name.lower(): cls for name, cls in OPTIMIZER_TYPES.items()}

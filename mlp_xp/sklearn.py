@@ -53,8 +53,9 @@ from .model import Sequential
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_ACTIVATIONS = {"identity": mlp_layers.Identity, "logistic": mlp_layers.Sigmoid, "tanh": mlp_layers.Tanh,
-                "relu": mlp_layers.ReLU}
+# scikit-learn's activation names (its vocabulary), on mlp_xp's registry
+_ACTIVATIONS = {"identity": mlp_layers.Identity, "logistic": mlp_layers.ACTIVATIONS["sigmoid"],
+                "tanh": mlp_layers.ACTIVATIONS["tanh"], "relu": mlp_layers.ACTIVATIONS["relu"]}
 _SOLVERS = ("lbfgs", "sgd", "adam")
 _STOCHASTIC = ("sgd", "adam")
 #: rows of a sparse X densified at a time (full-batch L-BFGS, prediction)

@@ -58,8 +58,7 @@ def dropout_key(seed_key: int, step: int, layer: int) -> int:
 
 
 # ---------------------------------------------------------------------- the reference math
-# (functions of the namespace, so layers and losses use them without Ops too: mixed precision,
-# a ForwardContext built by hand)
+# (functions of the namespace: GenericOps' methods, and a loss's own ``value_and_grad``)
 
 
 def linear(xp, x, weight, bias=None, matmul=None):
@@ -140,10 +139,13 @@ class GenericOps:
     mutable = False
     host_flags = False
 
-    def __init__(self, xp, device=None, in_place=None):
+    def __init__(self, xp, device=None, in_place=None, matmul=None):
         import array_api_compat
 
         self.xp, self.device = xp, device
+        #: the matrix product of Linear layers: ``xp.matmul``, or a precision's (TF32 rounding,
+        #: float32 accumulation of float16 inputs: :mod:`mlp_xp.precision`)
+        self.matmul = matmul
         self._constants = {}  # arrays made once per Ops (see _constant)
         # capabilities: torch has no uint32 shifts (hash in int64, masked to 32 bits); JAX takes
         # no Python int above int32's range next to a uint32 array (constants become uint32)
@@ -160,7 +162,7 @@ class GenericOps:
         self.scalar_dtype = xp.float64 if wide else xp.float32
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}()" if self.matmul is None else f"{type(self).__name__}(matmul={self.matmul!r})"
 
     # ------------------------------------------------------------------ randomness
 
@@ -205,28 +207,36 @@ class GenericOps:
         xp = self.xp
         if not self._cache:
             return dropout_multiplier(xp, keep, p, dtype)
-        scale, zero = self._constant(("dropout", p, dtype), lambda: (
-            xp.asarray(1.0 / (1.0 - p), dtype=dtype, device=self.device),
-            xp.zeros((), dtype=dtype, device=self.device)))
+        device = self._device_of(keep)
+        scale, zero = self._constant(("dropout", p, dtype, device), lambda: (
+            xp.asarray(1.0 / (1.0 - p), dtype=dtype, device=device), xp.zeros((), dtype=dtype, device=device)))
         return xp.where(keep, scale, zero)
 
     # ------------------------------------------------------------------ layer pieces
 
-    def linear(self, x, weight, bias=None, matmul=None):
+    def linear(self, x, weight, bias=None):
         """A Linear layer's forward pass, ``x @ weight (+ bias)``."""
-        return linear(self.xp, x, weight, bias, matmul)
+        return linear(self.xp, x, weight, bias, self.matmul)
 
-    def linear_backward(self, x, weight, dy, bias=True, need_input_grad=True, out=None, matmul=None):
+    def linear_backward(self, x, weight, dy, bias=True, need_input_grad=True, out=None):
         """Its backward pass: (input gradient or None, {"weight": ..., "bias": ...}). ``out``:
         views of the model's flat gradient that mutable Ops write these gradients into."""
-        return linear_backward(self.xp, x, weight, dy, bias, need_input_grad, matmul)
+        return linear_backward(self.xp, x, weight, dy, bias, need_input_grad, self.matmul)
 
     def relu_backward(self, x, dy):
         """``dy`` where ``x > 0``, else 0 (as torch's ``threshold_backward``: no NaN of ``dy``
         passes a closed unit)."""
-        xp = self.xp
-        return xp.where(x > 0, dy, self._constant(("zero", dy.dtype), lambda: xp.zeros(
-            (), dtype=dy.dtype, device=self.device)))
+        xp, device = self.xp, self._device_of(dy)
+        return xp.where(x > 0, dy, self._constant(("zero", dy.dtype, device), lambda: xp.zeros(
+            (), dtype=dy.dtype, device=device)))
+
+    def _device_of(self, array):
+        """The Ops' device, or (Ops made without one, for a ForwardContext built by hand) the array's."""
+        if self.device is not None:
+            return self.device
+        import array_api_compat
+
+        return array_api_compat.device(array)
 
     # ------------------------------------------------------------------ losses
 

@@ -86,17 +86,13 @@ class UfuncOps(GenericOps):
 
     # -- layers: the generic math with numpy's own functions, gradients written into the model's
     # flat gradient buffer (``out``) where given: no temporary, no copy
-    def linear(self, x, weight, bias=None, matmul=None):
-        if matmul is not None:
-            return super().linear(x, weight, bias, matmul)
+    def linear(self, x, weight, bias=None):
         y = self.module.matmul(x, weight)
         if bias is not None:
             y += bias  # (y is new: adding in place computes the same values without a second array)
         return y
 
-    def linear_backward(self, x, weight, dy, bias=True, need_input_grad=True, out=None, matmul=None):
-        if matmul is not None:
-            return super().linear_backward(x, weight, dy, bias, need_input_grad, out, matmul)
+    def linear_backward(self, x, weight, dy, bias=True, need_input_grad=True, out=None):
         np = self.module
         grads = {"weight": np.matmul(x.T, dy, out=None if out is None else out["weight"])}
         if bias:
