@@ -26,7 +26,7 @@ def main(argv=None):
     import mlp_xp as mx
     from mlp_xp.ops import GenericOps
     from mlp_xp.ops.cupy_ops import CupyOps
-    from mlp_xp.step import init_state, make_train_step
+    from mlp_xp.train.step import init_state, make_train_step
 
     widths = [1024, 4096, 4096, 4096, 4096, 1000]
     layers = []

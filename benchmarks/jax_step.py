@@ -28,8 +28,8 @@ def main(argv=None):
 
     import mlp_xp as mx
     from cpu import make_data
-    from mlp_xp import metrics
-    from mlp_xp.step import init_state, jit_train_step, make_train_step
+    from mlp_xp.train import metrics
+    from mlp_xp.train.step import init_state, jit_train_step, make_train_step
 
     X, y = make_data("W1")
     layers = [mx.Linear(784, 512), mx.ReLU(), mx.Linear(512, 512), mx.ReLU(), mx.Linear(512, 10)]

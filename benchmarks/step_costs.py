@@ -6,7 +6,7 @@ The workload: 784-512-512-10 ReLU with two Dropout(0.1), Adam, batch 128, float3
 array_api_strict's simulated ``Device("device1")`` (so the generic Ops run, as on any device
 backend without fast overrides). ``fit`` runs one epoch of 3 and of 9 steps; the difference over
 6 steps is one steady-state step: array operations (views not counted), host syncs and
-host-to-device uploads (:mod:`mlp_xp.counting`), and the Python numbers handed to array
+host-to-device uploads (:mod:`mlp_xp.tools.counting`), and the Python numbers handed to array
 operations in the longer epoch only (numbers that change per step: 0 is the target). Also counted: the same step with the host-drawn
 masks of ``dropout_masks="host"`` (the exact-comparison opt-in), and with ``sync_every=1``.
 The CuPy path's launches are counted by reading mlp_xp/ops/cupy_ops.py (see the note printed).
@@ -27,7 +27,7 @@ def count(steps, masks="device", **options):
     import array_api_strict as xps
 
     import mlp_xp as mx
-    from mlp_xp.counting import count_array_work
+    from mlp_xp.tools.counting import count_array_work
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((128 * steps, 784), dtype=np.float32)

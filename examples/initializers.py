@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 import mlp_xp as mx
-from mlp_xp.diagnostics import format_statistics
+from mlp_xp.tools.diagnostics import format_statistics
 
 
 def naive(rng, shape, fan_in, fan_out):

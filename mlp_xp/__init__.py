@@ -5,17 +5,21 @@ analytic gradients, stable losses and clear errors. The public API is exactly wh
 module re-exports.
 """
 
-from . import callbacks, counting, datasets, distributed, initializers, losses, metrics, ops, optim, precision, step
+from .train import callbacks, distributed, metrics, precision, step
+from .tools import counting, diagnostics
+from .data import datasets
+from .nn import initializers, layers, losses
+from . import ops, optim
 from ._backend import to_numpy
 from ._errors import NonFiniteError, ShapeError
-from .compare import Comparison, compare
-from .diagnostics import layer_statistics
-from .gradcheck import GradientCheck, check_gradients
-from .io import save
-from .layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU,
-                     Softmax, Softplus, Tanh)
+from .tools.compare import Comparison, compare
+from .tools.diagnostics import layer_statistics
+from .tools.gradcheck import GradientCheck, check_gradients
+from .checkpoint import save
+from .nn.layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Softmax,
+                        Softplus, Tanh)
 from .model import Sequential, load
-from .training import History
+from .train.loop import History
 
 __version__ = "0.3.0"
 
@@ -23,7 +27,7 @@ __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",
     "Identity", "Softmax", "Dropout", "LayerNorm",
     "losses", "optim", "callbacks", "datasets", "initializers", "metrics", "distributed", "precision",
-    "step", "ops", "counting",
+    "step", "ops", "counting", "layers", "diagnostics",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
     "save", "load", "layer_statistics", "compare", "Comparison",
     "__version__",

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from .layers import ACTIVATIONS
+from .nn.layers import ACTIVATIONS
 from .optim import OPTIMIZERS
 
 TASKS = ("auto", "classification", "regression")
@@ -193,7 +193,7 @@ def _check_training_memory(model, batch_size, widths):
 def _load_training_data(args):
     import numpy as np
 
-    from . import datasets
+    from .data import datasets
 
     if args.data is None:
         if args.target is not None:
@@ -401,7 +401,7 @@ def _load_model(args):
 
 
 def _features_for(model, path, target=None, need_target=False):
-    from . import datasets
+    from .data import datasets
 
     names = model.data.feature_names
     csv_like = os.path.splitext(path)[1].lower() in (".csv", ".tsv", ".txt")
@@ -545,7 +545,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     status = _main(args)
     if status and getattr(args, "distributed", "off") != "off":
-        from .distributed import launched_with_mpi
+        from .train.distributed import launched_with_mpi
 
         if launched_with_mpi():  # the other processes may be waiting for this one: end them too
             sys.stderr.flush()

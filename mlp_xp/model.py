@@ -3,8 +3,8 @@
 The model checks every layer's input size when it is built, draws initial weights on the
 host from its seed, and keeps all parameters in one vector on its backend; each layer sees
 reshaped slices of it. ``forward`` and ``value_and_grad`` are the device-level seams a
-training step (:mod:`mlp_xp.step`) is built on; ``fit``, ``evaluate`` and ``predict`` live in
-:mod:`mlp_xp.training`, and :func:`load` rebuilds a model saved by :func:`mlp_xp.save`.
+training step (:mod:`mlp_xp.train.step`) is built on; ``fit``, ``evaluate`` and ``predict`` live in
+:mod:`mlp_xp.train.loop`, and :func:`load` rebuilds a model saved by :func:`mlp_xp.save`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _validation, training
-from . import precision as precisions
+from . import checkpoint, io
+from .data import checks
+from .train import loop
+from .train import precision as precisions
 from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name, to_numpy
 from ._errors import ShapeError
-from .layers import Dropout, ForwardContext, Layer, Linear, Sigmoid, Softmax
-from .losses import Loss
+from .nn.layers import Dropout, ForwardContext, Layer, Linear, Sigmoid, Softmax
+from .nn.losses import Loss
 
 __all__ = ["Sequential", "ParamSpec", "DataInfo"]
 
@@ -51,7 +53,7 @@ class DataInfo(NamedTuple):
     does not apply it: transform inputs with ``scaler`` and map outputs back yourself.
 
     Attributes:
-        scaler: a :class:`mlp_xp.datasets.Standardizer` for the inputs, or None.
+        scaler: a :class:`mlp_xp.data.datasets.Standardizer` for the inputs, or None.
         target_scaler: a Standardizer for regression targets, or None.
         classes: the original class labels (output ``i`` is ``classes[i]``), or None.
         feature_names: the input columns, in order, or None.
@@ -91,7 +93,7 @@ class Sequential:
         backend: "numpy", "array_api_strict", "cupy", "torch", "jax", or a namespace module.
         device: the backend's device; None for its default.
         dtype: "float32" or "float64": the master weights and optimizer state.
-        precision: what forward and backward passes compute in (see :mod:`mlp_xp.precision`):
+        precision: what forward and backward passes compute in (see :mod:`mlp_xp.train.precision`):
             None (the dtype), "tf32" (float32 with TF32-rounded matrix products), "float16"
             (mixed, with dynamic loss scaling) or "bfloat16" (mixed); or an
             ``mx.precision.Precision``. The narrow ones keep float32 master weights.
@@ -516,8 +518,8 @@ class Sequential:
             (loss, grads): a Python float and {key: array of the backend}.
         """
         self.check_loss(loss)
-        x = _validation.prepare_inputs(self, X)
-        target = _validation.prepare_targets(self, y, loss, x.shape[0])
+        x = checks.prepare_inputs(self, X)
+        target = checks.prepare_targets(self, y, loss, x.shape[0])
         ctx = self._train_context() if train else self._context()
         value, flat, _ = self._loss_and_flat_grad(self.params, x, target, loss, ctx)
         if train:
@@ -653,7 +655,7 @@ class Sequential:
 
     @property
     def loss_scale(self):
-        """The float16 loss scale (:class:`mlp_xp.precision.LossScale`: scale and good steps in
+        """The float16 loss scale (:class:`mlp_xp.train.precision.LossScale`: scale and good steps in
         a row); 1.0 without loss scaling."""
         return self._loss_scale
 
@@ -662,10 +664,10 @@ class Sequential:
         self._loss_scale = value
 
     def train_state(self, optimizer=None, metrics=()):
-        """A :class:`mlp_xp.step.TrainState` starting from this model: its parameters, the state
+        """A :class:`mlp_xp.train.step.TrainState` starting from this model: its parameters, the state
         of ``optimizer`` (default :attr:`optimizer`; a fresh state for another optimizer or where
         none is held), its step count. :meth:`set_train_state` puts one back."""
-        from .step import init_state
+        from .train.step import init_state
 
         optimizer = optimizer or self._optimizer
         if optimizer is None:
@@ -703,7 +705,7 @@ class Sequential:
         computed from, all on the device: the seam a training step is built on.
 
         Args:
-            x, target: the batch (arrays of this backend; see ``_validation.prepare_*``).
+            x, target: the batch (arrays of this backend; see ``checks.prepare_*``).
             loss: an ``mx.losses`` loss.
             params: a flat parameter vector (default: the model's).
             train: training mode: Dropout active with the masks of training step ``step``
@@ -723,19 +725,29 @@ class Sequential:
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
             resume_from=None, distributed=None, sync_every=None):
-        """Train with minibatches; see :func:`mlp_xp.training.fit`."""
-        return training.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+        """Train with minibatches; see :func:`mlp_xp.train.loop.fit`."""
+        return loop.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                             validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                             callbacks=callbacks, verbose=verbose, on_nonfinite=on_nonfinite,
                             resume_from=resume_from, distributed=distributed, sync_every=sync_every)
 
+    def save(self, path, optimizer=None):
+        """Write this model (and ``optimizer``'s state) to a file: :func:`mlp_xp.save`."""
+        checkpoint.save(self, path, optimizer)
+
+    def load_checkpoint(self, path, optimizer):
+        """Put the weights, generator states and ``optimizer``'s state of a file written with
+        ``optimizer=`` into this model (same architecture): what ``fit(resume_from=path)`` does
+        before its first step."""
+        checkpoint.resume(self, path, optimizer)
+
     def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
-        """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.training.evaluate`."""
-        return training.evaluate(self, X, y, loss, batch_size=batch_size, metrics=metrics)
+        """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.train.loop.evaluate`."""
+        return loop.evaluate(self, X, y, loss, batch_size=batch_size, metrics=metrics)
 
     def predict(self, X, batch_size=1024):
-        """Outputs in evaluation mode; see :func:`mlp_xp.training.predict`."""
-        return training.predict(self, X, batch_size=batch_size)
+        """Outputs in evaluation mode; see :func:`mlp_xp.train.loop.predict`."""
+        return loop.predict(self, X, batch_size=batch_size)
 
     def __call__(self, X):
         """``model(X)`` is ``model.predict(X)``: outputs in evaluation mode."""
@@ -758,21 +770,18 @@ def load(path, backend="numpy", device=None, dtype=None):
         FileNotFoundError: no such file.
         ValueError: not an mlp_xp safetensors file, truncated, corrupt, or inconsistent.
     """
-    from .io import (_build_layers, _data_from_json, _metadata_errors, _open, _precision_from_json,
-                     _restore_optimizer, _restore_weights)
-
-    shapes, metadata = _open(path)
-    with _metadata_errors(path):
+    shapes, metadata = io.read_header(path)
+    with io.metadata_errors(path):
         seed = metadata["seed"]
         if not seed.isdigit():
             raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
-        precision, _ = _precision_from_json(metadata.get("precision"))
+        precision, _ = checkpoint.precision_from_json(metadata.get("precision"))
         dtype = dtype or metadata["dtype"]
-        model = Sequential._skeleton(_build_layers(metadata["layers"]), resolve_backend(backend, device), dtype,
-                                     int(seed), precision if dtype == "float32" else None)
-        tensors = _restore_weights(model, path, shapes, metadata)
+        model = Sequential._skeleton(checkpoint.build_layers(metadata["layers"]), resolve_backend(backend, device),
+                                     dtype, int(seed), precision if dtype == "float32" else None)
+        tensors = checkpoint.restore_weights(model, path, shapes, metadata)
         if "data" in metadata:
-            model.data = _data_from_json(metadata["data"], model)
+            model.data = checkpoint.data_from_json(metadata["data"], model)
         if "optimizer" in metadata:
-            _restore_optimizer(model, tensors, metadata["optimizer"])
+            checkpoint.restore_optimizer(model, tensors, metadata["optimizer"])
     return model

@@ -46,9 +46,9 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
-from . import layers as mlp_layers
+from .nn import layers as mlp_layers
 from ._backend import to_numpy
-from .losses import Loss
+from .nn.losses import Loss
 from .model import Sequential
 
 __all__ = ["MLPClassifier", "MLPRegressor"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mlp_xp import datasets
+from mlp_xp.data import datasets
 
 
 def test_digits_shape_and_content():

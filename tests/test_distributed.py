@@ -156,7 +156,7 @@ def test_nccl_on_one_gpu():
     sharded step gives the plain step's loss and gradient (runs where CuPy finds a GPU)."""
     import cupy
 
-    from mlp_xp.step import sharded_loss_and_grad
+    from mlp_xp.train.step import sharded_loss_and_grad
 
     engine = mx.distributed.NCCL()
     assert engine.size == 1 and engine.is_main

@@ -76,7 +76,7 @@ def test_model_call_len_index_and_summary_display():
 
 
 def test_verbose_auto_shows_a_bar_in_a_notebook(monkeypatch):
-    from mlp_xp import training
+    from mlp_xp.train import loop as training
 
     assert training._resolve_verbose("auto") == 0  # pytest captures stderr: not a terminal
     shell = type("ZMQInteractiveShell", (), {})()

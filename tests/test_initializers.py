@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mlp_xp import initializers
+from mlp_xp.nn import initializers
 
 FAN_IN, FAN_OUT = 500, 300
 EXPECTED_STD = {

@@ -9,7 +9,7 @@ import pytest
 
 import mlp_xp as mx
 from mlp_xp._backend import resolve_backend
-from mlp_xp.layers import ForwardContext
+from mlp_xp.nn.layers import ForwardContext
 
 from .conftest import numpy_of, relative_error
 

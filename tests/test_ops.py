@@ -114,7 +114,7 @@ def test_dropout_multiplier_equals_the_scaled_mask(backend):
 def test_constants_are_made_once_on_a_device():
     """On a device backend the one-hot row of the labels and the Dropout factors are kept: a later
     step makes neither again (no arange, no upload)."""
-    from mlp_xp.counting import count_array_work
+    from mlp_xp.tools.counting import count_array_work
 
     model = _strict_device1_model()
     logits, labels, _, _ = _data(model)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mlp_xp as mx
-from mlp_xp.precision import Precision, round_to_tf32
+from mlp_xp.train.precision import Precision, round_to_tf32
 
 from .conftest import _available, numpy_of
 

@@ -1,4 +1,4 @@
-"""The training step (mlp_xp.step) and its Ops: no host round-trip per step, a device-side guard,
+"""The training step (mlp_xp.train.step) and its Ops: no host round-trip per step, a device-side guard,
 device Dropout masks, the JAX jit path, and CuPy's fused ops against the generic ones."""
 
 import math
@@ -8,9 +8,9 @@ import pytest
 
 import mlp_xp as mx
 from mlp_xp._backend import resolve_backend
-from mlp_xp.counting import count_array_work
+from mlp_xp.tools.counting import count_array_work
 from mlp_xp.ops import GenericOps
-from mlp_xp.step import init_state, landed, make_train_step
+from mlp_xp.train.step import init_state, landed, make_train_step
 
 from .conftest import _available, numpy_of
 
@@ -222,7 +222,7 @@ def test_jax_jit_trains_like_numpy():
 
 def test_jax_jit_step_compiles_once_and_keeps_the_guard():
     jax = pytest.importorskip("jax")
-    from mlp_xp.step import jit_train_step
+    from mlp_xp.train.step import jit_train_step
 
     model = _issue_model(None, "jax", widths=(6, 8, 8, 2))
     optimizer = mx.optim.Adam()
@@ -273,59 +273,19 @@ def test_cupy_fused_ops_agree_with_the_generic_ops():
         assert all(cupy.array_equal(a, b) for a, b in zip((frozen, state.exp_avg, state.exp_avg_sq), kept))
 
 
-def _import_graph():
-    """mlp_xp's modules and the mlp_xp modules each imports (at the top or inside functions)."""
-    import ast
-    import pathlib
-
-    root = pathlib.Path(mx.__file__).resolve().parent
-    graph = {}
-    for path in root.rglob("*.py"):
-        parts = path.relative_to(root).with_suffix("").parts
-        name = ".".join(("mlp_xp",) + parts).removesuffix(".__init__")
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        targets = graph.setdefault(name, set())
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                if node.module:
-                    targets.add(".".join(base + [node.module]))
-                else:
-                    targets.update(".".join(base + [alias.name]) for alias in node.names)
-    return graph
-
-
-def test_no_import_cycle_between_mlp_xp_modules():
-    graph = _import_graph()
-    graph = {name: {t for t in targets if t in graph and t != "mlp_xp"} for name, targets in graph.items()}
-    state = {}
-
-    def visit(name, path):
-        state[name] = "open"
-        for target in graph[name]:
-            assert state.get(target) != "open", f"import cycle: {' -> '.join(path + [target])}"
-            if target not in state:
-                visit(target, path + [target])
-        state[name] = "done"
-
-    for name in graph:
-        if name not in state:
-            visit(name, [name])
-    assert "mlp_xp.io" in graph and "mlp_xp.model" not in graph["mlp_xp.io"]
-
-
 def test_the_generic_ops_and_the_step_import_no_array_library():
     import ast
     import pathlib
 
     root = pathlib.Path(mx.__file__).resolve().parent
-    for relative in ("ops/generic.py", "step.py", "layers.py", "losses.py", "optim.py"):
+    for relative in ("ops/generic.py", "train/step.py", "nn/layers.py", "nn/losses.py", "optim/optimizers.py",
+                     "optim/schedules.py"):
         tree = ast.parse((root / relative).read_text())
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module and not node.level}
-        if relative == "step.py":  # numpy for finfo and the host zeros of numpy's Ops; jax for jax.jit
+        if relative == "train/step.py":  # numpy for finfo and the host zeros of numpy's Ops; jax for jax.jit
             assert not imported & {"cupy", "torch"}, relative
         else:
             assert not imported & {"numpy", "cupy", "torch", "jax"}, relative

@@ -24,7 +24,7 @@ import math
 
 from .. import _math
 
-__all__ = ["GenericOps", "mix32", "layer_key", "dropout_key", "linear", "linear_backward", "dropout_multiplier",
+__all__ = ["GenericOps", "mix32", "layer_key", "dropout_key", "target_distribution", "linear", "linear_backward", "dropout_multiplier",
            "softmax_cross_entropy", "sigmoid_cross_entropy"]
 
 _MASK = 0xFFFFFFFF
@@ -86,14 +86,14 @@ def softmax_cross_entropy(xp, output, target, label_smoothing=0.0, classes_row=N
     ``(softmax - target) / batch``, by log-sum-exp. ``target``: integer labels (batch,) or class
     probabilities (batch, classes); ``classes_row``: ``arange(classes)`` shaped (1, classes) in
     the labels' dtype, if the caller keeps one."""
-    target = _target_distribution(xp, output, target, label_smoothing, classes_row)
+    target = target_distribution(xp, output, target, label_smoothing, classes_row)
     log_p = _math.log_softmax(xp, output)
     batch = output.shape[0]
     # (the sum over -batch: bitwise -(sum / batch), one operation fewer)
     return xp.sum(target * log_p) / -batch, (xp.exp(log_p) - target) / batch
 
 
-def _target_distribution(xp, output, target, label_smoothing=0.0, classes_row=None):
+def target_distribution(xp, output, target, label_smoothing=0.0, classes_row=None):
     classes = output.shape[-1]
     if target.ndim == 1:  # integer labels -> one-hot, built per batch
         if classes_row is None:
@@ -144,7 +144,7 @@ class GenericOps:
 
         self.xp, self.device = xp, device
         #: the matrix product of Linear layers: ``xp.matmul``, or a precision's (TF32 rounding,
-        #: float32 accumulation of float16 inputs: :mod:`mlp_xp.precision`)
+        #: float32 accumulation of float16 inputs: :mod:`mlp_xp.train.precision`)
         self.matmul = matmul
         self._constants = {}  # arrays made once per Ops (see _constant)
         # capabilities: torch has no uint32 shifts (hash in int64, masked to 32 bits); JAX takes
@@ -241,7 +241,7 @@ class GenericOps:
     # ------------------------------------------------------------------ losses
 
     def cross_entropy(self, output, target, label_smoothing=0.0):
-        """:class:`~mlp_xp.losses.CrossEntropy`'s (loss, gradient): :func:`softmax_cross_entropy`,
+        """:class:`~mlp_xp.nn.losses.CrossEntropy`'s (loss, gradient): :func:`softmax_cross_entropy`,
         with the labels' one-hot row ``arange(classes)`` kept between steps (a constant)."""
         classes_row = None
         if target.ndim == 1 and self._cache:
@@ -251,7 +251,7 @@ class GenericOps:
         return softmax_cross_entropy(self.xp, output, target, label_smoothing, classes_row)
 
     def binary_cross_entropy(self, output, target):
-        """:class:`~mlp_xp.losses.BinaryCrossEntropy`'s (loss, gradient)."""
+        """:class:`~mlp_xp.nn.losses.BinaryCrossEntropy`'s (loss, gradient)."""
         return sigmoid_cross_entropy(self.xp, output, target)
 
     # ------------------------------------------------------------------ the guard

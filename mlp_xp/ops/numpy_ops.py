@@ -23,7 +23,7 @@ from .generic import GenericOps
 
 def round_to_tf32_bits(a):
     """numpy float32 rounded to TF32 with integer arithmetic on its bits (round half to even):
-    bitwise the generic :func:`mlp_xp.precision.round_to_tf32`, several times faster."""
+    bitwise the generic :func:`mlp_xp.train.precision.round_to_tf32`, several times faster."""
     import numpy
 
     bits = numpy.ascontiguousarray(a, dtype=numpy.float32).view(numpy.uint32)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import namespace_name, to_numpy
-from ._errors import ShapeError
+from .._backend import namespace_name, to_numpy
+from .._errors import ShapeError
 
 
 def _is_sparse(value):

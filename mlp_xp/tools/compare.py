@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._backend import BACKEND_NAMES, to_numpy
+from .._backend import BACKEND_NAMES, to_numpy
 
 __all__ = ["compare", "Comparison", "DEFAULT_CONFIGS"]
 

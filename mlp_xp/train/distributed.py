@@ -144,7 +144,7 @@ class MPI(Engine):
 
     def allreduce_sum(self, buffer, xp):
         """Sums in place when ``buffer`` is a writeable contiguous numpy array."""
-        from ._backend import to_numpy
+        from .._backend import to_numpy
 
         if isinstance(buffer, np.ndarray) and buffer.flags.c_contiguous and buffer.flags.writeable:
             self._wait(self.comm.Iallreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM), "all-reduce")

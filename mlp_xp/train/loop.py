@@ -1,4 +1,4 @@
-"""fit / evaluate / predict: the loop around :mod:`mlp_xp.step` and the errors a failed step raises.
+"""fit / evaluate / predict: the loop around :mod:`mlp_xp.train.step` and the errors a failed step raises.
 
 ``fit`` itself is the epoch loop (hooks, logs, history). What one call needs lives in ``_Run``:
 its arguments and data, checked before any step (``__init__``); the training step it loops over;
@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from . import _validation
-from ._errors import NonFiniteError
-from .optim import SQUARED_STATE, Optimizer
+from ..data import checks
+from .._errors import NonFiniteError
+from ..optim import SQUARED_STATE, Optimizer
 from .step import cleared, jit_train_step, make_train_step, square_limit
 
 __all__ = ["fit", "evaluate", "predict", "History"]
@@ -158,8 +158,8 @@ def _gather(model, loss, x, target, recipe, streaming):
     host batch itself (streamed data, put on the device again)."""
     if streaming:
         xb, yb = recipe
-        xb = _validation.prepare_inputs(model, xb)
-        return xb, _validation.prepare_targets(model, yb, loss, xb.shape[0])
+        xb = checks.prepare_inputs(model, xb)
+        return xb, checks.prepare_targets(model, yb, loss, xb.shape[0])
     order, start, stop = recipe
     if order is None:
         return x[start:stop, ...], target[start:stop, ...]
@@ -183,7 +183,7 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
     """The NonFiniteError of a step the guard stopped, found by running it again from the state
     it started from (``kept``; the step is a function of it, its batch and its key): its loss,
     its gradient, then (both finite) its update, out of place."""
-    from .ops import GenericOps
+    from ..ops import GenericOps
 
     generic = GenericOps(model.xp, model.device)
     # (host-drawn masks cannot be drawn again: the generator has moved on; then without Dropout)
@@ -270,7 +270,7 @@ def _check_replicas(model, engine, samples):
     """Every process must hold the same weights and as much data, or the replicas would drift."""
     import hashlib
 
-    from ._backend import to_numpy
+    from .._backend import to_numpy
 
     digest = hashlib.sha256(np.ascontiguousarray(to_numpy(model.params)).tobytes()).hexdigest()
     views = engine.allgather((samples, digest))
@@ -284,7 +284,7 @@ def _check_replicas(model, engine, samples):
 
 def _merge_totals(engine, metric_list, totals, count):
     """Every process's metric totals, merged (each metric knows how), as host arrays."""
-    from ._backend import to_numpy
+    from .._backend import to_numpy
 
     mine = [None if total is None else tuple(np.asarray(to_numpy(value)) for value in total) for total in totals]
     everyone = engine.allgather((mine, count))
@@ -297,7 +297,7 @@ def _check_all_batches(model, batches, loss):
     so that memory-mapped data is never read whole; errors name the row in the whole data set."""
     rows = max(1, (1 << 23) // max(1, model.in_features))
     for start in range(0, len(batches.X), rows):
-        _validation.check_host_chunk(model, batches.X[start:start + rows], batches.y[start:start + rows], loss, start)
+        checks.check_host_chunk(model, batches.X[start:start + rows], batches.y[start:start + rows], loss, start)
 
 
 def _split_validation(model, x, target, fraction):
@@ -305,13 +305,13 @@ def _split_validation(model, x, target, fraction):
     (stratified by class for integer labels), without touching the model's own generators."""
     import numpy as np
 
-    from .datasets import split_indices
+    from ..data.datasets import split_indices
 
     if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
     labels = None
     if target.ndim == 1:  # class labels: stratify (one host read, before training)
-        from ._backend import to_numpy
+        from .._backend import to_numpy
 
         labels = np.asarray(to_numpy(target))
     try:
@@ -337,7 +337,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     Args:
         model: a :class:`~mlp_xp.Sequential`.
         X: (samples, in_features) inputs: numpy, lists, or arrays of any backend; or an
-            :class:`mlp_xp.datasets.Batches` (then ``y`` is None) to stream host data to the
+            :class:`mlp_xp.data.datasets.Batches` (then ``y`` is None) to stream host data to the
             device one batch at a time, for data larger than device memory.
         y: targets as ``loss`` takes them.
         loss: an ``mx.losses`` loss.
@@ -350,11 +350,11 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         validation_data: optional (X_val, y_val), evaluated after each epoch.
         validation_split: or a fraction of (X, y) to hold out for validation, drawn with the
             model's seed (stratified by class for integer labels); not with a Batches.
-        metrics: more metrics to log, by name or :mod:`mlp_xp.metrics` object: "mae", "mse",
+        metrics: more metrics to log, by name or :mod:`mlp_xp.train.metrics` object: "mae", "mse",
             "rmse", "r2" (regression), "accuracy", "top_k_accuracy" / "top_3_accuracy"
             (classification). Accuracy is always logged for classification losses.
         callbacks: ``mx.callbacks`` objects, or any with some of the hooks listed in
-            :mod:`mlp_xp.callbacks` (Keras-style signatures are accepted). Epochs and steps
+            :mod:`mlp_xp.train.callbacks` (Keras-style signatures are accepted). Epochs and steps
             are numbered from 1.
         verbose: 1 a progress bar per epoch (samples/s, running loss, then validation
             metrics), 2 one line per epoch, 0 silent; "auto" is 1 on a terminal or in a
@@ -367,7 +367,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         resume_from: a checkpoint written by ``mx.save(model, path, optimizer=...)`` (or
             ``callbacks.ModelCheckpoint``): its weights, optimizer state and random-generator
             states are loaded first, so training continues exactly where it stopped.
-        distributed: data-parallel training over processes (see :mod:`mlp_xp.distributed`):
+        distributed: data-parallel training over processes (see :mod:`mlp_xp.train.distributed`):
             None (one process), "auto" (MPI when started by ``mpiexec`` with several
             processes), "mpi", "nccl", or an engine object. Each process must pass the same
             data and start from the same model; one all-reduce per step keeps them identical.
@@ -496,17 +496,17 @@ class _Run:
         from . import distributed as distributed_module
         from . import metrics as metrics_module
         from .callbacks import Hooks
-        from .datasets import Batches
-        from .schedules import resolve
+        from ..data.datasets import Batches
+        from ..optim.schedules import resolve
 
         model.check_loss(loss)
         if not isinstance(optimizer, Optimizer):
             hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
             raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
-        self.epochs = _validation.check_positive_int(epochs, "epochs", minimum=0)
+        self.epochs = checks.check_positive_int(epochs, "epochs", minimum=0)
         if sync_every is not None:
-            sync_every = _validation.check_positive_int(sync_every, "sync_every")
-        batch_size = _validation.check_positive_int(batch_size, "batch_size")
+            sync_every = checks.check_positive_int(sync_every, "sync_every")
+        batch_size = checks.check_positive_int(batch_size, "batch_size")
         verbose = _resolve_verbose(verbose)
         engine = distributed_module.resolve(distributed)
         if engine is not None and not engine.is_main:
@@ -530,8 +530,8 @@ class _Run:
             steps_per_epoch = len(X)
             _check_all_batches(model, X, loss)
         else:
-            x = _validation.prepare_inputs(model, X)
-            target = _validation.prepare_targets(model, y, loss, x.shape[0])
+            x = checks.prepare_inputs(model, X)
+            target = checks.prepare_targets(model, y, loss, x.shape[0])
             if validation_split is not None:
                 (x, target), validation = _split_validation(model, x, target, validation_split)
             samples = x.shape[0]
@@ -539,8 +539,8 @@ class _Run:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
-            x_val = _validation.prepare_inputs(model, validation_data[0], name="validation X")
-            validation = (x_val, _validation.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
+            x_val = checks.prepare_inputs(model, validation_data[0], name="validation X")
+            validation = (x_val, checks.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
                                                              name="validation y"))
         names = ["loss"] + [metric.name for metric in metric_list]
         log_keys = names + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"]
@@ -551,9 +551,7 @@ class _Run:
             log_keys += ["loss_scale", "skipped_steps"]
         self.hooks.check_config(log_keys)
         if resume_from is not None:
-            from .io import resume
-
-            resume(model, resume_from, optimizer)
+            model.load_checkpoint(resume_from, optimizer)
         if engine is not None:
             _check_replicas(model, engine, samples)
         optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
@@ -601,8 +599,8 @@ class _Run:
                                       gather=not self.jitted)
         loss = self.loss
         batches = ((xb, yb, (xb, yb)) for xb, yb in self.batches.epoch(model.shuffle_rng, self.shuffle))
-        batches = ((_validation.prepare_inputs(model, xb), yb, host) for xb, yb, host in batches)
-        return ((xb, _validation.prepare_targets(model, yb, loss, xb.shape[0]), host) for xb, yb, host in batches)
+        batches = ((checks.prepare_inputs(model, xb), yb, host) for xb, yb, host in batches)
+        return ((xb, checks.prepare_targets(model, yb, loss, xb.shape[0]), host) for xb, yb, host in batches)
 
     def _gather(self, recipe):
         return _gather(self.model, self.loss, self.x, self.target, recipe, self.streaming)
@@ -700,7 +698,7 @@ class _Run:
     def _update_refused(self, before, x_batch, target_batch):
         """The step's loss and gradient passed the guard, and its update was refused (it would
         make a parameter or squared state non-finite): run again from ``before``."""
-        from .ops import GenericOps
+        from ..ops import GenericOps
 
         model = self.model
         if x_batch is None:
@@ -788,7 +786,7 @@ class _Run:
 
 def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     """Mean loss over (X, y) in evaluation mode, accuracy for classification losses, and
-    each of ``metrics`` (see :mod:`mlp_xp.metrics`).
+    each of ``metrics`` (see :mod:`mlp_xp.train.metrics`).
 
     A model ending in Softmax/Sigmoid evaluated with the matching cross-entropy is scored
     from its logits, exactly as in training.
@@ -800,10 +798,10 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     from . import metrics as metrics_module
 
     model.check_loss(loss)
-    batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
     metric_list = metrics_module.resolve(metrics, loss)
-    x = _validation.prepare_inputs(model, X)
-    return _evaluate_prepared(model, x, _validation.prepare_targets(model, y, loss, x.shape[0]), loss, metric_list,
+    x = checks.prepare_inputs(model, X)
+    return _evaluate_prepared(model, x, checks.prepare_targets(model, y, loss, x.shape[0]), loss, metric_list,
                               batch_size)
 
 
@@ -832,7 +830,7 @@ def predict(model, X, batch_size=1024):
         An array of the model's backend, shape (samples, out_features); ``mx.to_numpy``
         turns it into numpy.
     """
-    batch_size = _validation.check_positive_int(batch_size, "batch_size")
-    x = _validation.prepare_inputs(model, X)
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    x = checks.prepare_inputs(model, X)
     outputs = [model.forward(x[start:stop, ...]) for start, stop in _batches(x.shape[0], batch_size)]
     return outputs[0] if len(outputs) == 1 else model.xp.concat(outputs, axis=0)

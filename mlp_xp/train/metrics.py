@@ -77,7 +77,7 @@ def _add(totals, values):
 
 
 def _host(value):
-    from ._backend import to_numpy
+    from .._backend import to_numpy
 
     return np.asarray(to_numpy(value), dtype=np.float64)
 

@@ -19,9 +19,9 @@ Example:
 
 from __future__ import annotations
 
-from . import _math
+from .. import _math
 from .layers import Sigmoid, Softmax
-from .ops.generic import _target_distribution, sigmoid_cross_entropy, softmax_cross_entropy
+from ..ops.generic import target_distribution, sigmoid_cross_entropy, softmax_cross_entropy
 
 __all__ = ["Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber"]
 
@@ -116,7 +116,7 @@ class CrossEntropy(Loss):
 
     def value(self, output, target, xp=None):
         xp = _namespace(xp, output)
-        target = _target_distribution(xp, output, target, self.label_smoothing)
+        target = target_distribution(xp, output, target, self.label_smoothing)
         return xp.sum(target * _math.log_softmax(xp, output)) / -output.shape[0]
 
     def correct(self, output, target, xp=None):

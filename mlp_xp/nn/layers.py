@@ -22,8 +22,9 @@ import math
 import numbers
 import operator
 
-from . import _math, initializers
-from .ops import GenericOps
+from .. import _math
+from . import initializers
+from ..ops import GenericOps
 
 __all__ = [
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
@@ -119,7 +120,7 @@ class Linear(Layer):
         in_features: size of each input row; None to take it from the layer before.
         out_features: size of each output row.
         bias: add a learned bias ``b`` of shape (out_features,).
-        init: initializer name or callable for ``W`` (see :mod:`mlp_xp.initializers`);
+        init: initializer name or callable for ``W`` (see :mod:`mlp_xp.nn.initializers`);
             None picks He or Glorot from the activation that follows.
 
     Shape:
@@ -220,7 +221,7 @@ class LeakyReLU(_Elementwise):
 class Sigmoid(_Elementwise):
     """``1 / (1 + exp(-x))``, computed without overflow. Default init before it: Glorot.
 
-    Trained with :class:`~mlp_xp.losses.BinaryCrossEntropy` as the last layer, it is fused
+    Trained with :class:`~mlp_xp.nn.losses.BinaryCrossEntropy` as the last layer, it is fused
     with the loss (the loss is computed from the logits before it).
     """
 
@@ -316,7 +317,7 @@ class Identity(_Elementwise):
 class Softmax(_Elementwise):
     """Softmax over the features of each row. Default init before it: Glorot.
 
-    Trained with :class:`~mlp_xp.losses.CrossEntropy` as the last layer, it is fused with
+    Trained with :class:`~mlp_xp.nn.losses.CrossEntropy` as the last layer, it is fused with
     the loss: training computes log-softmax from the logits before it, so there is no
     log(0); ``predict`` still returns probabilities.
     """

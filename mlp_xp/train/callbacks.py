@@ -249,20 +249,18 @@ class ModelCheckpoint(Callback):
             example = self.path.format(epoch=1, **{key: 0.5 for key in log_keys})
         except (ValueError, IndexError, KeyError) as error:
             raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted: {error}") from None
-        from .io import check_writable
+        from ..io import check_writable
 
         check_writable(example, "ModelCheckpoint path")
 
     def on_epoch_end(self, epoch, logs, model):
-        from .io import save
-
         if self.save_best_only:
             value = logs[self.monitor]
             if not (value < self.best if self.mode == "min" else value > self.best):
                 return False
             self.best = value
         path = self.path.format(epoch=epoch, **logs)
-        save(model, path, optimizer=model.optimizer if self.save_optimizer else None)
+        model.save(path, optimizer=model.optimizer if self.save_optimizer else None)
         self.saved.append(path)
         return False
 
@@ -285,7 +283,7 @@ class LearningRateScheduler(Callback):
     """
 
     def __init__(self, schedule):
-        from .schedules import Schedule
+        from ..optim.schedules import Schedule
 
         if isinstance(schedule, Schedule):
             raise TypeError(f"{schedule!r} counts optimizer steps: pass it as the optimizer's lr (with per='epoch' "
@@ -346,7 +344,7 @@ class CSVLogger(Callback):
         self._keys = None
 
     def check_config(self, log_keys):
-        from .io import check_writable
+        from ..io import check_writable
 
         check_writable(self.path, "CSVLogger path")
 

@@ -56,7 +56,7 @@ def _check_non_negative(name, value):
 def _generic_ops(array, xp=None):
     import array_api_compat
 
-    from .ops import GenericOps
+    from ..ops import GenericOps
 
     xp = xp or array_api_compat.array_namespace(array)
     return GenericOps(xp, array_api_compat.device(array), in_place=False)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import _validation
-from ._backend import to_numpy
-from .layers import ForwardContext
+from ..data import checks
+from .._backend import to_numpy
+from ..nn.layers import ForwardContext
 
 __all__ = ["layer_statistics", "format_statistics"]
 
@@ -35,7 +35,7 @@ def layer_statistics(model, X, y=None, loss=None):
         (['Linear', 'ReLU', 'Linear'], True)
     """
     xp = model.xp
-    x = _validation.prepare_inputs(model, X)
+    x = checks.prepare_inputs(model, X)
     per_layer = model.layer_params()
     ctx = ForwardContext(xp, False)
     outputs, backwards = [], []
@@ -46,7 +46,7 @@ def layer_statistics(model, X, y=None, loss=None):
     grads = [None] * len(outputs)
     if loss is not None:
         model.check_loss(loss)
-        target = _validation.prepare_targets(model, y, loss, outputs[-1].shape[0])
+        target = checks.prepare_targets(model, y, loss, outputs[-1].shape[0])
         stop = model.layers_before_loss(loss)
         _, grad = loss.value_and_grad(outputs[stop - 1], target, xp)
         for index in range(stop - 1, -1, -1):

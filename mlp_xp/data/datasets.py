@@ -131,14 +131,14 @@ class Batches:
 
     Example:
         >>> import numpy as np
-        >>> from mlp_xp.datasets import Batches
+        >>> from mlp_xp.data.datasets import Batches
         >>> batches = Batches(np.zeros((10, 3)), np.zeros(10), batch_size=4)
         >>> [len(x) for x, _ in batches.epoch(np.random.default_rng(0))]
         [4, 4, 2]
     """
 
     def __init__(self, X, y, batch_size=32):
-        from ._validation import host_labels
+        from .checks import host_labels
 
         # numpy arrays (memory-mapped ones included) are used as they are; lists, DataFrames and
         # other array-likes become numpy arrays here, so that rows can be gathered
@@ -259,7 +259,7 @@ def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
 
     Example:
         >>> import numpy as np
-        >>> from mlp_xp.datasets import train_test_split
+        >>> from mlp_xp.data.datasets import train_test_split
         >>> X_train, X_test, y_train, y_test = train_test_split(np.arange(20).reshape(10, 2), np.arange(10) % 2,
         ...                                                     test_size=0.2)
         >>> X_train.shape, X_test.shape, sorted(y_test.tolist())
@@ -287,7 +287,7 @@ class Standardizer:
 
     Example:
         >>> import numpy as np
-        >>> from mlp_xp.datasets import Standardizer
+        >>> from mlp_xp.data.datasets import Standardizer
         >>> scaler = Standardizer().fit(np.array([[1.0, 10.0], [3.0, 10.0]]))
         >>> scaler.transform(np.array([[2.0, 11.0]])).tolist()
         [[0.0, 1.0]]
@@ -308,7 +308,7 @@ class Standardizer:
 
     @staticmethod
     def _rows(X, name="X"):
-        from ._validation import host_features
+        from .checks import host_features
 
         array = host_features(X, name)
         return array.reshape(-1, 1) if array.ndim == 1 else array
@@ -345,7 +345,7 @@ class Standardizer:
         return self._apply(X, lambda rows: rows * self.scale + self.mean)
 
     def _apply(self, X, function):
-        from ._validation import host_features
+        from .checks import host_features
 
         array = host_features(X)
         rows = self._rows(array)
@@ -374,7 +374,7 @@ def standardize(X_train, *others, return_scaler=False):
 
     Example:
         >>> import numpy as np
-        >>> from mlp_xp.datasets import standardize
+        >>> from mlp_xp.data.datasets import standardize
         >>> X_train, X_test, scaler = standardize(np.array([0.0, 2.0]), np.array([4.0]), return_scaler=True)
         >>> X_train.tolist(), X_test.tolist(), scaler.transform(np.array([1.0])).tolist()
         ([-1.0, 1.0], [3.0], [0.0])
@@ -396,12 +396,12 @@ def encode_labels(y):
         (``argmax``) back through ``classes``.
 
     Example:
-        >>> from mlp_xp.datasets import encode_labels
+        >>> from mlp_xp.data.datasets import encode_labels
         >>> codes, classes = encode_labels(["cat", "dog", "cat", "bird"])
         >>> codes.tolist(), classes.tolist()
         ([1, 2, 1, 0], ['bird', 'cat', 'dog'])
     """
-    from ._validation import host_labels
+    from .checks import host_labels
 
     labels = host_labels(y)
     if labels.ndim != 1:
@@ -530,7 +530,7 @@ def load_table(path, target=None, features=None, need_target=True):
 
     Example:
         >>> import os, tempfile
-        >>> from mlp_xp.datasets import load_table
+        >>> from mlp_xp.data.datasets import load_table
         >>> path = os.path.join(tempfile.mkdtemp(), "pets.csv")
         >>> _ = open(path, "w").write("weight,height,kind\\n4.1,30,cat\\n30.5,60,dog\\n")
         >>> table = load_table(path, target="kind")

@@ -22,7 +22,7 @@ whole (:func:`jit_train_step`).
 
 Example:
     >>> import numpy as np, mlp_xp as mx
-    >>> from mlp_xp.step import init_state, landed, make_train_step
+    >>> from mlp_xp.train.step import init_state, landed, make_train_step
     >>> model = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Dropout(0.1), mx.Linear(8, 3), seed=0)
     >>> optimizer = mx.optim.Adam(lr=1e-2)
     >>> train_step = make_train_step(model, mx.losses.CrossEntropy(), optimizer)
@@ -71,7 +71,7 @@ class TrainState(NamedTuple):
             the device).
         guard: the :class:`Guard`.
         loss_sum: the sum of ``batch loss x batch rows`` over the steps that landed (0-d).
-        totals: each metric's running totals (see :mod:`mlp_xp.metrics`), or None before any.
+        totals: each metric's running totals (see :mod:`mlp_xp.train.metrics`), or None before any.
         buffer: the flat gradient buffer the backward pass writes into (numpy's Ops; the generic
             in-place ones for a large model), or None.
     """
@@ -126,8 +126,8 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         model: a :class:`~mlp_xp.Sequential` (its Ops, precision and Dropout keys are used).
         loss: an ``mx.losses`` loss.
         optimizer: an ``mx.optim`` optimizer.
-        metrics: :mod:`mlp_xp.metrics` objects whose totals the step accumulates.
-        engine: a :mod:`mlp_xp.distributed` engine: each process computes its shard of the batch
+        metrics: :mod:`mlp_xp.train.metrics` objects whose totals the step accumulates.
+        engine: a :mod:`mlp_xp.train.distributed` engine: each process computes its shard of the batch
             and one all-reduce sums the gradients.
         check_gradients: also fail a step whose gradient is too large for the optimizer's
             squared state (``on_nonfinite="skip_batch"``: the batch is dropped before it can
@@ -139,7 +139,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         mixed precision; ``loss`` is the batch's mean loss (0-d). The optimizer's learning rate
         (and schedule) is evaluated on the device at its update count.
     """
-    from .optim import SQUARED_STATE, Optimizer
+    from ..optim import SQUARED_STATE, Optimizer
 
     model.check_loss(loss)
     if not isinstance(optimizer, Optimizer):

@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validation
-from ._backend import to_numpy
+from ..data import checks
+from .._backend import to_numpy
 
 __all__ = ["check_gradients", "GradientCheck"]
 
@@ -66,8 +66,8 @@ def check_gradients(model, X, y, loss, eps=1e-6, tolerance=1e-7, max_per_tensor=
     """
     model = model.to(dtype="float64")
     model.check_loss(loss)
-    x = _validation.prepare_inputs(model, X)
-    target = _validation.prepare_targets(model, y, loss, x.shape[0])
+    x = checks.prepare_inputs(model, X)
+    target = checks.prepare_targets(model, y, loss, x.shape[0])
     xp = model.xp
     _, analytic_flat, _ = model.value_and_grad(x, target, loss)
     analytic = _to_host(analytic_flat)
