@@ -23,6 +23,7 @@ from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name
 from ._errors import ShapeError
 from .nn.layers import Dropout, ForwardContext, Layer, Linear, Sigmoid, Softmax
 from .nn.losses import Loss
+from .train.step import TrainState
 
 __all__ = ["Sequential", "ParamSpec", "DataInfo"]
 
@@ -168,15 +169,18 @@ class Sequential:
         self._loss_scale = precisions.LossScale(self.precision.initial_scale(), 0)
         self.seed = int(seed)
         self._optimizer = None
-        self._optimizer_state = None
+        #: the one record of training state (mlp_xp.train.step.TrainState): parameters, optimizer
+        #: state, step count, and during a fit the guard and sums; see params, optimizer_state,
+        #: dropout_step, set_train_state
+        self._state = TrainState(None, None, 0, None, None, ())
         self._ops = None  # resolved on first use: importing numba is not free
         self._contexts = {}  # the plain forward contexts, by training mode
         self._random = sum(isinstance(layer, Dropout) and layer.p > 0 for layer in self.layers)  # masks to draw
         self._views = {}  # per-layer views of reused buffers (mutable Ops), by buffer identity
+        self._compiled_steps = {}  # see compiled_step
         self._dropout_masks = "device"
-        #: the 32-bit key of the device masks (from the seed) and how many training steps drew them
+        #: the 32-bit key of the device masks (from the seed)
         self.dropout_key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint32)[0])
-        self.dropout_step = 0
         self.data = DataInfo()
         self._build_layout()
 
@@ -236,23 +240,28 @@ class Sequential:
         state["_ops"] = None
         state["_contexts"] = {}
         state["_views"] = {}
-        state.pop("_jit_steps", None)  # compiled functions: made again on the next fit
-        state["params"] = to_numpy(self.params)
-        if self._optimizer_state is not None:
-            state["_optimizer_state"] = type(self._optimizer_state)(
-                *(int(value) if index == 0 else value if value is None else to_numpy(value)
-                  for index, value in enumerate(self._optimizer_state)))
+        state["_compiled_steps"] = {}  # compiled functions: made again on the next fit
+        opt_state = self.optimizer_state
+        if opt_state is not None:
+            opt_state = type(opt_state)(*(int(value) if index == 0 else value if value is None else to_numpy(value)
+                                          for index, value in enumerate(opt_state)))
+        # the record's arrays as numpy, its counts as ints; the guard and sums belong to a fit
+        params = None if self.params is None else to_numpy(self.params)
+        state["_state"] = TrainState(params, opt_state, self.dropout_step, None, None, ())
         return state
 
     def __setstate__(self, state):
         name, device = state["backend"]
         backend = resolve_backend(name, device)
         state = dict(state, backend=backend, dtype=backend.dtype(state["dtype_name"]))
-        state["params"] = backend.asarray(state["params"], dtype=state["dtype"])
-        if state["_optimizer_state"] is not None:
-            state["_optimizer_state"] = type(state["_optimizer_state"])(
-                *(value if index == 0 or value is None else backend.asarray(value, dtype=state["dtype"])
-                  for index, value in enumerate(state["_optimizer_state"])))
+        record = state["_state"]
+        opt_state = record.opt_state
+        if opt_state is not None:
+            opt_state = type(opt_state)(*(value if index == 0 or value is None
+                                          else backend.asarray(value, dtype=state["dtype"])
+                                          for index, value in enumerate(opt_state)))
+        params = None if record.params is None else backend.asarray(record.params, dtype=state["dtype"])
+        state["_state"] = record._replace(params=params, opt_state=opt_state)
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ properties
@@ -574,8 +583,8 @@ class Sequential:
             with np.errstate(over="ignore"):  # an overflow is reported below, naming the tensor
                 flat[spec.offset:spec.offset + spec.size] = value.reshape(-1)
         self._check_cast(flat, "state_dict")
-        self.params = self.backend.asarray(flat, dtype=self.dtype)
-        self._optimizer, self._optimizer_state = None, None
+        self._optimizer = None
+        self._state = self._state._replace(params=self.backend.asarray(flat, dtype=self.dtype), opt_state=None)
         return self
 
     def _check_cast(self, flat, source):
@@ -640,18 +649,39 @@ class Sequential:
         self._dropout_masks = value
 
     @property
+    def params(self):
+        """The flat parameter vector (one array of the backend; ``state_dict()`` gives copies
+        per tensor). ``fit`` trains it in place."""
+        return self._state.params
+
+    @params.setter
+    def params(self, value):
+        self._state = self._state._replace(params=value)
+
+    @property
     def optimizer_state(self):
         """The state of :attr:`optimizer` (its NamedTuple: moments on the device, ``count`` the
-        updates done), or None. ``fit`` continues from it and writes it back at each read."""
-        return self._optimizer_state
+        updates done), or None. ``fit`` continues from it."""
+        return self._state.opt_state
 
     @optimizer_state.setter
     def optimizer_state(self, state):
-        self._optimizer_state = state
+        self._state = self._state._replace(opt_state=state)
+
+    @property
+    def dropout_step(self) -> int:
+        """How many training steps this model took (the key of the next step's Dropout masks)."""
+        step = self._state.step
+        return step if isinstance(step, int) else int(step)  # (a device count: one read)
+
+    @dropout_step.setter
+    def dropout_step(self, value):
+        self._state = self._state._replace(step=int(value))
 
     def set_optimizer(self, optimizer, state=None):
         """Hold ``optimizer`` and its ``state`` (None: to be initialised by the next ``fit``)."""
-        self._optimizer, self._optimizer_state = optimizer, state
+        self._optimizer = optimizer
+        self._state = self._state._replace(opt_state=state)
 
     @property
     def loss_scale(self):
@@ -672,17 +702,27 @@ class Sequential:
         optimizer = optimizer or self._optimizer
         if optimizer is None:
             raise ValueError("train_state needs an optimizer: pass one, or fit the model first")
-        held = self._optimizer_state if optimizer is self._optimizer else None
+        held = self.optimizer_state if optimizer is self._optimizer else None
         return init_state(self, optimizer, metrics, held)
 
-    def set_train_state(self, state, optimizer=None, step=None):
-        """Take the parameters, optimizer state and step count of a TrainState (read the guard
-        first: ``bool(state.guard.ok)``; the parameters of a failed step are the frozen ones).
-        ``step``: the step count, where the caller knows it on the host (else it is read)."""
+    def set_train_state(self, state, optimizer=None):
+        """Hold ``state`` (a TrainState) as the model's record: its parameters, optimizer state
+        and step count, in one assignment (read the guard first, ``bool(state.guard.ok)``: the
+        parameters of a failed step are the frozen ones)."""
         if optimizer is not None:
             self._optimizer = optimizer
-        self.params, self._optimizer_state = state.params, state.opt_state
-        self.dropout_step = int(state.step) if step is None else step
+        self._state = state
+
+    def compiled_step(self, key, objects, make):
+        """A compiled training step kept on the model for later fits (compiling one again costs
+        JAX seconds): ``make()``'s, unless one was kept under ``key`` for these same ``objects``
+        (the loss and optimizer it was made with). At most four are kept."""
+        cached = self._compiled_steps.get(key)
+        if cached is None or any(kept is not given for kept, given in zip(cached[0], objects)):
+            if len(self._compiled_steps) >= 4:
+                self._compiled_steps.clear()
+            cached = self._compiled_steps[key] = (tuple(objects), make())
+        return cached[1]
 
     def forward(self, x, params=None, loss=None, stop=None):
         """The output of the model for ``x`` (an array of this backend, already checked), in

@@ -231,7 +231,7 @@ def _load_or_value_error(path):
         assert str(error).strip()
         return None
     _assert_finite_model(model)
-    state = model._optimizer_state
+    state = model.optimizer_state
     if state is not None:
         for value in state[1:]:
             assert value is None or np.all(np.isfinite(numpy_of(value)))
@@ -357,7 +357,7 @@ def test_fit_with_extreme_hyperparameters(data):
                                            optimizer=optimizer, epochs=2, batch_size=4, verbose=0))
     assert not isinstance(result, TypeError), result
     _assert_finite_model(model)
-    state = model._optimizer_state
+    state = model.optimizer_state
     if state is not None:
         for value in state[1:]:
             assert value is None or np.all(np.isfinite(numpy_of(value)))

@@ -65,7 +65,7 @@ def test_100_steps_match_numpy(case, optimizer, dtype, device_backend):
     for backend in ("numpy", device_backend):
         model = mx.Sequential(*layers(), backend=backend, dtype=dtype, seed=0)
         model.fit(X, y, loss=loss(), optimizer=OPTIMIZERS[optimizer](), epochs=16, batch_size=32, verbose=0)
-        assert model._optimizer_state.count == 112  # 7 steps x 16 epochs: at least 100
+        assert model.optimizer_state.count == 112  # 7 steps x 16 epochs: at least 100
         results[backend] = numpy_of(model.params)
     reference, other = results["numpy"], results[device_backend]
     error = np.max(np.abs(other - reference)) / np.max(np.abs(reference))

@@ -146,7 +146,7 @@ def test_an_update_that_would_overflow_a_parameter_is_refused(kernel_name):
     assert info.value.name in ("0.weight", "0.bias")
     assert "became non-finite in the update of this step" in str(info.value)
     assert info.value.step == 1 and np.array_equal(numpy_of(model.params), before)
-    assert model._optimizer_state is None
+    assert model.optimizer_state is None
 
 
 @pytest.mark.parametrize("kernel_name", [None, "ufunc", "numba"])
@@ -161,7 +161,7 @@ def test_float32_stays_float32_end_to_end(kernel_name, make):
     model.fit(X, y, loss=mx.losses.CrossEntropy(label_smoothing=0.1), optimizer=make(), epochs=2, batch_size=8,
               verbose=0)
     assert model.params.dtype == np.float32
-    for value in model._optimizer_state[1:]:
+    for value in model.optimizer_state[1:]:
         assert value is None or value.dtype == np.float32
     _, grads = model.loss_and_grad(X, y, mx.losses.CrossEntropy())
     assert all(g.dtype == np.float32 for g in grads.values())

@@ -113,7 +113,7 @@ def test_an_overflowing_step_is_skipped_and_the_scale_halves(digits):
     assert 20 <= seen[0] - 1 <= skipped  # 2**40 needs about 20 halvings before the first update can land
     assert len(seen) + skipped == -(-len(X_train) // 32)  # every step either updated or was skipped
     assert not np.array_equal(numpy_of(model.params), before) and np.all(np.isfinite(numpy_of(model.params)))
-    assert model.optimizer._config_keys and model._optimizer_state.count == len(seen)
+    assert model.optimizer._config_keys and model.optimizer_state.count == len(seen)
 
 
 def test_the_scale_grows_after_good_steps(digits):

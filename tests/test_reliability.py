@@ -42,7 +42,7 @@ def test_an_overflowing_second_moment_is_an_error_not_frozen_weights(path, make)
         model.fit(X * 1e10, TARGET * 1e10, loss=mx.losses.MSE(), optimizer=make(lr=1e-3), epochs=3, verbose=0)
     assert info.value.name in ("optimizer.exp_avg_sq", "optimizer.square_avg") and info.value.step == 1
     assert np.array_equal(numpy_of(model.params), before)  # from before the update that overflowed
-    assert model.optimizer is None or model._optimizer_state is None
+    assert model.optimizer is None or model.optimizer_state is None
 
 
 def test_skip_batch_refuses_gradients_whose_square_overflows():
@@ -52,7 +52,7 @@ def test_skip_batch_refuses_gradients_whose_square_overflows():
     history = model.fit(X, y, loss=mx.losses.MSE(), optimizer=mx.optim.Adam(lr=1e-2), epochs=2, batch_size=8,
                         verbose=0, on_nonfinite="skip_batch")
     assert history["skipped_batches"] == [1, 1]
-    state = model._optimizer_state
+    state = model.optimizer_state
     assert np.all(np.isfinite(numpy_of(state.exp_avg_sq))) and state.count == 14
 
 
@@ -197,7 +197,7 @@ def saved(tmp_path):
 
 
 def _fingerprint(model):
-    state = model._optimizer_state
+    state = model.optimizer_state
     return (repr(model.layers), numpy_of(model.params).tobytes(), model.seed, model.dtype_name,
             None if state is None else (state.count, numpy_of(state.exp_avg).tobytes()),
             repr(model.optimizer), json.dumps(model.shuffle_rng.bit_generator.state, sort_keys=True))

@@ -583,13 +583,8 @@ class _Run:
             # loss and optimizer objects (a new function would compile again)
             # (hyperparameters are compiled in: a changed one makes a new step)
             key = (id(loss), id(optimizer), repr(loss), repr(optimizer), tuple(map(repr, metric_list)), check_grads)
-            cached = model.__dict__.setdefault("_jit_steps", {}).get(key)
-            if cached is None or cached[0] is not loss or cached[1] is not optimizer:
-                step = make_train_step(model, loss, optimizer, metric_list, None, check_grads, self.scaling)
-                if len(model._jit_steps) >= 4:
-                    model._jit_steps.clear()
-                cached = model._jit_steps[key] = (loss, optimizer, jit_train_step(step))
-            return cached[2]
+            return model.compiled_step(key, (loss, optimizer), lambda: jit_train_step(make_train_step(
+                model, loss, optimizer, metric_list, None, check_grads, self.scaling)))
         return make_train_step(model, loss, optimizer, metric_list, self.engine, check_grads, self.scaling)
 
     def _batches(self):
@@ -623,7 +618,7 @@ class _Run:
                                                           count)
                 else:
                     self.state, value = train_step(self.state, x_batch, target_batch, model.loss_scale.scale)
-                model.set_train_state(self.state, step=model.dropout_step + 1)
+                model.set_train_state(self.state)  # (one assignment: the model's record is the step's)
             finally:
                 self.interrupts.leave()
             steps.window.append((step, count, recipe))
