@@ -21,7 +21,7 @@ from .nn.layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Line
 from .model import Sequential, load
 from .train.loop import History
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",
