@@ -61,10 +61,10 @@ def main(argv=None):
 
             grad = cupy.asarray(rng.standard_normal(model.num_parameters, dtype=np.float32))
 
-            def updates():
+            def updates():  # the guarded Adam update alone, in place (Adam.apply -> ops.adam)
                 params, opt_state = state.params, state.opt_state
                 for _ in range(args.steps):
-                    params, opt_state, _ = ops.optimizer_update(optimizer, grad, opt_state, params, ops.true())
+                    params, opt_state, _ = optimizer.apply(ops, grad, opt_state, params, ops.true())
 
             step_time, update_time = timed(steps) / args.steps, timed(updates) / args.steps
             if round_:  # the first round warms up (kernel compilation, the memory pool)
