@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from .generic import _M1, _M2, _MASK, GenericOps
+from .generic import HASH_M1, HASH_M2, MASK32, GenericOps
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,7 +30,7 @@ def _kernels():
 
     keep = cupy.ElementwiseKernel(
         "uint32 key, uint32 start, uint32 threshold", "bool keep",
-        f"unsigned int h = ((unsigned int)i + start) ^ key; h *= {_M1}u; h ^= h >> 15; h *= {_M2}u; "
+        f"unsigned int h = ((unsigned int)i + start) ^ key; h *= {HASH_M1}u; h ^= h >> 15; h *= {HASH_M2}u; "
         "keep = h >= threshold;",
         "mlp_xp_dropout_keep")
     relu_backward = cupy.ElementwiseKernel(
@@ -62,12 +62,12 @@ class CupyOps(GenericOps):
     name = "cupy"
 
     def dropout_keep(self, key, shape, p, start=0):
-        if not 0 <= start <= _MASK or not (isinstance(key, int) or getattr(key, "dtype", None) == np.uint32):
+        if not 0 <= start <= MASK32 or not (isinstance(key, int) or getattr(key, "dtype", None) == np.uint32):
             return super().dropout_keep(key, shape, p, start)
         import cupy
 
         keep = cupy.empty(tuple(shape), dtype=cupy.bool_)
-        threshold = min(int(round(p * 4294967296.0)), _MASK)
+        threshold = min(int(round(p * 4294967296.0)), MASK32)
         key = np.uint32(key) if isinstance(key, int) else key
         _kernels()["keep"](key, np.uint32(start), np.uint32(threshold), keep)
         return keep
@@ -87,9 +87,12 @@ class CupyOps(GenericOps):
                                 eps=eps, bias_correction2_sqrt=bias_correction2_sqrt, weight_decay=weight_decay,
                                 decay=decay, grad_scale=grad_scale)
         kernels, cast = _kernels(), params.dtype.type
-        scalars = (cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2), bias_correction2_sqrt, cast(eps), step_size,
-                   cast(weight_decay), cast(1.0) if decay is None else decay,
-                   cast(1.0) if grad_scale is None else grad_scale, bool(weight_decay), decay is not None,
+        def scalar(value):  # (0-d device arrays as they are; host numbers in the arrays' dtype)
+            return value if hasattr(value, "shape") else cast(value)
+
+        scalars = (cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2), scalar(bias_correction2_sqrt), cast(eps),
+                   scalar(step_size), cast(weight_decay), scalar(1.0 if decay is None else decay),
+                   scalar(1.0 if grad_scale is None else grad_scale), bool(weight_decay), decay is not None,
                    grad_scale is not None)
         bad = kernels["adam_check"](grads, params, exp_avg, exp_avg_sq, *scalars)
         ok = cupy.logical_and(ok, cupy.logical_not(cupy.any(bad)))  # (cupy.any: CUB, all blocks)

@@ -27,34 +27,34 @@ from .. import _math
 __all__ = ["GenericOps", "mix32", "layer_key", "dropout_key", "target_distribution", "linear", "linear_backward", "dropout_multiplier",
            "softmax_cross_entropy", "sigmoid_cross_entropy"]
 
-_MASK = 0xFFFFFFFF
+MASK32 = 0xFFFFFFFF
 # multipliers of the "lowbias32" integer hash (Chris Wellons, hash-prospector)
-_M1, _M2 = 0x7FEB352D, 0x846CA68B
-_GOLDEN = 0x9E3779B9
+HASH_M1, HASH_M2 = 0x7FEB352D, 0x846CA68B
+GOLDEN32 = 0x9E3779B9
 
 
 def mix32(value, c=int):
     """lowbias32: a bijection of 32-bit integers with good avalanche, on a host int or (with
     ``c`` making constants of its dtype) a uint32 array."""
-    mask = c(_MASK)
+    mask = c(MASK32)
     value = value & mask
     value = value ^ (value >> c(16))
-    value = (value * c(_M1)) & mask
+    value = (value * c(HASH_M1)) & mask
     value = value ^ (value >> c(15))
-    value = (value * c(_M2)) & mask
+    value = (value * c(HASH_M2)) & mask
     return value ^ (value >> c(16))
 
 
 def layer_key(seed_key: int, layer: int) -> int:
     """The constant 32-bit key of the ``layer``-th Dropout layer of a model (host arithmetic)."""
-    return mix32(seed_key ^ mix32((layer * 0x632BE5AB) & _MASK))
+    return mix32(seed_key ^ mix32((layer * 0x632BE5AB) & MASK32))
 
 
 def dropout_key(seed_key: int, step: int, layer: int) -> int:
     """The 32-bit key of one Dropout layer's mask at one training step, on the host: the
     layer's constant key xor ``step * 0x9E3779B9 mod 2**32`` (what :meth:`GenericOps.step_mix`
     and :meth:`GenericOps.layer_key` compute on the device from a device step)."""
-    return layer_key(seed_key, layer) ^ ((step * _GOLDEN) & _MASK)
+    return layer_key(seed_key, layer) ^ ((step * GOLDEN32) & MASK32)
 
 
 # ---------------------------------------------------------------------- the reference math
@@ -180,14 +180,14 @@ class GenericOps:
         draws the mask the whole batch would). ``key`` is a host int or a 0-d uint32 array."""
         c = self._c
         h = self._element_indices(start, tuple(shape)) ^ (c(key) if isinstance(key, int) else key)
-        h = h * c(_M1)
+        h = h * c(HASH_M1)
         if self._wide:
-            h = h & _MASK
+            h = h & MASK32
         h = h ^ (h >> c(15))
-        h = h * c(_M2)
+        h = h * c(HASH_M2)
         if self._wide:
-            h = h & _MASK
-        return h >= c(min(int(round(p * 4294967296.0)), _MASK))
+            h = h & MASK32
+        return h >= c(min(int(round(p * 4294967296.0)), MASK32))
 
     def _constant(self, key, make):
         """``make()``, kept for later calls where that is safe (not under ``jax.jit``, where XLA
@@ -323,9 +323,9 @@ class GenericOps:
         """``step * 0x9E3779B9 mod 2**32``: what a training step adds to every Dropout layer's key
         (a host int for a host ``step``, else a 0-d array)."""
         if isinstance(step, int):
-            return (step * _GOLDEN) & _MASK
-        mixed = self.xp.multiply(step, self._c(_GOLDEN))  # (a ufunc: numpy scalars would warn on the wrap)
-        return mixed & _MASK if self._wide else mixed
+            return (step * GOLDEN32) & MASK32
+        mixed = self.xp.multiply(step, self._c(GOLDEN32))  # (a ufunc: numpy scalars would warn on the wrap)
+        return mixed & MASK32 if self._wide else mixed
 
     def layer_keys(self, mix, layer_keys: tuple):
         """The keys of a model's Dropout layers' masks at one step: their constant keys
