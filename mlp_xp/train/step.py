@@ -172,7 +172,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         elif check_gradients or scaled:
             ok = ops.both(ok, ops.all_finite(grad))
         # the gradient buffer is used up by the update: it may keep the old parameters there
-        undo = grad if buffer is not None and engine is None else None
+        undo = grad if buffer is not None else None  # (data-parallel: a view of the all-reduced buffer)
         params, opt_state, ok = optimizer.apply(ops, grad, state.opt_state, state.params, ok, undo=undo)
         guard = Guard(ok, state.guard.since)
         if ops.host_flags:
