@@ -182,7 +182,7 @@ def _check_training_memory(model, batch_size, widths):
         model.backend.name in ("jax", "torch") and str(model.backend.device or "cpu") == "cpu")
     if on_host:
         itemsize = model.backend.dtype_itemsize(model.dtype_name)
-        # parameters, gradient, two optimizer moments and a spare buffer; activations of one batch
+        # parameters, gradient, two optimizer moments and a scratch buffer; activations of one batch
         needed = itemsize * (5 * model.num_parameters + 4 * batch_size * sum(widths))
         check_memory(needed, f"training {model.num_parameters:,} parameters with batches of {batch_size}")
 

@@ -649,6 +649,13 @@ class Sequential:
         self._dropout_masks = value
 
     @property
+    def record(self):
+        """The model's one record of training state (a :class:`mlp_xp.train.step.TrainState`):
+        what :attr:`params`, :attr:`optimizer_state` and :attr:`dropout_step` read, and what
+        :meth:`set_train_state` replaces."""
+        return self._state
+
+    @property
     def params(self):
         """The flat parameter vector (one array of the backend; ``state_dict()`` gives copies
         per tensor). ``fit`` trains it in place."""

@@ -55,7 +55,7 @@ def test_fast_path_is_bitwise_identical_to_generic(kernel_name, optimizer_name, 
 @pytest.mark.parametrize("kernel_name", sorted(KERNELS))
 def test_fast_update_matches_generic_update_directly(kernel_name):
     """Each optimizer's primitive on the fast Ops (state in place, new parameters into the
-    spare) equals the pure generic update, bitwise, step after step."""
+    used-up gradient as the undo array) equals the pure generic update, bitwise, step after step."""
     kernels = KERNELS[kernel_name]()
     rng = np.random.default_rng(1)
     params, grads = rng.normal(size=1000).astype(np.float32), rng.normal(size=1000).astype(np.float32)

@@ -1,8 +1,9 @@
 """The vocabulary a training step is written in, owned by the backend.
 
 :class:`~mlp_xp.ops.generic.GenericOps` is the reference: Array API code only, so it runs on
-every backend (numpy, array_api_strict on any device, cupy, torch, jax), and it is pure (no
-array is written in place), so JAX can jit it. A backend may override any of its methods with a
+every backend (numpy, array_api_strict on any device, cupy, torch, jax); its optimizer primitives
+write in place where the namespace's arrays can be written and return new arrays on JAX, whose
+step stays pure so that it compiles whole. A backend may override any of its methods with a
 faster version that computes the same thing: numpy with in-place ufuncs and numba
 (:mod:`mlp_xp.ops.numpy_ops`), CuPy with fused elementwise kernels (:mod:`mlp_xp.ops.cupy_ops`).
 :func:`for_model` picks them by the model's namespace and dtype, not by a name the user gives.

@@ -87,8 +87,8 @@ class CupyOps(GenericOps):
                                 eps=eps, bias_correction2_sqrt=bias_correction2_sqrt, weight_decay=weight_decay,
                                 decay=decay, grad_scale=grad_scale)
         kernels, cast = _kernels(), params.dtype.type
-        def scalar(value):  # (0-d device arrays as they are; host numbers in the arrays' dtype)
-            return value if hasattr(value, "shape") else cast(value)
+        def scalar(value):  # (0-d device arrays and host numbers, in the arrays' dtype: T must match)
+            return value.astype(params.dtype, copy=False) if hasattr(value, "shape") else cast(value)
 
         scalars = (cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2), scalar(bias_correction2_sqrt), cast(eps),
                    scalar(step_size), cast(weight_decay), scalar(1.0 if decay is None else decay),

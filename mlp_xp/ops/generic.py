@@ -3,10 +3,11 @@
 The vocabulary (:class:`GenericOps`' methods): ``linear`` and ``linear_backward`` (Linear
 layers), ``relu_backward``, ``cross_entropy`` and ``binary_cross_entropy`` (the losses' value
 and gradient), ``dropout_keep`` and ``dropout_multiplier`` (Dropout), the guard's pieces, the
-step's numbers (``counter``, ``as_scalar``, ``step_mix``, ``layer_key``) and the optimizer
-primitives ``adam``, ``sgd`` and ``rmsprop`` (each rule once, guarded, taking arrays and 0-d
-scalars). A backend overrides any of them (:mod:`mlp_xp.ops`, ops/README.md); layers and
-losses without Ops use the same functions of ``xp``.
+step's numbers (``counter``, ``step_counter``, ``as_scalar``, ``power``, ``constant``,
+``step_mix``, ``layer_keys``) and the optimizer primitives ``adam``, ``sgd`` and ``rmsprop`` (each
+rule once, guarded, taking arrays and 0-d scalars). A backend overrides any of them
+(:mod:`mlp_xp.ops`, ops/README.md); a loss's own ``value_and_grad`` uses the module's functions
+of ``xp``.
 
 Nothing here imports numpy or cupy or reads a value on the host: these methods run on any
 Array API namespace and device, and under ``jax.jit``. The optimizer primitives write the

@@ -100,7 +100,7 @@ class NumbaOps(UfuncOps):
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
              weight_decay=0.0, decay=None, grad_scale=None, undo=None):
-        if not ok or undo is not grads or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
+        if not ok or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
             return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1,
                                 beta2=beta2, eps=eps, bias_correction2_sqrt=bias_correction2_sqrt,
                                 weight_decay=weight_decay, decay=decay, grad_scale=grad_scale, undo=undo)
@@ -113,7 +113,7 @@ class NumbaOps(UfuncOps):
 
     def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
             weight_decay=0.0, grad_scale=None, undo=None):
-        if not ok or undo is not grads or not self._fast(params, grads, undo, momentum_buffer):
+        if not ok or not self._fast(params, grads, undo, momentum_buffer):
             return super().sgd(params, grads, momentum_buffer, ok, lr=lr, momentum=momentum, dampening=dampening,
                                nesterov=nesterov, weight_decay=weight_decay, grad_scale=grad_scale, undo=undo)
         cast = params.dtype.type

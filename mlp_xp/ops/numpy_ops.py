@@ -104,14 +104,15 @@ class UfuncOps(GenericOps):
 
     # -- optimizer primitives: parameters and state in place, the old parameters in ``undo``
     def _fast(self, params, grads, undo, *states):
-        """The fast update applies: an undo array that is not the parameters, and contiguous
-        vectors of one floating dtype (else the generic in-place update). The arrays of the last
-        call that passed are kept: a training step passes the same ones every time."""
+        """The fast update applies: the gradient is the undo array (used up: the update keeps
+        the old parameters there), and contiguous vectors of one floating dtype (else the generic
+        in-place update). The arrays of the last call that passed are kept: a training step
+        passes the same ones every time."""
         arrays = (params, grads, undo, *states)
         checked = self._checked
         if len(checked) == len(arrays) and all(a is b for a, b in zip(arrays, checked)):
             return True
-        fast = (undo is not None and undo is not params and undo.shape == params.shape
+        fast = (undo is grads and undo is not params and undo.shape == params.shape
                 and params.dtype in (self.module.float32, self.module.float64)
                 and all(a is None or (a.dtype == params.dtype and a.shape == params.shape and a.flags.c_contiguous)
                         for a in arrays))

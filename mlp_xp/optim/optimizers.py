@@ -11,8 +11,8 @@ number, and a user's subclass that keeps the rule keeps every backend's fast pat
   ``count`` (updates done, a 0-d integer array);
 - ``apply(ops, grads, state, params, ok, undo=None) -> (params, state, ok)``: the guarded
   update of a training step (in place where the Ops write in place; ``ok`` false, or an update
-  that is not finite, leaves the parameters as they were; ``spare``: a free array the Ops may
-  write the new parameters into, returned as params then);
+  that is not finite, leaves the parameters as they were; ``undo``: the used-up gradient,
+  which the Ops may overwrite with the old parameters, to put them back if the update fails);
 - ``update(grads, state, params, xp=None) -> (params, state)``: the same rule as a pure
   function of its arrays (the reference; nothing is written in place).
 
@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from . import schedules
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "SGDState", "AdamState",
-           "RMSpropState", "schedules", "OPTIMIZER_TYPES", "OPTIMIZERS", "SQUARED_STATE"]
+           "RMSpropState", "schedules", "OPTIMIZER_TYPES", "OPTIMIZERS", "SQUARED_STATE", "guarded_update"]
 
 #: optimizer state that accumulates squared gradients: once inf, every later update of those
 #: weights divides by inf, so an overflow there is a failure even though the weights stay finite
@@ -65,8 +65,11 @@ def _generic_ops(array, xp=None):
 class Optimizer:
     """Base class: learning rate (number or schedule), weight decay, gradient clipping.
 
-    A subclass defines ``init`` and ``apply`` (compute the step's scalars, call one Ops
-    primitive); ``update`` follows from ``apply``."""
+    A subclass defines ``init`` and either ``apply`` (compute the step's scalars, call one Ops
+    primitive: the fast path on every backend; ``update`` follows from it) or only the pure
+    ``update(grads, state, params, xp)`` (then the step runs it on the generic ops and keeps its
+    result where it lands). A subclass of a built-in optimizer that overrides ``update`` alone
+    gets its ``update`` in training too (see :func:`guarded_update`)."""
 
     _config_keys: tuple = ("lr", "weight_decay", "clip_norm")
 
@@ -99,13 +102,35 @@ class Optimizer:
         raise NotImplementedError
 
     def apply(self, ops, grads, state, params, ok, undo=None):
-        raise NotImplementedError
+        """The guarded update of a training step: (params, state, ok). This default, for a
+        subclass that defines only :meth:`update`, runs that pure update and keeps its result
+        where ``ok`` holds and the new parameters and squared-gradient state are finite."""
+        if type(self).update is Optimizer.update:
+            raise NotImplementedError(f"{type(self).__name__} defines neither apply nor update")
+        state = state._replace(count=ops.counter(state.count))
+        new_params, new_state = self.update(grads, state, params, ops.xp)
+        ok = ops.both(ok, ops.all_finite(new_params))
+        for field in SQUARED_STATE:
+            if getattr(new_state, field, None) is not None:
+                ok = ops.both(ok, ops.all_finite(getattr(new_state, field)))
+        fields = [ops.select(ok, ops.counter(new), old) if name == "count" else
+                  new if new is None or old is None else ops.select(ok, new, old)
+                  for name, new, old in zip(new_state._fields, new_state, state)]
+        return ops.select(ok, new_params, params), type(new_state)(*fields), ok
 
     def update(self, grads, state, params, xp=None):
         """The pure form of :meth:`apply`: new parameters and state, nothing written in place."""
+        if type(self).apply is Optimizer.apply:
+            raise NotImplementedError(f"{type(self).__name__} defines neither apply nor update")
         ops = _generic_ops(params, xp)
         params, state, _ = self.apply(ops, grads, state, params, ops.true())
         return params, state
+
+    @property
+    def lr_on_host(self) -> bool:
+        """The learning rate is a function with no device form (evaluated on the host each step:
+        one read of the update count and one upload; not under ``jax.jit``)."""
+        return callable(self.lr) and not (isinstance(self.lr, schedules.Schedule) and self.lr.has_device_form())
 
     # ------------------------------------------------------------------ the step's scalars
 
@@ -124,8 +149,8 @@ class Optimizer:
             return self.lr
         if isinstance(self.lr, schedules.Schedule):
             lr = self.lr.on_device(ops, ops.as_scalar(count))
-            if type(lr) is float:  # (constant: a Python number; a numpy float is a float too)
-                return lr
+            if isinstance(lr, numbers.Real) and not hasattr(lr, "dtype"):  # constant: a Python number
+                return float(lr)
             if lr is not None:
                 return ops.xp.astype(lr, dtype)
         return ops.xp.asarray(self.learning_rate(count), dtype=dtype, device=ops.device)
@@ -185,6 +210,7 @@ class SGD(Optimizer):
         return SGDState(self._zero_count(params), buffer)
 
     def apply(self, ops, grads, state, params, ok, undo=None):
+        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         count = state.count + 1
         buffer = state.momentum_buffer
         if self.momentum and buffer is None:  # a state saved before its first update
@@ -243,6 +269,7 @@ class Adam(Optimizer):
     def apply(self, ops, grads, state, params, ok, undo=None):
         xp, dtype = ops.xp, params.dtype
         beta1, beta2 = self.betas
+        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         count = state.count + 1
         step = ops.as_scalar(count)  # (float64 where the device has it: the host's arithmetic)
         lr = self._lr(ops, state.count, ops.scalar_dtype)
@@ -317,12 +344,28 @@ class RMSprop(Optimizer):
                             xp.zeros_like(params) if self.centered else None)
 
     def apply(self, ops, grads, state, params, ok, undo=None):
+        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         count = state.count + 1
         params, square_avg, buffer, grad_avg, ok = ops.rmsprop(
             params, grads, state.square_avg, state.momentum_buffer, state.grad_avg, ok,
             lr=self._lr(ops, state.count, params.dtype), alpha=self.alpha, eps=self.eps, momentum=self.momentum,
             weight_decay=self.weight_decay, grad_scale=self._grad_scale(ops, grads), undo=undo)
         return params, RMSpropState(ops.select(ok, count, state.count), square_avg, buffer, grad_avg), ok
+
+
+def _update_overridden(cls) -> bool:
+    """``cls`` (a subclass of a built-in optimizer) overrides ``update`` below its ``apply``."""
+    owner = {name: next(klass for klass in cls.__mro__ if name in vars(klass)) for name in ("apply", "update")}
+    return owner["update"] is not owner["apply"] and issubclass(owner["update"], owner["apply"])
+
+
+def guarded_update(optimizer, ops, grads, state, params, ok, undo=None):
+    """What a training step calls: ``optimizer.apply(...)``, or, for a subclass that overrides
+    only the pure ``update`` of a built-in optimizer (the 0.3 contract), that ``update`` on the
+    generic ops, guarded (:meth:`Optimizer.apply`'s default)."""
+    if _update_overridden(type(optimizer)):
+        return Optimizer.apply(optimizer, ops, grads, state, params, ok)
+    return optimizer.apply(ops, grads, state, params, ok, undo=undo)
 
 
 #: the registry of optimizers by class name (what ``mx.save`` writes and ``mx.load`` reads)

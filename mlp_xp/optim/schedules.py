@@ -89,6 +89,11 @@ class Schedule:
         """:meth:`value` of a 0-d floating-point array ``t``, with ``ops`` (None: no device form)."""
         return None
 
+    def has_device_form(self) -> bool:
+        """:meth:`device_value` computes the rate on the device (a subclass that defines only
+        :meth:`value` is evaluated on the host)."""
+        return type(self).device_value is not Schedule.device_value
+
 
 @dataclass(frozen=True)
 class constant(Schedule):
@@ -104,7 +109,7 @@ class constant(Schedule):
         return self.lr
 
     def device_value(self, ops, t):
-        return self.lr
+        return float(self.lr)
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,9 @@ class warmup(Schedule):
         if t < self.warmup_steps:
             return self._base(0) * (t + 1) / self.warmup_steps
         return self._base(t - self.warmup_steps)
+
+    def has_device_form(self):
+        return self.base.has_device_form() if isinstance(self.base, Schedule) else not callable(self.base)
 
     def device_value(self, ops, t):
         xp = ops.xp

@@ -394,8 +394,11 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
                metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
     history = History({key: [] for key in run.log_keys})
     run.hooks.call("on_train_begin", model=model)
-    with run.interrupts:
-        _epochs(run, history)
+    try:
+        with run.interrupts:
+            _epochs(run, history)
+    finally:  # (the gradient buffer is the run's, not the model's: no second copy of P kept after fit)
+        model.set_train_state(model.record._replace(buffer=None))
     run.hooks.call("on_train_end", model=model)
     return history
 
@@ -416,7 +419,8 @@ class _Interrupts:
         import signal
         import threading
 
-        if threading.current_thread() is threading.main_thread():
+        # (main thread only; and not over a handler installed outside Python, which could not be put back)
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
             self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -578,7 +582,8 @@ class _Run:
 
     def _train_step(self, check_grads):
         model, loss, optimizer, metric_list = self.model, self.loss, self.optimizer, self.metric_list
-        if model.backend.name == "jax" and self.engine is None and not self.scaling and model.dropout_masks == "device":
+        if (model.backend.name == "jax" and self.engine is None and not self.scaling and model.dropout_masks == "device"
+                and not optimizer.lr_on_host):  # (a learning-rate function without a device form runs eagerly)
             # JAX's fast path: the whole step compiled, kept on the model for later fits with the same
             # loss and optimizer objects (a new function would compile again)
             # (hyperparameters are compiled in: a changed one makes a new step)
@@ -672,7 +677,7 @@ class _Run:
         skip = (not rescale and self.on_nonfinite == "skip_batch"
                 and self.consecutive_skips + 1 < self.steps_per_epoch
                 and _first_non_finite_parameter(model, before.params) is None)
-        if (rescale or skip) and self._update_refused(before, x_batch, target_batch):
+        if (rescale or skip) and bool(self.state.guard.checked):
             rescale = skip = False  # the batch was fine, its update was not: skipping cannot help
         if not (rescale or skip):
             batch = (x_batch, target_batch) if self.every_step and x_batch is not None else None
@@ -689,23 +694,6 @@ class _Run:
         model.set_train_state(self.state)  # the same weights, one step on: the next step draws fresh masks
         steps.read()
         return False
-
-    def _update_refused(self, before, x_batch, target_batch):
-        """The step's loss and gradient passed the guard, and its update was refused (it would
-        make a parameter or squared state non-finite): run again from ``before``."""
-        from ..ops import GenericOps
-
-        model = self.model
-        if x_batch is None:
-            return False  # (a compiled JAX step: no loss scaling; skip_batch decides as before)
-        generic = GenericOps(model.xp, model.device)
-        value, grad, _ = model.value_and_grad(x_batch, target_batch, self.loss, before.params,
-                                              train=model.dropout_masks == "device", step=before.step,
-                                              scale=model.loss_scale.scale)
-        if not bool(generic.finite(value)) or not bool(generic.all_finite(grad)):
-            return False
-        squares = any(field in SQUARED_STATE for field in before.opt_state._fields)
-        return not squares or bool(generic.below(grad, square_limit(model.dtype_name)))
 
     def _stop_at_failed_step(self, steps, epoch, batch=None, value_finite=None):
         """Keep the weights from before the step the guard stopped and fail with what went wrong
@@ -767,7 +755,7 @@ class _Run:
         model = self.model
         if not (self.copy_for_hooks and self.hooks.has(hook)):
             return self.hooks.call(hook, model=model, **values)
-        live = model.params
+        live, opt_state = model.params, model.optimizer_state
         handed = model.params = model.xp.asarray(live, copy=True)
         try:
             return self.hooks.call(hook, model=model, **values)
@@ -777,7 +765,10 @@ class _Run:
             elif self.state.params is live:  # trained from now on: a copy, in case the hook keeps them
                 model.params = model.xp.asarray(model.params, copy=True)
                 self.state = self.state._replace(params=model.params)
-
+            if model.optimizer_state is not opt_state:  # (load_state_dict: a fresh optimizer state)
+                fresh = model.train_state(self.optimizer, self.metric_list)
+                self.state = fresh._replace(loss_sum=self.state.loss_sum, totals=self.state.totals)
+                model.set_train_state(self.state, self.optimizer)
 
 def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     """Mean loss over (X, y) in evaluation mode, accuracy for classification losses, and

@@ -50,10 +50,13 @@ class Guard(NamedTuple):
     Attributes:
         ok: no update failed since the last read (0-d bool).
         since: the optimizer's update count at the last read (see :func:`landed`).
+        checked: the last step's batch passed the checks before its update (finite loss, and
+            gradient where the mode needs it): with ``ok`` false, its update itself was refused.
     """
 
     ok: Any
     since: Any
+    checked: Any = None
 
 
 def landed(state) -> int:
@@ -139,7 +142,7 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         mixed precision; ``loss`` is the batch's mean loss (0-d). The optimizer's learning rate
         (and schedule) is evaluated on the device at its update count.
     """
-    from ..optim import SQUARED_STATE, Optimizer
+    from ..optim import SQUARED_STATE, Optimizer, guarded_update
 
     model.check_loss(loss)
     if not isinstance(optimizer, Optimizer):
@@ -171,10 +174,11 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
             ok = ops.both(ok, ops.below(grad, limit))
         elif check_gradients or scaled:
             ok = ops.both(ok, ops.all_finite(grad))
+        checked = ok
         # the gradient buffer is used up by the update: it may keep the old parameters there
         undo = grad if buffer is not None else None  # (data-parallel: a view of the all-reduced buffer)
-        params, opt_state, ok = optimizer.apply(ops, grad, state.opt_state, state.params, ok, undo=undo)
-        guard = Guard(ok, state.guard.since)
+        params, opt_state, ok = guarded_update(optimizer, ops, grad, state.opt_state, state.params, ok, undo)
+        guard = Guard(ok, state.guard.since, checked)
         if ops.host_flags:
             loss_sum = state.loss_sum + value * rows if ok else state.loss_sum
         else:
@@ -199,12 +203,14 @@ def sharded_loss_and_grad(model, engine, params, x, target, loss, step=None, buf
     count = end - begin
     local_target, output = target[begin:end, ...], None
     if count:
+        view = None if buffer is None else buffer[:size]
         value, grad, output = model.value_and_grad(x[begin:end, ...], local_target, loss, params, train=True,
-                                                   step=step, rows=rows, start=begin,
-                                                   grad_out=None if buffer is None else buffer[:size], scale=scale)
+                                                   step=step, rows=rows, start=begin, grad_out=view, scale=scale)
         if buffer is None:
             local = xp.concat([grad * count, xp.reshape(value * count, (1,))])
         else:
+            if grad is not view:  # (a forward pass that does not write into it: mixed precision)
+                view[...] = grad
             local = buffer
             local[size] = value
             local *= count
