@@ -166,3 +166,35 @@ def test_float32_stays_float32_end_to_end(kernel_name, make):
     _, grads = model.loss_and_grad(X, y, mx.losses.CrossEntropy())
     assert all(g.dtype == np.float32 for g in grads.values())
     assert model.predict(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_relu_backward_is_bitwise_the_generic_where(dtype):
+    """NaN, inf and -0 of open units kept, +0 for closed ones, on every fast path."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.normal(size=(40, 30)).astype(dtype), rng.normal(size=(40, 30)).astype(dtype)
+    dy[0, :6], x[0, :6] = [np.nan, -0.0, np.inf, -np.inf, 0.0, np.nan], [1, 1, -1, 1, -1, -1]
+    reference = GenericOps(np).relu_backward(x, dy)
+    for make in KERNELS.values():
+        fast = make().relu_backward(x, dy)
+        assert fast.dtype == dtype and np.array_equal(fast.view(np.uint8), reference.view(np.uint8))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kernel_name", sorted(KERNELS))
+def test_the_fast_guard_decides_as_the_generic_one_near_the_dtype_limit(kernel_name):
+    """Parameters and second moments near float32's largest value: the update lands exactly
+    where the generic check (their sum is finite) says it does."""
+    for scale in (1e37, 1.2e38, 1.8e38):
+        params = np.full(8, scale, np.float32)
+        params[::2] *= -1
+        grads = np.full(8, 1e-3, np.float32)
+        results = []
+        for ops in (GenericOps(np), KERNELS[kernel_name]()):
+            optimizer = mx.optim.Adam()
+            state = optimizer.init(params)
+            state = state._replace(count=ops.counter(state.count), exp_avg_sq=np.full(8, scale, np.float32))
+            used = grads.copy()
+            new, state, ok = optimizer.apply(ops, used, state, params.copy(), ops.true(), undo=used)
+            results.append((bool(ok), new.copy()))
+        assert results[0][0] == results[1][0] and np.array_equal(results[0][1], results[1][1]), scale

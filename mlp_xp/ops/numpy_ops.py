@@ -128,13 +128,33 @@ class UfuncOps(GenericOps):
         return bool(finite)
 
     def _landed(self, params, squared, scratch):
-        """The generic check: the sum of the new parameters and ``squared`` state is finite
-        (computed in ``scratch``; max and min propagate NaN)."""
+        """The generic check, that the sum of the new parameters and ``squared`` state is
+        finite, from reductions alone where they decide it: every |p + v| is at most
+        max|p| + max v (rounding is monotonic), so a finite bound says yes; a NaN says no; only
+        beyond that the sum itself is formed (in ``scratch``). max and min propagate NaN."""
         np = self.module
+        largest = max(float(np.max(params)), -float(np.min(params)))
+        for v in squared:
+            largest += float(np.max(v))  # (v >= 0)
+        if largest != largest:  # NaN
+            return False
+        if largest <= float(np.finfo(params.dtype).max):
+            return True
         total = params
         for v in squared:
             total = np.add(total, v, out=scratch)
         return bool(np.isfinite(np.max(total)) and np.isfinite(np.min(total)))
+
+    def relu_backward(self, x, dy):
+        """``where(x > 0, dy, 0)`` bitwise (a NaN or -0 of an open unit kept, +0 for a closed
+        one), as an AND of ``dy``'s bits with an all-ones-or-zero mask: several times faster
+        than numpy's ``where`` with a scalar."""
+        np = self.module
+        if x.shape != dy.shape or dy.dtype not in (np.float32, np.float64):
+            return super().relu_backward(x, dy)
+        bits = np.uint32 if dy.dtype == np.float32 else np.uint64
+        keep = np.negative(np.greater(x, 0).astype(bits))  # 0 - 1 wraps to all ones
+        return np.bitwise_and(dy.view(bits), keep, out=keep).view(dy.dtype)
 
     def _parts(self, params):
         """Slices of the flat vectors an update goes through one at a time, with the scratch

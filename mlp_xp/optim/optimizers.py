@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -123,6 +124,7 @@ class Optimizer:
         if type(self).apply is Optimizer.apply:
             raise NotImplementedError(f"{type(self).__name__} defines neither apply nor update")
         ops = _generic_ops(params, xp)
+        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         params, state, _ = self.apply(ops, grads, state, params, ops.true())
         return params, state
 
@@ -210,7 +212,6 @@ class SGD(Optimizer):
         return SGDState(self._zero_count(params), buffer)
 
     def apply(self, ops, grads, state, params, ok, undo=None):
-        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         count = state.count + 1
         buffer = state.momentum_buffer
         if self.momentum and buffer is None:  # a state saved before its first update
@@ -269,7 +270,6 @@ class Adam(Optimizer):
     def apply(self, ops, grads, state, params, ok, undo=None):
         xp, dtype = ops.xp, params.dtype
         beta1, beta2 = self.betas
-        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         count = state.count + 1
         step = ops.as_scalar(count)  # (float64 where the device has it: the host's arithmetic)
         lr = self._lr(ops, state.count, ops.scalar_dtype)
@@ -344,7 +344,6 @@ class RMSprop(Optimizer):
                             xp.zeros_like(params) if self.centered else None)
 
     def apply(self, ops, grads, state, params, ok, undo=None):
-        state = state._replace(count=ops.counter(state.count))  # (an int from a file or a pickle)
         count = state.count + 1
         params, square_avg, buffer, grad_avg, ok = ops.rmsprop(
             params, grads, state.square_avg, state.momentum_buffer, state.grad_avg, ok,
@@ -353,6 +352,7 @@ class RMSprop(Optimizer):
         return params, RMSpropState(ops.select(ok, count, state.count), square_avg, buffer, grad_avg), ok
 
 
+@functools.lru_cache(maxsize=64)
 def _update_overridden(cls) -> bool:
     """``cls`` (a subclass of a built-in optimizer) overrides ``update`` below its ``apply``."""
     owner = {name: next(klass for klass in cls.__mro__ if name in vars(klass)) for name in ("apply", "update")}
