@@ -34,7 +34,7 @@ _NO_BUFFER = {"f": np.zeros(1, np.float32), "d": np.zeros(1, np.float64)}  # (ne
 @numba.njit(cache=True, error_model="numpy")
 def _adam(used, params, m, v, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
           step_size, weight_decay, decay, l2, decoupled, scale, scaled):
-    bad = 0  # the guard, in the same pass: every new parameter and v finite (a count: it vectorizes)
+    bad = np.uint8(0)  # the guard, in the same pass: every new parameter and v finite (a uint8 max vectorizes)
     for i in range(used.shape[0]):
         g = used[i]
         p = params[i]
@@ -52,14 +52,14 @@ def _adam(used, params, m, v, one_minus_beta1, beta2, one_minus_beta2, bias_corr
         p = p - step_size * m_i / (np.sqrt(v_i) / bias_correction2_sqrt + eps)
         params[i] = p
         total = p + v_i
-        bad += total - total != 0  # (the generic check: their sum is finite)
+        bad = max(bad, np.uint8(total - total != 0))  # (the generic check: their sum is finite)
     return bad == 0
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _sgd(used, params, buffer, lr, momentum, weight_decay, dampening, nesterov, use_momentum, use_decay,
          damped, scale, scaled):
-    bad = 0
+    bad = np.uint8(0)
     for i in range(used.shape[0]):
         g = used[i]
         p = params[i]
@@ -74,7 +74,7 @@ def _sgd(used, params, buffer, lr, momentum, weight_decay, dampening, nesterov, 
             g = g + momentum * b if nesterov else b
         p = p - lr * g
         params[i] = p
-        bad += p - p != 0
+        bad = max(bad, np.uint8(p - p != 0))
     return bad == 0
 
 
