@@ -17,6 +17,7 @@ discards them (it raises, or stops, on such an update: skipping a batch cannot h
 from __future__ import annotations
 
 import math
+import operator
 
 from .generic import GenericOps
 
@@ -110,7 +111,7 @@ class UfuncOps(GenericOps):
         passes the same ones every time."""
         arrays = (params, grads, undo, *states)
         checked = self._checked
-        if len(checked) == len(arrays) and all(a is b for a, b in zip(arrays, checked)):
+        if len(checked) == len(arrays) and all(map(operator.is_, arrays, checked)):
             return True
         fast = (undo is grads and undo is not params and undo.shape == params.shape
                 and params.dtype in (self.module.float32, self.module.float64)

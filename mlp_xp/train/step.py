@@ -115,11 +115,11 @@ def init_state(model, optimizer, metrics=(), opt_state=None) -> TrainState:
 
 def cleared(model, state: TrainState, sums=True) -> TrainState:
     """``state`` with its guard read and cleared and, with ``sums``, its sums emptied."""
-    ops = model.ops
-    state = state._replace(guard=Guard(ops.true(), state.opt_state.count))
+    guard = Guard(model.ops.true(), state.opt_state.count)
     if sums:
-        return state._replace(loss_sum=_zero(model), totals=(None,) * len(state.totals))
-    return state
+        return TrainState(state.params, state.opt_state, state.step, guard, _zero(model), (None,) * len(state.totals),
+                          state.buffer)
+    return TrainState(state.params, state.opt_state, state.step, guard, state.loss_sum, state.totals, state.buffer)
 
 
 def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradients=False, scaled=False):
