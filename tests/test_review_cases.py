@@ -121,3 +121,32 @@ def test_fit_keeps_no_gradient_buffer_in_the_model():
     model = mx.Sequential(mx.Linear(6, 16), mx.ReLU(), mx.Linear(16, 3), seed=1)
     model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.Adam(), epochs=1, batch_size=16, verbose=0)
     assert model.record.buffer is None
+
+
+def test_the_diagnosis_runs_the_update_an_update_contract_optimizer_gives():
+    class NaNUpdate(mx.optim.SGD):
+        def update(self, grads, state, params, xp=None):
+            new_params, new_state = super().update(grads, state, params, xp)
+            return new_params * float("nan"), new_state
+
+    model = mx.Sequential(mx.Linear(6, 3), seed=0)
+    before = numpy_of(model.params)
+    with pytest.raises(mx.NonFiniteError, match="became non-finite in the update of this step"):
+        model.fit(X, LABELS, mx.losses.CrossEntropy(), NaNUpdate(lr=0.1), epochs=1, batch_size=16, verbose=0)
+    assert np.array_equal(numpy_of(model.params), before)
+
+
+def test_a_mixins_update_is_honoured():
+    calls = []
+
+    class Counting:
+        def update(self, grads, state, params, xp=None):
+            calls.append(1)
+            return super().update(grads, state, params, xp)
+
+    class CountingAdam(Counting, mx.optim.Adam):
+        pass
+
+    model = mx.Sequential(mx.Linear(6, 3), seed=0)
+    model.fit(X, LABELS, mx.losses.CrossEntropy(), CountingAdam(), epochs=1, batch_size=16, verbose=0)
+    assert len(calls) == 4

@@ -132,7 +132,9 @@ class UfuncOps(GenericOps):
         """The generic check, that the sum of the new parameters and ``squared`` state is
         finite, from reductions alone where they decide it: every |p + v| is at most
         max|p| + max v (rounding is monotonic), so a finite bound says yes; a NaN says no; only
-        beyond that the sum itself is formed (in ``scratch``). max and min propagate NaN."""
+        beyond that the sum itself is formed (in ``scratch``). max and min propagate NaN. The
+        squared state is >= 0 (by construction, and files holding negative values are refused at
+        load); the vectors are not empty (``_parts`` gives no empty piece)."""
         np = self.module
         largest = max(float(np.max(params)), -float(np.min(params)))
         for v in squared:
@@ -151,7 +153,7 @@ class UfuncOps(GenericOps):
         one), as an AND of ``dy``'s bits with an all-ones-or-zero mask: several times faster
         than numpy's ``where`` with a scalar."""
         np = self.module
-        if x.shape != dy.shape or dy.dtype not in (np.float32, np.float64):
+        if x.shape != dy.shape or dy.ndim == 0 or dy.dtype not in (np.float32, np.float64):
             return super().relu_backward(x, dy)
         bits = np.uint32 if dy.dtype == np.float32 else np.uint64
         keep = np.negative(np.greater(x, 0).astype(bits))  # 0 - 1 wraps to all ones

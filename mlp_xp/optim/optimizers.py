@@ -110,6 +110,8 @@ class Optimizer:
             raise NotImplementedError(f"{type(self).__name__} defines neither apply nor update")
         state = state._replace(count=ops.counter(state.count))
         new_params, new_state = self.update(grads, state, params, ops.xp)
+        if not ops.guarded:  # (what the update gives, landed or not: the training loop's diagnosis)
+            return new_params, new_state, ok
         ok = ops.both(ok, ops.all_finite(new_params))
         for field in SQUARED_STATE:
             if getattr(new_state, field, None) is not None:
@@ -356,7 +358,7 @@ class RMSprop(Optimizer):
 def _update_overridden(cls) -> bool:
     """``cls`` (a subclass of a built-in optimizer) overrides ``update`` below its ``apply``."""
     owner = {name: next(klass for klass in cls.__mro__ if name in vars(klass)) for name in ("apply", "update")}
-    return owner["update"] is not owner["apply"] and issubclass(owner["update"], owner["apply"])
+    return cls.__mro__.index(owner["update"]) < cls.__mro__.index(owner["apply"])  # (a mixin's update too)
 
 
 def guarded_update(optimizer, ops, grads, state, params, ok, undo=None):

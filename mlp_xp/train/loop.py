@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data import checks
 from .._errors import NonFiniteError
-from ..optim import SQUARED_STATE, Optimizer
+from ..optim import SQUARED_STATE, Optimizer, guarded_update
 from .step import cleared, jit_train_step, make_train_step, square_limit
 
 __all__ = ["fit", "evaluate", "predict", "History"]
@@ -199,7 +199,7 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
         return _state_overflow_error(model, epoch, step, fields[0])
     unguarded = GenericOps(model.xp, model.device, in_place=False)
     unguarded.guarded = False
-    new_params, new_state, _ = optimizer.apply(unguarded, grad, kept.opt_state, kept.params, unguarded.true())
+    new_params, new_state, _ = guarded_update(optimizer, unguarded, grad, kept.opt_state, kept.params, unguarded.true())
     parameter = _first_non_finite_parameter(model, new_params)
     if parameter is not None:
         return _update_overflow_error(model, epoch, step, parameter, skipped)
@@ -769,6 +769,7 @@ class _Run:
                 fresh = model.train_state(self.optimizer, self.metric_list)
                 self.state = fresh._replace(loss_sum=self.state.loss_sum, totals=self.state.totals)
                 model.set_train_state(self.state, self.optimizer)
+
 
 def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     """Mean loss over (X, y) in evaluation mode, accuracy for classification losses, and
