@@ -291,16 +291,28 @@ def precision_from_json(text):
 
 
 def resume(model, path, optimizer):
-    """Load weights, generator states and ``optimizer``'s state from ``path`` into ``model``."""
+    """Load weights, generator states and ``optimizer``'s state from ``path`` into ``model``, all
+    or nothing: a file refused at any point (another optimizer's state, a bad field) leaves the
+    model as it was."""
+    before = (model.record, model.optimizer, model.shuffle_rng.bit_generator.state,
+              model.dropout_rng.bit_generator.state, model.dropout_masks, model.loss_scale)
     shapes, metadata = io.read_header(path)
-    with io.metadata_errors(path):
-        saved = build_layers(metadata["layers"])
-        if tuple(saved) != model.layers:
-            raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
-        if "optimizer" not in metadata:
-            raise ValueError("has no optimizer state to resume from: save with optimizer=")
-        tensors = restore_weights(model, path, shapes, metadata)
-        restore_optimizer(model, tensors, metadata["optimizer"], optimizer)
+    try:
+        with io.metadata_errors(path):
+            saved = build_layers(metadata["layers"])
+            if tuple(saved) != model.layers:
+                raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
+            if "optimizer" not in metadata:
+                raise ValueError("has no optimizer state to resume from: save with optimizer=")
+            tensors = restore_weights(model, path, shapes, metadata)
+            restore_optimizer(model, tensors, metadata["optimizer"], optimizer)
+    except BaseException:
+        record, held, shuffle, dropout, masks, loss_scale = before
+        model.set_train_state(record)
+        model.set_optimizer(held, record.opt_state)
+        model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state = shuffle, dropout
+        model.dropout_masks, model.loss_scale = masks, loss_scale
+        raise
 
 
 

@@ -435,3 +435,20 @@ def test_skip_batch_does_not_count_an_update_that_overflowed():
         model.fit(X, TARGET, loss=mx.losses.MSE(), optimizer=mx.optim.SGD(lr=1e38), epochs=2, batch_size=64,
                   verbose=0, on_nonfinite="skip_batch")
     assert np.array_equal(numpy_of(model.params), first)  # from before the update that overflowed
+
+
+def test_a_refused_resume_changes_nothing(tmp_path):
+    """Issue 21: fit(resume_from=) with another optimizer's file raises and leaves the model as it was."""
+    trained = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Dropout(0.2), mx.Linear(8, 2), seed=1)
+    adam = mx.optim.Adam(lr=1e-2)
+    trained.fit(X, LABELS, mx.losses.CrossEntropy(), adam, epochs=2, batch_size=16, verbose=0)
+    mx.save(trained, tmp_path / "adam.safetensors", optimizer=adam)
+    model = mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Dropout(0.2), mx.Linear(8, 2), seed=0)
+    before = (numpy_of(model.params), model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state,
+              model.dropout_step, model.optimizer, model.optimizer_state)
+    with pytest.raises(ValueError, match="holds Adam state but fit was given SGD"):
+        model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.SGD(), epochs=1, verbose=0,
+                  resume_from=tmp_path / "adam.safetensors")
+    after = (numpy_of(model.params), model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state,
+             model.dropout_step, model.optimizer, model.optimizer_state)
+    assert np.array_equal(after[0], before[0]) and after[1:4] == before[1:4] and after[4:] == before[4:]
