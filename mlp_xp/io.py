@@ -85,17 +85,18 @@ def _write_atomically(path, write):
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    handle, temporary = tempfile.mkstemp(prefix=f"{_TEMPORARY_PREFIX}{os.getpid()}-", suffix=".safetensors",
-                                         dir=directory)
-    os.close(handle)
-    try:
+    temporary = None
+    try:  # (the temporary is made inside the try: an interrupt right after it still removes it)
+        handle, temporary = tempfile.mkstemp(prefix=f"{_TEMPORARY_PREFIX}{os.getpid()}-", suffix=".safetensors",
+                                             dir=directory)
+        os.close(handle)
         write(temporary)
         os.chmod(temporary, mode)
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
         raise
 

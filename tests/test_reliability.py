@@ -452,3 +452,23 @@ def test_a_refused_resume_changes_nothing(tmp_path):
     after = (numpy_of(model.params), model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state,
              model.dropout_step, model.optimizer, model.optimizer_state)
     assert np.array_equal(after[0], before[0]) and after[1:4] == before[1:4] and after[4:] == before[4:]
+
+
+def test_ctrl_c_right_after_the_temporary_is_made_leaves_no_file(tmp_path, monkeypatch):
+    """Issue 21: the temporary of a save was made before the try that removes it."""
+    import os
+
+    from mlp_xp import io
+
+    model = mx.Sequential(mx.Linear(4, 2), seed=0)
+    real_close = os.close
+
+    def interrupted_close(handle):
+        real_close(handle)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.os, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt):
+        mx.save(model, tmp_path / "model.safetensors")
+    monkeypatch.undo()
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
