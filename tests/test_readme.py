@@ -1,4 +1,4 @@
-"""Every Python block in README.md runs as written."""
+"""Every Python block in README.md and docs/*.md runs as written."""
 
 import pathlib
 import re
@@ -6,7 +6,8 @@ import re
 import pytest
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+DOCS = sorted((README.parent / "docs").glob("*.md"))
+BLOCKS = [block for page in (README, *DOCS) for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
 
 
 def test_readme_has_examples():

@@ -190,3 +190,25 @@ def test_inputs_from_another_backend_are_converted():
     from_strict = model.predict(strict.asarray(XOR_X))
     assert isinstance(from_strict, np.ndarray)
     np.testing.assert_array_equal(from_strict, from_numpy)
+
+
+def test_plots_to_a_file_leave_the_matplotlib_backend_alone(tmp_path):
+    """A notebook keeps its inline plots: saving History and Comparison plots sets no backend and
+    imports no pyplot."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    script = f"""
+import sys, numpy as np, mlp_xp as mx
+model = mx.Sequential(mx.Linear(2, 2), seed=0)
+history = model.fit(np.ones((8, 2)), np.arange(8) % 2, mx.losses.CrossEntropy(), mx.optim.SGD(), verbose=0)
+history.plot({str(tmp_path / "history.png")!r})
+mx.compare(mx.Sequential(mx.Linear(2, 2), seed=0), np.ones((8, 2)), np.arange(8) % 2, mx.losses.CrossEntropy(),
+           mx.optim.SGD(), configs=["numpy:float64", "numpy:float32"], epochs=1,
+           batch_size=4).plot({str(tmp_path / "compare.png")!r})
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported (and with it a backend)"
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "history.png").stat().st_size > 0 and (tmp_path / "compare.png").stat().st_size > 0

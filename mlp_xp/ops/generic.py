@@ -25,7 +25,7 @@ import math
 
 from .. import _math
 
-__all__ = ["GenericOps", "mix32", "layer_key", "dropout_key", "target_distribution", "linear", "linear_backward", "dropout_multiplier",
+__all__ = ["GenericOps", "mix32", "layer_key", "target_distribution", "linear", "linear_backward", "dropout_multiplier",
            "softmax_cross_entropy", "sigmoid_cross_entropy"]
 
 MASK32 = 0xFFFFFFFF
@@ -49,13 +49,6 @@ def mix32(value, c=int):
 def layer_key(seed_key: int, layer: int) -> int:
     """The constant 32-bit key of the ``layer``-th Dropout layer of a model (host arithmetic)."""
     return mix32(seed_key ^ mix32((layer * 0x632BE5AB) & MASK32))
-
-
-def dropout_key(seed_key: int, step: int, layer: int) -> int:
-    """The 32-bit key of one Dropout layer's mask at one training step, on the host: the
-    layer's constant key xor ``step * 0x9E3779B9 mod 2**32`` (what :meth:`GenericOps.step_mix`
-    and :meth:`GenericOps.layer_key` compute on the device from a device step)."""
-    return layer_key(seed_key, layer) ^ ((step * GOLDEN32) & MASK32)
 
 
 # ---------------------------------------------------------------------- the reference math
@@ -274,13 +267,6 @@ class GenericOps:
     def select(self, ok, new, old):
         """``new`` where the 0-d flag ``ok`` is true, else ``old``."""
         return self.xp.where(ok, new, old)
-
-    def count(self, ok, total):
-        """``total + 1`` if ``ok`` else ``total`` (``total`` a 0-d integer array)."""
-        return total + self.xp.astype(ok, total.dtype)
-
-    def zero_count(self):
-        return self.xp.zeros((), dtype=self._int, device=self.device)
 
     def true(self):
         return self.xp.ones((), dtype=self.xp.bool, device=self.device)

@@ -63,12 +63,6 @@ class UfuncOps(GenericOps):
     def select(self, ok, new, old):
         return new if ok else old
 
-    def count(self, ok, total):
-        return total + int(bool(ok))
-
-    def zero_count(self):
-        return 0
-
     def true(self):
         return True
 

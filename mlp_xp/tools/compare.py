@@ -120,15 +120,9 @@ class Comparison:
 
     def plot(self, path=None):
         """Loss curves and their divergence from the reference, per step (needs matplotlib)."""
-        try:
-            import matplotlib
+        from .._plotting import new_figure
 
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("Comparison.plot needs matplotlib: pip install matplotlib") from None
-        figure, (losses, divergence) = plt.subplots(1, 2, figsize=(11, 4))
+        figure, (losses, divergence) = new_figure("Comparison.plot", 2, (11, 4), window=path is None)
         for index, row in enumerate(self.rows):
             steps = range(1, len(row["loss_curve"]) + 1)
             losses.plot(steps, row["loss_curve"], label=row["config"], linewidth=1, color=f"C{index}")
@@ -145,7 +139,6 @@ class Comparison:
         figure.tight_layout()
         if path is not None:
             figure.savefig(path, dpi=120)
-            plt.close(figure)
         return figure
 
 

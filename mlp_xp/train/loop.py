@@ -47,20 +47,14 @@ class History(dict):
         Returns:
             The matplotlib Figure.
         """
-        try:
-            import matplotlib
+        from .._plotting import new_figure
 
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
         keys = [k for k in (keys or self) if k in self and ("loss" in k or "accuracy" in k)]
         if not keys:
             raise ValueError(f"nothing to plot: history has {sorted(self)}")
         panels = [kind for kind in ("loss", "accuracy") if any(kind in key for key in keys)]
-        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-        for axis, kind in zip(axes[0], panels):
+        figure, axes = new_figure("History.plot", len(panels), (5 * len(panels), 3.5), window=path is None)
+        for axis, kind in zip(axes, panels):
             for key in (k for k in keys if kind in k):
                 epochs = range(1, len(self[key]) + 1)
                 axis.plot(epochs, self[key], "--" if key.startswith("val_") else "-", marker="o", markersize=3,
@@ -72,8 +66,9 @@ class History(dict):
         figure.tight_layout()
         if path is not None:
             figure.savefig(path, dpi=120)
-            plt.close(figure)
         else:
+            import matplotlib.pyplot as plt
+
             plt.show()
         return figure
 
