@@ -5,13 +5,21 @@ the same initial weights for a given ``random_state`` (Glorot-uniform draws from
 generator), the same half squared error / log loss / half Poisson deviance, the same L2 penalty
 ``alpha`` (on the weights only, scaled by the batch's sample-weight sum), scikit-learn's own SGD
 (with ``learning_rate`` "constant", "invscaling" or "adaptive", ``momentum``, Nesterov) and Adam
-updates, the same batches, early stopping, ``n_iter_no_change`` rule, warnings and attributes.
+updates, the same batches, early stopping, ``n_iter_no_change`` rule (``np.inf``: never stop on no
+change), warnings and attributes.
 A model fitted from the same weights gives scikit-learn's loss curve to rounding (tested in
 float64 for sgd and adam). The arithmetic runs on the model's backend through mlp_xp's layers,
 so ``backend="cupy"`` trains on a GPU; ``solver="lbfgs"`` uses ``scipy.optimize`` for numpy and
 a device-side L-BFGS elsewhere.
 
 Plus ``backend``, ``device`` and ``dtype`` (None: float32 for float32 input, else float64).
+
+A diverging ``sgd``/``adam`` run never trains on NaN: the first epoch whose loss, weights or validation
+score is non-finite is recorded (``nan`` in ``validation_scores_``, as scikit-learn records it) and ends
+the fit. With ``early_stopping`` the fit then keeps the best (finite) weights and warns a
+``ConvergenceWarning``, where scikit-learn trains on to ``max_iter`` and ends with the same weights; without
+it, it raises scikit-learn's ``ValueError("Solver produced non-finite parameter weights...")`` at once,
+where scikit-learn raises it after ``max_iter`` epochs.
 
 Example:
     >>> from sklearn.datasets import load_iris
@@ -48,6 +56,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from .nn import layers as mlp_layers
 from ._backend import to_numpy
+from ._errors import NonFiniteError
 from .nn.losses import Loss
 from .model import Sequential
 
@@ -290,7 +299,11 @@ class _BaseMLP(BaseEstimator):
         number("epsilon", 0.0, low_open=True)
         number("tol", 0.0)
         integer("max_iter", 1)
-        integer("n_iter_no_change", 1)
+        if not (isinstance(self.n_iter_no_change, numbers.Real) and not isinstance(self.n_iter_no_change, bool)
+                and self.n_iter_no_change == math.inf):  # np.inf: never stop on no change, as scikit-learn's
+            value = self.n_iter_no_change
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"n_iter_no_change must be an int >= 1 or np.inf, got {value!r}")
         integer("max_fun", 1)
         if self.batch_size != "auto":
             integer("batch_size", 1)
@@ -519,7 +532,12 @@ class _BaseMLP(BaseEstimator):
                 self.loss_curve_.append(self.loss_)
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sample_weight_val)
+                weights_finite = self._weights_finite()
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sample_weight_val, weights_finite)
+                if not (weights_finite and math.isfinite(self.loss_)
+                        and (not early_stopping or math.isfinite(self.validation_scores_[-1]))):
+                    self._diverged(early_stopping, weights_finite)
+                    break
                 self._optimizer.iteration_ends(self.t_)
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:
@@ -542,9 +560,34 @@ class _BaseMLP(BaseEstimator):
         if early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
 
-    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+    def _weights_finite(self):
+        return all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_)
+
+    def _diverged(self, early_stopping, weights_finite):
+        """The epoch just recorded has a non-finite loss, weights or validation score: training stops
+        there (never goes on on NaN). With early stopping the caller restores the best weights and this
+        warns; without, this raises scikit-learn's error."""
         if early_stopping:
-            score = self._score(X, y, sample_weight=sample_weight)
+            warnings.warn("Stochastic Optimizer: training diverged at iteration %d (non-finite loss, weights or "
+                          "validation score); stopping and keeping the best weights (validation score %r). Lower "
+                          "learning_rate_init or scale the data." % (self.n_iter_, self.best_validation_score_),
+                          ConvergenceWarning)
+        elif not weights_finite:
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large values "
+                             "and need to be preprocessed.")
+        else:
+            raise ValueError("Solver produced a non-finite loss (%r) at iteration %d. The input data may contain "
+                             "large values and need to be preprocessed." % (self.loss_, self.n_iter_))
+
+    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight, weights_finite=True):
+        if early_stopping:
+            # non-finite weights predict non-finite values, which scikit-learn's scoring makes nan
+            score = np.nan
+            if weights_finite:
+                try:
+                    score = self._score(X, y, sample_weight=sample_weight)
+                except NonFiniteError:  # (finite weights whose outputs overflow: predict refuses them)
+                    pass
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])

@@ -237,3 +237,78 @@ def test_sparse_input_is_densified_a_chunk_at_a_time(monkeypatch):
     ours, theirs = _both(dict(hidden_layer_sizes=(8,), solver="lbfgs", max_iter=5, random_state=0), X, DIGITS_Y)
     assert max(seen) <= 100 and ours.loss_ == pytest.approx(theirs.loss_, rel=1e-8)
     assert np.array_equal(ours.predict(X), theirs.predict(X))
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_n_iter_no_change_inf_never_stops_early(estimator):
+    # scikit-learn's test_n_iter_no_change_inf: a huge tol makes every epoch a "no change" epoch, and
+    # n_iter_no_change=np.inf still trains to max_iter (warm_start too), with the ConvergenceWarning
+    X, y = DIGITS_X[:100], (DIGITS_Y[:100] > 4).astype(int)
+    options = dict(hidden_layer_sizes=(8,), solver="sgd", tol=1e9, n_iter_no_change=np.inf, max_iter=30,
+                   warm_start=True, random_state=0)
+    reference = SklearnClassifier if estimator is MLPClassifier else SklearnRegressor
+    fitted = []
+    for model in (estimator(**options), reference(**options)):
+        for _ in range(2):
+            with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(30\\) reached"):
+                model.fit(X, y)
+        fitted.append(model)
+    ours, theirs = fitted
+    assert ours.n_iter_ == theirs.n_iter_ == 30 and len(ours.loss_curve_) == len(theirs.loss_curve_) == 60
+    assert ours._no_improvement_count == theirs._no_improvement_count
+    assert _relative(ours.loss_curve_, theirs.loss_curve_) < 1e-12
+    for bad in (-np.inf, np.nan, 2.5, 0):  # refused like scikit-learn's (only +inf among the non-integers)
+        for model in (estimator(n_iter_no_change=bad), reference(n_iter_no_change=bad)):
+            with pytest.raises(ValueError, match="n_iter_no_change"):
+                model.fit(X, y)
+
+
+# scikit-learn's test_mlp_diverging_loss (its issue 29504): SGD at learning rate 1 diverges on iris
+DIVERGING = dict(hidden_layer_sizes=100, activation="identity", solver="sgd", alpha=0.0001, learning_rate="constant",
+                 learning_rate_init=1, shuffle=True, max_iter=20, random_state=0)
+
+
+def test_a_diverging_run_with_early_stopping_keeps_the_best_weights():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    theirs = SklearnRegressor(**DIVERGING, early_stopping=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.fit(X, y)  # runs on NaN to max_iter, then restores its best weights
+    ours = MLPRegressor(**DIVERGING, early_stopping=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours.fit(X, y)  # no error
+    assert any(issubclass(w.category, ConvergenceWarning) and "diverged" in str(w.message) for w in caught)
+    # mlp_xp stops at the first non-finite epoch (never trains on NaN); what it recorded is scikit-learn's
+    n = ours.n_iter_
+    assert 1 < n < theirs.n_iter_ and len(ours.loss_curve_) == len(ours.validation_scores_) == n
+    assert np.isnan(ours.validation_scores_[-1]) and np.isnan(theirs.validation_scores_[n - 1])
+    assert isinstance(ours.validation_scores_[-1], float)
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_[:n], rtol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_[:-1], theirs.loss_curve_[:n - 1], rtol=1e-12)
+    assert np.isfinite(ours.best_validation_score_)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_, rel=1e-12)
+    assert all(np.isfinite(w).all() for w in ours.coefs_ + ours.intercepts_)
+    prediction = ours.predict(X)
+    assert np.isfinite(prediction).all() and _relative(prediction, theirs.predict(X)) < 1e-10
+    assert ours.score(X, y) == pytest.approx(theirs.score(X, y), rel=1e-10)
+
+
+def test_a_diverging_run_without_early_stopping_raises_at_once():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    message = "Solver produced non-finite parameter weights"
+    theirs = SklearnRegressor(**DIVERGING)
+    with pytest.raises(ValueError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.fit(X, y)  # scikit-learn trains on NaN to max_iter, then raises
+    ours = MLPRegressor(**DIVERGING)
+    with pytest.raises(ValueError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours.fit(X, y)  # the same error, raised at the first non-finite epoch
+    n = ours.n_iter_
+    assert 1 < n < theirs.n_iter_ and not np.isfinite(ours.loss_curve_[-1])
+    np.testing.assert_allclose(ours.loss_curve_[:-1], theirs.loss_curve_[:n - 1], rtol=1e-12)
