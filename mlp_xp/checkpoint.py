@@ -67,12 +67,20 @@ def _plain(value):
 
 
 def data_to_json(data):
+    from .data.datasets import Standardizer
+
     out = {}
     for key in ("scaler", "target_scaler"):
         scaler = getattr(data, key)
         if scaler is not None:
             if scaler.mean is None:
                 raise ValueError(f"model.data.{key} is not fitted")
+            try:  # (what load will check: a file that saves must load again)
+                Standardizer(scaler.mean, scaler.scale)
+            except ValueError as error:
+                raise ValueError(f"cannot save model.data.{key}: {error} (its scale is {scaler.scale.tolist()[:8]}"
+                                 f"{', ...' if scaler.scale.size > 8 else ''}; mean {scaler.mean.tolist()[:8]}"
+                                 f"{', ...' if scaler.mean.size > 8 else ''})") from None
             out[key] = {"mean": scaler.mean.tolist(), "scale": scaler.scale.tolist()}
     for key in ("classes", "feature_names"):
         if getattr(data, key) is not None:
@@ -150,6 +158,7 @@ def save(model, path, optimizer=None):
         "rng": json.dumps({"shuffle": model.shuffle_rng.bit_generator.state,
                            "dropout": model.dropout_rng.bit_generator.state,
                            "dropout_step": model.dropout_step, "dropout_masks": model.dropout_masks}),
+        "epoch": str(model.epoch),
     }
     data = data_to_json(model.data)
     if data:
@@ -291,39 +300,55 @@ def precision_from_json(text):
 
 
 def resume(model, path, optimizer):
-    """Load weights, generator states and ``optimizer``'s state from ``path`` into ``model``, all
-    or nothing: a file refused at any point (another optimizer's state, a bad field) leaves the
-    model as it was."""
-    before = (model.record, model.optimizer, model.shuffle_rng.bit_generator.state,
-              model.dropout_rng.bit_generator.state, model.dropout_masks, model.loss_scale)
-    shapes, metadata = io.read_header(path)
-    try:
-        with io.metadata_errors(path):
-            saved = build_layers(metadata["layers"])
-            if tuple(saved) != model.layers:
-                raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
-            if "optimizer" not in metadata:
-                raise ValueError("has no optimizer state to resume from: save with optimizer=")
-            tensors = restore_weights(model, path, shapes, metadata)
-            restore_optimizer(model, tensors, metadata["optimizer"], optimizer)
-    except BaseException:
-        record, held, shuffle, dropout, masks, loss_scale = before
-        model.set_train_state(record)
-        model.set_optimizer(held, record.opt_state)
-        model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state = shuffle, dropout
-        model.dropout_masks, model.loss_scale = masks, loss_scale
-        raise
+    """Load weights, generator states, epoch count and ``optimizer``'s state from ``path`` into
+    ``model``, all or nothing: everything is read and checked into a scratch model first, then
+    handed over in a few assignments during which Ctrl-C is held back, so a file refused at any
+    point (another optimizer's state, a bad field) or an interrupt leaves the model as it was.
+
+    ``optimizer``'s learning-rate schedule continues the saved one: where it leaves a length
+    open (``cosine()`` without ``total_steps``), the saved schedule's is taken; where it differs
+    otherwise from the saved one and leaves a length open, the resume is refused (that length
+    would be counted from this run while the update count continues from the file).
+    """
+    from ._interrupts import held_interrupts
+
+    with io.open_record(path) as record, io.metadata_errors(path):  # (one open file: one snapshot)
+        metadata = record.metadata
+        saved = build_layers(metadata["layers"])
+        if tuple(saved) != model.layers:
+            raise ValueError(f"holds a different architecture: {saved} vs the model's {list(model.layers)}")
+        if "optimizer" not in metadata:
+            raise ValueError("has no optimizer state to resume from: save with optimizer=")
+        scratch = type(model)._skeleton(model.layers, model.backend, model.dtype_name, model.seed, model.precision)
+        scratch.loss_scale = model.loss_scale
+        tensors = restore_weights(scratch, record)
+        restore_optimizer(scratch, tensors, metadata["optimizer"], optimizer)
+        info = io.parse_json(metadata["optimizer"], "optimizer")
+        lr = schedules.continue_schedule(optimizer.lr, schedule_from_json(info["config"]["lr"]),
+                                         scratch.optimizer_state.count)
+    with held_interrupts():  # (the hand-over: all of it, or none of it)
+        model.set_train_state(scratch.record, scratch.optimizer)
+        model.shuffle_rng.bit_generator.state = scratch.shuffle_rng.bit_generator.state
+        model.dropout_rng.bit_generator.state = scratch.dropout_rng.bit_generator.state
+        model.dropout_masks, model.loss_scale, model.epoch = scratch.dropout_masks, scratch.loss_scale, scratch.epoch
+        optimizer.lr = lr
 
 
 
 
-def restore_weights(model, path, shapes, metadata):
-    """Shapes checked from the header, then weights, generator states and (for the same precision)
-    the loss scale put into ``model``; returns the file's tensors."""
-    check_declared_shapes(model, shapes)
-    tensors = io.read_tensors(path, metadata)
+def restore_weights(model, record):
+    """Shapes checked from the header of ``record`` (an :func:`mlp_xp.io.open_record`), then weights,
+    generator states, epoch count and (for the same precision) the loss scale put into ``model``;
+    returns the file's tensors."""
+    metadata = record.metadata
+    check_declared_shapes(model, record.shapes)
+    tensors = record.tensors()
     model.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(_OPTIMIZER_PREFIX)})
     restore_rng(model, metadata["rng"])
+    epoch = metadata.get("epoch", "0")  # (files from before it was saved: 0)
+    if not (isinstance(epoch, str) and epoch.isdigit() and epoch.isascii()):
+        raise ValueError(f"its epoch must be an int >= 0, got {epoch!r}")
+    model.epoch = int(epoch)
     precision, loss_scale = precision_from_json(metadata.get("precision"))
     if loss_scale is not None and precision == model.precision:
         model.loss_scale = loss_scale

@@ -3,10 +3,12 @@ as one verified snapshot (safetensors; never pickle, so an untrusted file cannot
 
 - :func:`write` puts a sha256 checksum over the metadata and every tensor into the metadata, and
   writes to a temporary file renamed over the target: a crash mid-save leaves the previous file
-  intact (and the next save in that folder removes the temporary a killed process left).
-- :func:`read_header` gives the tensors' shapes and the metadata without reading tensor data, so
-  a file that declares the wrong shapes is refused before it can take memory; :func:`read_tensors`
-  reads them and checks the checksum.
+  intact (and the next save in that folder removes the temporaries that a killed process, or an
+  interrupted save of this one, left). A full disk is an ``OSError`` (ENOSPC) naming the file.
+- :func:`open_record` opens a file once and reads from that one open file: its tensors' shapes and
+  the metadata first, without reading tensor data (so a file that declares the wrong shapes is
+  refused before it can take memory), then the tensors, checked against the checksum. A save that
+  replaces the file meanwhile (a rename) cannot mix two files into one read.
 
 What a record holds for a model (its layers, weights, optimizer state, generators) is
 :mod:`mlp_xp.checkpoint`'s business: this module knows nothing of models.
@@ -18,12 +20,12 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import re
+import secrets
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "check_writable", "write", "read_header", "read_tensors", "parse_json",
-           "metadata_errors"]
+__all__ = ["FORMAT_VERSION", "check_writable", "write", "open_record", "Record", "parse_json", "metadata_errors"]
 
 FORMAT_VERSION = "1"
 
@@ -62,6 +64,9 @@ def parse_json(text, key):
 
 
 _TEMPORARY_PREFIX = ".tmp-mlp_xp-"
+#: this process's temporaries being written now (by any thread): the only ones of ours kept. (No lock:
+#: Ctrl-C between a lock's acquisition and its ``with`` block would leave it held; set operations are atomic.)
+_WRITING = set()
 
 
 def _write_atomically(path, write):
@@ -70,7 +75,8 @@ def _write_atomically(path, write):
     A symlink is written through to its target; an existing file keeps its permissions (a new
     one gets the umask's); a target that is not a regular file (a folder, a device such as
     /dev/full, a socket) is refused rather than replaced. Temporaries that killed saves left in
-    that folder (named with their process id, which no longer runs) are removed first.
+    that folder (named with their process id, which no longer runs), and this process's own that
+    no save of it is writing now (an interrupted save's), are removed first.
     """
     target = os.path.realpath(path)
     if os.path.exists(target) and not os.path.isfile(target):
@@ -85,24 +91,28 @@ def _write_atomically(path, write):
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    temporary = None
-    try:  # (the temporary is made inside the try: an interrupt right after it still removes it)
-        handle, temporary = tempfile.mkstemp(prefix=f"{_TEMPORARY_PREFIX}{os.getpid()}-", suffix=".safetensors",
-                                             dir=directory)
-        os.close(handle)
+    # (the temporary's name is chosen, and listed as being written, before the file exists, all inside
+    # the try: an interrupt anywhere leaves no file, or one that the next save removes)
+    temporary = os.path.join(directory, f"{_TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.safetensors")
+    try:
+        _WRITING.add(temporary)
+        os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         write(temporary)
         os.chmod(temporary, mode)
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
-        if temporary is not None and os.path.exists(temporary):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+    finally:
+        _WRITING.discard(temporary)
 
 
 def _remove_stale_temporaries(directory):
-    """Delete our own temporaries whose writing process is gone (left by a kill -9 mid-save)."""
+    """Delete mlp_xp temporaries whose writing process is gone (left by a kill -9 mid-save), and
+    this process's own that none of its saves is writing (left by an interrupted save)."""
     try:
         names = os.listdir(directory)
     except OSError:
@@ -111,15 +121,21 @@ def _remove_stale_temporaries(directory):
         if not (name.startswith(_TEMPORARY_PREFIX) and name.endswith(".safetensors")):
             continue
         pid = name[len(_TEMPORARY_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _process_alive(int(pid)):
+        path = os.path.join(directory, name)
+        if not pid.isdigit():
+            continue
+        if int(pid) == os.getpid():
+            if path not in _WRITING:  # (not another thread's save, under way)
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+            continue
+        if _process_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
-            os.remove(os.path.join(directory, name))
+            os.remove(path)
 
 
 def _process_alive(pid):
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -142,41 +158,50 @@ def _checksum(tensors, metadata):
     return "sha256:" + digest.hexdigest()
 
 
-def read_header(path):
-    """(header shapes {key: shape}, metadata) of an mlp_xp file, reading no tensor data."""
+class Record:
+    """One open mlp_xp file (from :func:`open_record`): ``shapes`` ({key: shape}) and ``metadata``
+    read from its header, and :meth:`tensors`, read from the same open file."""
+
+    def __init__(self, path, file, shapes, metadata):
+        self.path, self._file, self.shapes, self.metadata = path, file, shapes, metadata
+
+    def tensors(self):
+        """Every tensor of the file, verified against the checksum written with it."""
+        try:
+            tensors = {key: self._file.get_tensor(key) for key in self._file.keys()}
+        except Exception as error:
+            raise ValueError(f"{self.path!r} is not a readable safetensors file (truncated or corrupt?): "
+                             f"{error}") from None
+        expected = self.metadata.get("checksum")
+        if expected is not None and _checksum(tensors, self.metadata) != expected:
+            raise ValueError(f"{self.path!r} is corrupt: its contents do not match the checksum saved with it")
+        return tensors
+
+
+@contextlib.contextmanager
+def open_record(path):
+    """The mlp_xp file ``path`` opened once, as a :class:`Record`: its header is read (no tensor
+    data) and checked for the mlp_xp format, and its tensors are read, when asked, from the same
+    open file, so that a save replacing the file in between cannot mix two files."""
     from safetensors import safe_open
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path!r}")
-    try:
-        with safe_open(path, framework="numpy") as file:
+    with contextlib.ExitStack() as stack:
+        try:
+            file = stack.enter_context(safe_open(path, framework="numpy"))
             metadata = file.metadata() or {}
             shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    if metadata.get("format") != "mlp_xp":
-        raise ValueError(f"{path!r} is a safetensors file but not an mlp_xp model (no mlp_xp metadata)")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has mlp_xp format version {metadata.get('format_version')!r}; "
-                         f"this mlp_xp reads version {FORMAT_VERSION}")
-    return shapes, metadata
-
-
-def read_tensors(path, metadata):
-    """Every tensor of the file, verified against the checksum written with it."""
-    from safetensors import safe_open
-
-    path = os.fspath(path)
-    try:
-        with safe_open(path, framework="numpy") as file:
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
-    except Exception as error:
-        raise ValueError(f"{path!r} is not a readable safetensors file (truncated or corrupt?): {error}") from None
-    expected = metadata.get("checksum")
-    if expected is not None and _checksum(tensors, metadata) != expected:
-        raise ValueError(f"{path!r} is corrupt: its contents do not match the checksum saved with it")
-    return tensors
+        except Exception as error:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"{path!r} is not a readable safetensors file (truncated or corrupt?): "
+                             f"{error}") from None
+        if metadata.get("format") != "mlp_xp":
+            raise ValueError(f"{path!r} is a safetensors file but not an mlp_xp model (no mlp_xp metadata)")
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path!r} has mlp_xp format version {metadata.get('format_version')!r}; "
+                             f"this mlp_xp reads version {FORMAT_VERSION}")
+        yield Record(path, file, shapes, metadata)
 
 
 @contextlib.contextmanager
@@ -204,4 +229,16 @@ def write(path, tensors, metadata):
     from safetensors.numpy import save_file
 
     metadata = dict(metadata, checksum=_checksum(tensors, metadata))
-    _write_atomically(os.fspath(path), lambda temporary: save_file(tensors, temporary, metadata=metadata))
+    path = os.fspath(path)
+
+    def write_file(temporary):
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+        except Exception as error:  # safetensors' SafetensorError wraps the OS error (a full disk: ENOSPC)
+            number = re.search(r"os error (\d+)", str(error))
+            if number is None:
+                raise
+            code = int(number.group(1))
+            raise OSError(code, os.strerror(code), path) from None  # ("[Errno 28] No space left on device: 'path'")
+
+    _write_atomically(path, write_file)

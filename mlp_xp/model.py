@@ -168,6 +168,9 @@ class Sequential:
                                else None)
         self._loss_scale = precisions.LossScale(self.precision.initial_scale(), 0)
         self.seed = int(seed)
+        #: the number of the last epoch ``fit`` completed (0: none); saved with the model, and a fit
+        #: resumed from a file numbers its epochs after it
+        self.epoch = 0
         self._optimizer = None
         #: the one record of training state (mlp_xp.train.step.TrainState): parameters, optimizer
         #: state, step count, and during a fit the guard and sums; see params, optimizer_state,
@@ -623,7 +626,7 @@ class Sequential:
         clone.shuffle_rng = copy.deepcopy(self.shuffle_rng)
         clone.dropout_rng = copy.deepcopy(self.dropout_rng)
         clone.dropout_masks, clone.dropout_step = self.dropout_masks, self.dropout_step
-        clone.data = self.data
+        clone.data, clone.epoch = self.data, self.epoch
         return clone
 
     # ------------------------------------------------------------------ training API
@@ -789,11 +792,13 @@ class Sequential:
         checkpoint.resume(self, path, optimizer)
 
     def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
-        """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.train.loop.evaluate`."""
+        """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.train.loop.evaluate`.
+        An output or loss that overflows raises :class:`~mlp_xp.NonFiniteError`."""
         return loop.evaluate(self, X, y, loss, batch_size=batch_size, metrics=metrics)
 
     def predict(self, X, batch_size=1024):
-        """Outputs in evaluation mode; see :func:`mlp_xp.train.loop.predict`."""
+        """Outputs in evaluation mode; see :func:`mlp_xp.train.loop.predict`. An output that
+        overflows raises :class:`~mlp_xp.NonFiniteError` naming the row and the layer."""
         return loop.predict(self, X, batch_size=batch_size)
 
     def __call__(self, X):
@@ -817,8 +822,8 @@ def load(path, backend="numpy", device=None, dtype=None):
         FileNotFoundError: no such file.
         ValueError: not an mlp_xp safetensors file, truncated, corrupt, or inconsistent.
     """
-    shapes, metadata = io.read_header(path)
-    with io.metadata_errors(path):
+    with io.open_record(path) as record, io.metadata_errors(path):  # (one open file: one snapshot)
+        metadata = record.metadata
         seed = metadata["seed"]
         if not seed.isdigit():
             raise ValueError(f"the seed must be an int >= 0, got {seed!r}")
@@ -826,7 +831,7 @@ def load(path, backend="numpy", device=None, dtype=None):
         dtype = dtype or metadata["dtype"]
         model = Sequential._skeleton(checkpoint.build_layers(metadata["layers"]), resolve_backend(backend, device),
                                      dtype, int(seed), precision if dtype == "float32" else None)
-        tensors = checkpoint.restore_weights(model, path, shapes, metadata)
+        tensors = checkpoint.restore_weights(model, record)
         if "data" in metadata:
             model.data = checkpoint.data_from_json(metadata["data"], model)
         if "optimizer" in metadata:

@@ -4,7 +4,8 @@
 
 MODE: "train" (fit, then save params and history per rank), "die" (process 1 exits during epoch 2),
 "raise" (an uncaught exception in process 1 only), "stall" (process 1 hangs; process 0 has a 3 s timeout), "checkpoint" (fit with a ModelCheckpoint
-written by process 0 only), "resume" (fit from OUT/checkpoint.safetensors).
+written by process 0 only), "resume" (fit from OUT/checkpoint.safetensors), "mismatch:FIELD" (process 1 differs
+from process 0 in FIELD, one of MISMATCHES; each process prints the ValueError fit raises and exits with status 1).
 """
 
 import json
@@ -36,10 +37,53 @@ def fit(net, epochs, distributed, **options):
                    validation_data=(X[:10], y[:10]), metrics=["top_2_accuracy"], **options)
 
 
+#: process 1's change to (model keywords, fit keywords) of the "mismatch:FIELD" mode, by FIELD
+MISMATCHES = {
+    "optimizer.lr": ({}, {"optimizer": mx.optim.Adam(lr=0.1)}),
+    "optimizer": ({}, {"optimizer": mx.optim.SGD(lr=1e-2)}),
+    "optimizer.betas": ({}, {"optimizer": mx.optim.Adam(lr=1e-2, betas=(0.8, 0.999))}),
+    "schedule": ({}, {"optimizer": mx.optim.Adam(lr=mx.optim.schedules.cosine(1e-2))}),
+    "batch_size": ({}, {"batch_size": 32}),
+    "epochs": ({}, {"epochs": 2}),
+    "shuffle": ({}, {"shuffle": False}),
+    "loss": ({}, {"loss": mx.losses.CrossEntropy(label_smoothing=0.1)}),
+    "precision": ({"dtype": "float32", "precision": "float16"}, {}),
+    "dtype": ({"dtype": "float32"}, {}),
+    "on_nonfinite": ({}, {"on_nonfinite": "skip_batch"}),
+    "sync_every": ({}, {"sync_every": 2}),
+    "metrics": ({}, {"metrics": []}),
+    "samples": ({}, {"rows": 40}),
+    "weights": ({"seed": 4}, {}),
+}
+
+
+def mismatch(out, field, engine):
+    """fit with process 1 changed in ``field``: every process must refuse at the start."""
+    model_options, fit_options = MISMATCHES[field] if engine.rank == 1 else ({}, {})
+    if "precision" in MISMATCHES[field][0]:
+        model_options = {"dtype": "float32", **model_options}  # (float16 keeps float32 master weights)
+    net = mx.Sequential(*model().layers, **{"dtype": "float64", "seed": 3, **model_options})
+    X, y = data()
+    rows = fit_options.pop("rows", len(X))
+    options = {"loss": mx.losses.CrossEntropy(), "optimizer": mx.optim.Adam(lr=1e-2), "epochs": 3, "batch_size": 16,
+               "metrics": ["top_2_accuracy"], **fit_options}
+    try:
+        net.fit(X[:rows], y[:rows], verbose=0, distributed=engine, **options)
+    except ValueError:
+        import traceback
+
+        traceback.print_exc()  # (not raised on: an uncaught exception would end the other process before it prints)
+        sys.stderr.flush()
+        sys.exit(1)
+    np.save(os.path.join(out, f"mismatch-params-{engine.rank}.npy"), mx.to_numpy(net.params))
+
+
 def main():
     out, mode = sys.argv[1], sys.argv[2]
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    engine = mx.distributed.MPI(timeout={"stall": 3.0, "die": 20.0}.get(mode, 60.0))
+    engine = mx.distributed.MPI(timeout={"stall": 3.0, "die": 20.0}.get(mode, 40.0 if ":" in mode else 60.0))
+    if mode.startswith("mismatch:"):
+        return mismatch(out, mode.partition(":")[2], engine)
     net = model()
     callbacks = []
     if mode in ("die", "stall", "raise") and engine.rank == 1:

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,22 @@ def _mpiexec(processes, out, mode, epochs=3, timeout=120):
     result = subprocess.run([MPIEXEC, "-n", str(processes), sys.executable, str(WORKER), str(out), mode, str(epochs)],
                             capture_output=True, text=True, timeout=timeout)
     return result, time.monotonic() - started
+
+
+def _mpiexec_bounded(processes, out, mode, timeout):
+    """``_mpiexec``, but a job still running after ``timeout`` seconds is killed with every process it
+    started (a hung worker would poll in its collective until its own timeout): (result or None, seconds)."""
+    assert MPIEXEC, "mpiexec not found: pip install mpich"
+    started = time.monotonic()
+    job = subprocess.Popen([MPIEXEC, "-n", str(processes), sys.executable, str(WORKER), str(out), mode],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.communicate()
+        return None, time.monotonic() - started
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr), time.monotonic() - started
 
 
 def _single_process(epochs):
@@ -83,6 +100,48 @@ def test_a_stalled_process_is_a_timeout_error(tmp_path):
     assert "DistributedError" in result.stderr and "waited more than 3 s" in result.stderr
 
 
+#: what process 0's and process 1's ValueError names, for each mismatch of mpi_worker.MISMATCHES
+MISMATCH_MESSAGES = {
+    "optimizer.lr": "optimizer.lr differs: process 0: 0.01, process 1: 0.1",
+    "optimizer": "optimizer differs: process 0: Adam, process 1: SGD",
+    "optimizer.betas": "optimizer.betas differs: process 0: (0.9, 0.999), process 1: (0.8, 0.999)",
+    "schedule": "optimizer.lr differs: process 0: 0.01, process 1: cosine(",
+    "batch_size": "batch_size differs: process 0: 16, process 1: 32",
+    "epochs": "epochs differs: process 0: 3, process 1: 2",
+    "shuffle": "shuffle differs: process 0: True, process 1: False",
+    "loss": "loss.label_smoothing differs: process 0: 0.0, process 1: 0.1",
+    "precision": "precision differs: process 0: float32, process 1: float16",
+    "dtype": "dtype differs: process 0: float64, process 1: float32",
+    "on_nonfinite": "on_nonfinite differs: process 0: raise, process 1: skip_batch",
+    "sync_every": "sync_every differs: process 0: None, process 1: 2",
+    "metrics": "metrics differs: process 0: [Accuracy(), TopKAccuracy(k=2)], process 1: [Accuracy()]",
+    "samples": "samples differs: process 0: 50, process 1: 40",
+    "weights": "weights_digest differs: process 0: sha256 ",
+}
+
+
+def test_every_mismatch_has_its_message():
+    assert sorted(MISMATCH_MESSAGES) == sorted(worker.MISMATCHES)
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("field", sorted(MISMATCH_MESSAGES))
+def test_processes_that_disagree_on_the_configuration_refuse_at_the_start(field, tmp_path):
+    """Process 1 differs in one field: every process raises the ValueError that names it, at once
+    (before, a different learning rate trained "ok" into different replicas, and a different batch
+    size or epoch count hung in mismatched collectives until the reduction timeout)."""
+    result, seconds = _mpiexec_bounded(2, tmp_path, f"mismatch:{field}", timeout=60)
+    assert result is not None, f"the job hung for {seconds:.0f} s"
+    assert result.returncode != 0, "the job finished: " + result.stderr[-500:]
+    assert seconds < 30, seconds  # (well under the worker's 40 s reduction timeout)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ValueError: ")]
+    assert len(errors) == 2, result.stderr[-2000:]  # one from each process
+    for error in errors:
+        assert error.startswith("ValueError: distributed training needs the same configuration on every process: ")
+        assert MISMATCH_MESSAGES[field] in error, error
+    assert not list(tmp_path.glob("mismatch-params-*"))
+
+
 @needs_mpiexec
 def test_only_process_0_writes_and_every_process_resumes(tmp_path):
     result, _ = _mpiexec(2, tmp_path, "checkpoint", epochs=2)
@@ -115,6 +174,53 @@ def test_shards_cover_a_batch_once():
             pieces = [Fake(rank, size).shard(0, rows) for rank in range(size)]
             assert pieces[0][0] == 0 and pieces[-1][1] == rows
             assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+
+
+def test_the_configuration_check_names_each_difference_and_each_process():
+    """Without MPI: three processes' views, as the one all-gather would give them to each."""
+    from mlp_xp.train.distributed import check_replicas, replica_fields
+
+    def fields(lr=1e-2, batch_size=16, seed=3, schedule=None, loss=None):
+        net = worker.model()
+        if seed != 3:
+            net = mx.Sequential(*net.layers, dtype="float64", seed=seed)
+        return replica_fields(net, 50, loss=loss or mx.losses.CrossEntropy(),
+                              optimizer=mx.optim.Adam(lr=schedule or lr), epochs=3, batch_size=batch_size,
+                              steps_per_epoch=-(-50 // batch_size), shuffle=True, on_nonfinite="raise",
+                              sync_every=None, metrics=[], validation_samples=None)
+
+    class Gathered(mx.distributed.Engine):
+        def __init__(self, views):
+            self.views, self.size = views, len(views)
+
+        def allgather(self, value):
+            return self.views
+
+    def refusal(views):
+        with pytest.raises(ValueError) as error:
+            check_replicas(Gathered(views), worker.model(), 50, loss=mx.losses.CrossEntropy(),
+                           optimizer=mx.optim.Adam(), epochs=3, batch_size=16, steps_per_epoch=4, shuffle=True,
+                           on_nonfinite="raise", sync_every=None)
+        return str(error.value).removeprefix("distributed training needs the same configuration on every process: ")
+
+    assert fields() == fields()  # (no memory address or other per-process text)
+    same = fields()
+    check_replicas(Gathered([same] * 3), worker.model(), 50, loss=mx.losses.CrossEntropy(),
+                   optimizer=mx.optim.Adam(lr=1e-2), epochs=3, batch_size=16, steps_per_epoch=4, shuffle=True,
+                   on_nonfinite="raise", sync_every=None)  # the same everywhere: no error
+    assert refusal([same, fields(lr=0.1), same]) == "optimizer.lr differs: processes 0, 2: 0.01, process 1: 0.1"
+    assert refusal([same, same, fields(batch_size=32)]) == (
+        "batch_size differs: processes 0-1: 16, process 2: 32; "
+        "steps_per_epoch differs: processes 0-1: 4, process 2: 2")
+    assert refusal([same, fields(loss=mx.losses.MSE()), same]) == (
+        "loss differs: processes 0, 2: CrossEntropy, process 1: MSE")
+    warm = mx.optim.schedules.warmup(lambda count: 0.01, warmup_steps=2)
+    assert fields(schedule=warm) == fields(schedule=mx.optim.schedules.warmup(lambda count: 0.01, warmup_steps=2))
+    assert refusal([same, same, fields(schedule=warm)]).startswith(
+        "optimizer.lr differs: processes 0-1: 0.01, process 2: warmup(per='step', steps_per_epoch=None, "
+        "base=<function ")
+    message = refusal([same, same, fields(seed=4)])
+    assert message.startswith("weights_digest differs: processes 0-1: sha256 ") and message.count("same seed") == 1
 
 
 def test_r2_merged_over_processes_equals_r2_of_all_rows():

@@ -104,3 +104,100 @@ def test_ctrl_c_at_every_line_of_fit_leaves_one_completed_step(ops_name, optimiz
         if model.optimizer_state is not None and count:
             assert len(moments) == len(expected[1]) and all(map(np.array_equal, moments, expected[1])), (at, count)
     assert len(interrupted) > 0.9 * tracer.events  # (nearly every line event did interrupt)
+
+
+def _every_line(action):
+    """Run ``action(tracer)`` once to count its line events, then once more per event with SIGINT
+    raised there; yields (event number, whether it was interrupted) after each interrupted run."""
+    tracer = _Tracer()
+    sys.settrace(tracer)
+    try:
+        action()
+    finally:
+        sys.settrace(None)
+    events = tracer.events
+    assert events > 20, events  # (the tracer sees the action's lines)
+    for at in range(1, events + 1):
+        try:
+            sys.settrace(_Tracer(at))
+            action()
+            interrupted = False
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sys.settrace(None)
+        yield at, interrupted
+
+
+def _saved(model, optimizer):
+    return numpy_of(model.params).copy(), getattr(model, "epoch", 0), int(model.optimizer_state.count)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_ctrl_c_at_every_line_of_a_save_leaves_the_old_or_the_new_file_and_no_temporary(tmp_path):
+    """Issue 21: the file is the old one or the new one, whole; a temporary an interrupt left is
+    removed by the process's next save."""
+    path = tmp_path / "model.safetensors"
+    old, new = _model("fast"), _model("fast")
+    old_adam, new_adam = mx.optim.Adam(lr=1e-2), mx.optim.Adam(lr=1e-2)
+    _fit(old, old_adam, rows=BATCH)
+    _fit(new, new_adam)
+    versions = [_saved(old, old_adam), _saved(new, new_adam)]
+    mx.save(old, path, optimizer=old_adam)
+    interrupted = 0
+    for at, stopped in _every_line(lambda: mx.save(new, path, optimizer=new_adam)):
+        interrupted += stopped
+        loaded = mx.load(path)
+        got = _saved(loaded, loaded.optimizer)
+        matches = [index for index, version in enumerate(versions)
+                   if np.array_equal(got[0], version[0]) and got[1:] == version[1:]]
+        assert len(matches) == 1 and (stopped or matches == [1]), (at, got[1:])  # (not interrupted: the new)
+        mx.save(old, path, optimizer=old_adam)  # (the next save cleans up; and the old file again)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"], at
+    assert interrupted > 20
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_ctrl_c_at_every_line_of_a_resume_changes_all_of_the_model_or_none_of_it(tmp_path):
+    """Issue 21: a resume interrupted anywhere leaves the model as it was, or fully resumed
+    (weights, optimizer and its state, generators, step and epoch counts, loss scale)."""
+    path = tmp_path / "model.safetensors"
+    trained = _model("fast")
+    adam = mx.optim.Adam(lr=mx.optim.schedules.cosine(1e-2, total_steps=10))  # (a run cut after 2 updates)
+    _fit(trained, adam, rows=2 * BATCH)
+    mx.save(trained, path, optimizer=adam)
+
+    def state(model):
+        opt = model.optimizer_state
+        return (numpy_of(model.params).tobytes(), model.optimizer, None if opt is None else
+                (int(opt.count), numpy_of(opt.exp_avg).tobytes(), numpy_of(opt.exp_avg_sq).tobytes()),
+                repr(model.shuffle_rng.bit_generator.state), repr(model.dropout_rng.bit_generator.state),
+                model.dropout_step, model.epoch, model.loss_scale, model.dropout_masks)
+
+    reference = _model("fast")
+    before = state(reference)
+    given = mx.optim.Adam(lr=mx.optim.schedules.cosine(1e-2))
+    reference.load_checkpoint(path, given)
+    after = state(reference)[:1] + (None,) + state(reference)[2:]
+    assert after[2][0] == 2 and after[0] != before[0] and given.lr.total_steps is not None
+    outcomes = set()
+    model, optimizer = None, None
+
+    def resume():
+        nonlocal model, optimizer
+        model, optimizer = _model("fast"), mx.optim.Adam(lr=mx.optim.schedules.cosine(1e-2))
+        model.load_checkpoint(path, optimizer)
+
+    for at, stopped in _every_line(resume):
+        if model is None:
+            continue  # (interrupted before the model was made)
+        now = state(model)
+        if now == before:
+            assert optimizer.lr.total_steps is None, at
+            outcomes.add("none")
+        else:
+            assert now[1] is optimizer and now[:1] + (None,) + now[2:] == after, at
+            assert optimizer.lr == given.lr, at
+            outcomes.add("all")
+        model = None
+    assert outcomes == {"none", "all"}

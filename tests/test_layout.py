@@ -18,7 +18,7 @@ STACK = [
     ("mlp_xp.data",),
     ("mlp_xp.nn", "mlp_xp.optim"),
     ("mlp_xp.ops",),
-    ("mlp_xp._backend", "mlp_xp._errors", "mlp_xp._math", "mlp_xp._plotting"),
+    ("mlp_xp._backend", "mlp_xp._errors", "mlp_xp._interrupts", "mlp_xp._math", "mlp_xp._plotting"),
 ]
 
 
@@ -92,5 +92,5 @@ def test_the_stack_has_the_subpackages_it_names():
     for package in ("nn", "optim", "train", "data", "tools", "ops"):
         assert (root / package / "__init__.py").is_file(), package
     assert sorted(path.name for path in root.glob("*.py")) == [
-        "__init__.py", "__main__.py", "_backend.py", "_errors.py", "_math.py", "_plotting.py", "checkpoint.py", "cli.py",
-        "io.py", "model.py", "sklearn.py"]
+        "__init__.py", "__main__.py", "_backend.py", "_errors.py", "_interrupts.py", "_math.py", "_plotting.py",
+        "checkpoint.py", "cli.py", "io.py", "model.py", "sklearn.py"]

@@ -328,12 +328,51 @@ def test_temporaries_of_killed_saves_are_cleaned_up(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     stale = tmp_path / f".tmp-mlp_xp-{dead}-abc123.safetensors"
-    live = tmp_path / f".tmp-mlp_xp-{os.getpid()}-def456.safetensors"
+    live = tmp_path / f".tmp-mlp_xp-{os.getppid()}-def456.safetensors"  # (another process, running: its save)
     other = tmp_path / ".tmp-someone-else.safetensors"
     for path in (stale, live, other):
         path.write_bytes(b"partial")
     mx.save(model, tmp_path / "model.safetensors")
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_later_save_of_the_same_process_removes_its_interrupted_saves_temporaries(tmp_path):
+    """Ctrl-C can land where the cleanup cannot run (between the temporary's creation and the
+    try, or inside the cleanup): the next save of the process removes what it left, but never the
+    temporary another thread is writing right now."""
+    import threading
+
+    from mlp_xp import io
+
+    model = mx.Sequential(mx.Linear(2, 2), seed=0)
+    left = tmp_path / f".tmp-mlp_xp-{os.getpid()}-left.safetensors"
+    left.write_bytes(b"partial")
+    entered, release = threading.Event(), threading.Event()
+    original = io._write_atomically
+
+    def slow_write(temporary, write=None):  # (another thread's save, paused while its temporary exists)
+        entered.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=io.write, args=(tmp_path / "other.safetensors", {"a": np.zeros(2)}, {}))
+    io._write_atomically = lambda path, write: original(path, lambda temporary: (slow_write(temporary),
+                                                                                  write(temporary)))
+    try:
+        writer.start()
+        assert entered.wait(10)
+    finally:
+        io._write_atomically = original
+    try:
+        busy = [name for name in os.listdir(tmp_path) if name != left.name and name.startswith(".tmp-mlp_xp-")]
+        assert len(busy) == 1  # the other thread's temporary, being written
+        mx.save(model, tmp_path / "model.safetensors")
+        assert not left.exists()  # (was kept: the process id is this one's, which runs)
+        assert (tmp_path / busy[0]).exists()
+    finally:
+        release.set()
+        writer.join(10)
+    assert (tmp_path / "other.safetensors").exists() and not (tmp_path / busy[0]).exists()
+    assert mx.load(tmp_path / "model.safetensors").layers == model.layers
 
 
 def test_a_killed_save_leaves_the_old_file_and_the_next_save_cleans_up(tmp_path):
@@ -472,3 +511,234 @@ def test_ctrl_c_right_after_the_temporary_is_made_leaves_no_file(tmp_path, monke
         mx.save(model, tmp_path / "model.safetensors")
     monkeypatch.undo()
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- resumed runs (issue 21)
+
+
+def _resumable():
+    return mx.Sequential(mx.Linear(4, 8), mx.ReLU(), mx.Dropout(0.2), mx.Linear(8, 2), seed=3)
+
+
+def _fit_labels(model, optimizer, epochs, **options):
+    return model.fit(X, LABELS, mx.losses.CrossEntropy(), optimizer, epochs=epochs, batch_size=16, verbose=0,
+                     **options)
+
+
+def test_a_resumed_cosine_continues_the_interrupted_runs_schedule(tmp_path):
+    """The first run planned 4 epochs and was cut after 2: resuming with cosine(0.5) (its length left
+    open) continues the saved cosine over 4 epochs, exactly; it used to restart its length from the
+    resumed run and train at lr 0."""
+    straight = _resumable()
+    full = _fit_labels(straight, mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5)), 4)
+    first = _resumable()
+    _fit_labels(first, mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5)), 4,
+                callbacks=[mx.callbacks.ModelCheckpoint(str(tmp_path / "ck-{epoch:02d}.safetensors")),
+                           _StopAfter(2)])
+    fresh = _resumable()
+    optimizer = mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5))
+    resumed = _fit_labels(fresh, optimizer, 2, resume_from=tmp_path / "ck-02.safetensors")
+    assert resumed["lr"] == full["lr"][2:] and min(resumed["lr"]) > 0
+    assert optimizer.lr.total_steps == 4 * 4
+    assert np.array_equal(numpy_of(fresh.params), numpy_of(straight.params))
+
+
+class _Hook(mx.callbacks.Callback):
+    def __init__(self, **hooks):
+        for name, hook in hooks.items():
+            setattr(self, name, hook)
+
+
+class _StopAfter(mx.callbacks.Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs, model):
+        return epoch >= self.epochs
+
+
+def test_resuming_a_finished_cosine_is_refused_and_changes_nothing(tmp_path):
+    """Issue 21's case: e2 ends a 2-epoch cosine; a resumed fit would train at its final lr 0 throughout."""
+    first = _resumable()
+    optimizer = mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5))
+    _fit_labels(first, optimizer, 2)
+    mx.save(first, tmp_path / "e2.safetensors", optimizer=optimizer)
+    fresh = _resumable()
+    before = numpy_of(fresh.params)
+    given = mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5))
+    with pytest.raises(ValueError, match=r"ended at update 8 and the checkpoint is at update 8: the resumed run "
+                                         r"would train at its final rate 0.0 throughout; give every length"):
+        _fit_labels(fresh, given, 2, resume_from=tmp_path / "e2.safetensors")
+    assert np.array_equal(numpy_of(fresh.params), before) and fresh.optimizer is None and fresh.epoch == 0
+    assert given.lr.total_steps is None
+    # every length given, counted from the first update: the cosine of a 4-epoch run, continued
+    history = _fit_labels(fresh, mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5, total_steps=16)), 2,
+                          resume_from=tmp_path / "e2.safetensors")
+    straight = _resumable()
+    full = _fit_labels(straight, mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5, total_steps=16)), 4)
+    assert history["lr"] == full["lr"][2:]
+
+
+def test_resuming_with_another_open_schedule_is_refused(tmp_path):
+    first = _resumable()
+    optimizer = mx.optim.SGD(lr=0.1)
+    _fit_labels(first, optimizer, 1)
+    mx.save(first, tmp_path / "constant.safetensors", optimizer=optimizer)
+    with pytest.raises(ValueError, match=r"resuming at update 4 with lr=cosine\(.*lr=0.5.*\), which leaves its "
+                                         r"length open, while the checkpoint was trained with lr=0.1"):
+        _fit_labels(_resumable(), mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5)), 2,
+                    resume_from=tmp_path / "constant.safetensors")
+    # a complete schedule, or a number, is taken as given
+    history = _fit_labels(_resumable(), mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5, total_steps=12)), 2,
+                          resume_from=tmp_path / "constant.safetensors")
+    assert history["lr"] == [mx.optim.schedules.cosine(0.5, total_steps=12)(count) for count in (7, 11)]
+
+
+def test_a_resumed_fit_numbers_its_epochs_after_the_checkpoints(tmp_path, capsys):
+    """Issue 21: ModelCheckpoint('ck-{epoch:02d}') in the resumed run overwrote the first run's files."""
+    pattern = str(tmp_path / "ck-{epoch:02d}.safetensors")
+    first = _resumable()
+    optimizer = mx.optim.Adam(lr=1e-2)
+    _fit_labels(first, optimizer, 2, callbacks=[mx.callbacks.ModelCheckpoint(pattern)])
+    assert first.epoch == 2
+    written = {name: (tmp_path / name).read_bytes() for name in ("ck-01.safetensors", "ck-02.safetensors")}
+    assert mx.load(tmp_path / "ck-01.safetensors").epoch == 1
+
+    seen = []
+    hook = _Hook(on_epoch_begin=lambda epoch, model: seen.append(epoch))
+    fresh = _resumable()
+    history = fresh.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.Adam(lr=1e-2), epochs=2, batch_size=16,
+                        verbose=2, resume_from=tmp_path / "ck-02.safetensors",
+                        callbacks=[mx.callbacks.ModelCheckpoint(pattern), hook])
+    assert seen == [3, 4] and history.first_epoch == 3 and history.epoch_numbers == [3, 4] and fresh.epoch == 4
+    printed = capsys.readouterr().out
+    assert "epoch 3/4 - " in printed and "epoch 4/4 - " in printed and "epoch 1/" not in printed
+    assert {name: (tmp_path / name).read_bytes() for name in written} == written  # the first run's, untouched
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"ck-0{i}.safetensors" for i in (1, 2, 3, 4)]
+    assert mx.load(tmp_path / "ck-04.safetensors").epoch == 4
+    # a fit that does not resume numbers from 1, as Keras does without initial_epoch
+    assert _fit_labels(fresh, mx.optim.Adam(lr=1e-2), 1).epoch_numbers == [1]
+
+
+# ---------------------------------------------------------------- files (issue 21)
+
+
+def test_a_save_refuses_a_scaler_that_load_would_refuse(tmp_path):
+    from mlp_xp.data.datasets import Standardizer
+
+    model = mx.Sequential(mx.Linear(2, 2), seed=0)
+    scaler = Standardizer().fit(np.array([[1.0, 2.0], [3.0, 5.0]]))
+    scaler.scale[1] = np.inf
+    model.data = model.data._replace(scaler=scaler)
+    with pytest.raises(ValueError, match=r"cannot save model.data.scaler: a Standardizer needs finite means and "
+                                         r"finite scales > 0 \(its scale is \[1.0, inf\]"):
+        mx.save(model, tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+_FULL_DISK = """
+import os, resource, signal, sys
+import numpy as np
+import mlp_xp as mx
+model = mx.Sequential(mx.Linear(64, 256), mx.ReLU(), mx.Linear(256, 10), seed=0)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (writes past the limit fail with EFBIG, as on a full disk)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    mx.save(model, sys.argv[1])
+except OSError as error:
+    print(type(error).__name__, error.errno, error.filename, error)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="RLIMIT_FSIZE needs Linux")
+def test_a_save_that_cannot_write_is_an_os_error_naming_the_file(tmp_path):
+    """A full disk raised safetensors' own SafetensorError; a file-size limit fails the same write."""
+    import errno
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"the old file")
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, str(path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == (f"OSError {errno.EFBIG} {path} [Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}: "
+                                     f"'{path}'"), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # no temporary left
+    assert path.read_bytes() == b"the old file"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="RLIMIT_FSIZE needs Linux")
+def test_the_command_line_reports_a_failed_save_in_one_line(tmp_path):
+    import errno
+
+    script = ("import resource, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\nfrom mlp_xp.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))")
+    path = tmp_path / "model.safetensors"
+    result = subprocess.run([sys.executable, "-c", script, "train", "--epochs", "1", "--save", str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"mlp-xp: error: {os.strerror(errno.EFBIG)}: '{path}'"
+    assert "please report" not in result.stderr and not path.exists()
+
+
+@pytest.mark.parametrize("reader", ["load", "resume"])
+def test_a_save_replacing_the_file_during_a_read_cannot_mix_two_files(tmp_path, monkeypatch, reader):
+    """mx.load (and resume) opened the file twice, header then tensors: a save in between made a
+    valid file read as corrupt. One open file is one snapshot: the read gets the file it opened."""
+    from mlp_xp import checkpoint
+
+    path = tmp_path / "model.safetensors"
+    old, new = _resumable(), _resumable()
+    _fit_labels(old, old_optimizer := mx.optim.Adam(lr=1e-2), 1)
+    _fit_labels(new, new_optimizer := mx.optim.Adam(lr=1e-2), 2)
+    mx.save(old, path, optimizer=old_optimizer)
+    real = checkpoint.build_layers
+
+    def build_layers_while_another_process_saves(text):  # (runs between reading the header and the tensors)
+        mx.save(new, path, optimizer=new_optimizer)
+        return real(text)
+
+    monkeypatch.setattr(checkpoint, "build_layers", build_layers_while_another_process_saves)
+    if reader == "load":
+        model = mx.load(path)
+    else:
+        model = _resumable()
+        model.load_checkpoint(path, mx.optim.Adam(lr=1e-2))
+    assert np.array_equal(numpy_of(model.params), numpy_of(old.params)) and model.epoch == 1
+    monkeypatch.undo()
+    assert np.array_equal(numpy_of(mx.load(path).params), numpy_of(new.params))
+
+
+# ---------------------------------------------------------------- concurrency (issue 21)
+
+
+def test_a_second_concurrent_fit_on_a_model_raises_and_leaves_the_first_alone():
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    pause = _Hook(on_epoch_begin=lambda epoch, model: (entered.set(), release.wait(20)))
+    model, alone = _resumable(), _resumable()
+    _fit_labels(alone, mx.optim.Adam(lr=1e-2), 2)
+    errors = []
+
+    def first():
+        try:
+            _fit_labels(model, mx.optim.Adam(lr=1e-2), 2, callbacks=[pause])
+        except BaseException as error:  # pragma: no cover (reported below)
+            errors.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert entered.wait(20)
+        with pytest.raises(RuntimeError, match="this model is being trained by another fit call, in another "
+                                               "thread: two fits at once would write into the same parameters"):
+            _fit_labels(model, mx.optim.SGD(lr=0.1), 1)
+    finally:
+        release.set()
+        thread.join(60)
+    assert errors == [] and np.array_equal(numpy_of(model.params), numpy_of(alone.params))
+    # a fit from a callback of the model's own fit is refused too; after the fits end, fit works again
+    nested = _Hook(on_epoch_end=lambda epoch, logs, model: _fit_labels(model, mx.optim.SGD(lr=0.1), 1))
+    with pytest.raises(RuntimeError, match=r"in this thread \(a callback\?\)"):
+        _fit_labels(model, mx.optim.Adam(lr=1e-2), 1, callbacks=[nested])
+    assert _fit_labels(model, mx.optim.SGD(lr=0.1), 1).epochs == 1

@@ -35,8 +35,16 @@ def _first_text(array):
     return None
 
 
+def _is_bfloat16(dtype):
+    """True for a bfloat16 dtype of numpy (from ``ml_dtypes``), torch or JAX, told by its name so
+    that ``ml_dtypes`` need not be imported."""
+    return dtype is not None and str(dtype).rsplit(".", 1)[-1] == "bfloat16"
+
+
 def _host_array(value, name, allow_text=False):
-    """``value`` as a numpy array, with clear errors for sparse, ragged, text or non-numeric data."""
+    """``value`` as a numpy array, with clear errors for sparse, ragged, text or non-numeric data.
+    bfloat16 arrays (numpy with ``ml_dtypes``, torch, JAX) come back as float32, which holds
+    them exactly, as float16 ones come back as float16."""
     if value is None:
         raise ValueError(f"{name} is None")
     if _is_sparse(value):
@@ -45,6 +53,11 @@ def _host_array(value, name, allow_text=False):
     if type(value).__module__.split(".")[0] == "pandas":
         value = _pandas_values(value)
     elif namespace_name(value) is not None or hasattr(value, "__dlpack__") and not isinstance(value, np.ndarray):
+        if namespace_name(value) is not None and _is_bfloat16(value.dtype):  # (torch cannot hand it to numpy)
+            import array_api_compat
+
+            xp = array_api_compat.array_namespace(value)
+            value = xp.astype(value, xp.float32)
         value = to_numpy(value)
     if isinstance(value, np.ma.MaskedArray):
         raise ValueError(f"{name} is a masked array; fill or drop the masked entries first ({name}.filled(...))")
@@ -62,6 +75,8 @@ def _host_array(value, name, allow_text=False):
             raise ValueError(f"{name} holds text ({name}{list(int(i) for i in where)} = {str(item)!r}); "
                              + ("features must be numbers: encode text columns first (e.g. one-hot)" if features
                                 else "this loss takes numbers"))
+    if _is_bfloat16(array.dtype):  # ml_dtypes' bfloat16 (numpy kind "V"): exact in float32
+        array = array.astype(np.float32)
     if array.dtype == object:
         raise ValueError(f"{name} is ragged or holds non-numbers (numpy made an object array of shape "
                          f"{array.shape}); give a rectangular array of numbers")

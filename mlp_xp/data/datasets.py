@@ -279,7 +279,8 @@ class Standardizer:
     Fit it on the training set and reuse it on every later batch of data (validation, test,
     new rows at prediction time); ``mx.save`` stores it with a model (``model.scaler``), so a
     loaded model gets the same preprocessing. Constant features are centred and left unscaled.
-    A 1-D array is one feature.
+    A 1-D array is one feature. The statistics are computed without overflow, so features of
+    any magnitude (1e200, or near float64's largest) are standardized correctly.
 
     Attributes:
         mean: per-feature mean (float64), set by ``fit``.
@@ -320,10 +321,12 @@ class Standardizer:
             raise ValueError(f"Standardizer.fit needs a non-empty (samples, features) array, got shape {rows.shape}")
         if not np.all(np.isfinite(rows)):
             raise ValueError("Standardizer.fit: X contains NaN or infinity; clean or impute the data first")
-        self.mean = rows.mean(axis=0)
-        scale = rows.std(axis=0)
+        mean, scale = _mean_and_std(rows)
+        for column in np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale))):  # (not expected: std <= max |x|)
+            raise ValueError(f"Standardizer.fit: column {column} (values up to {np.max(np.abs(rows[:, column])):.6g}) "
+                             "has a mean or standard deviation beyond float64's range; rescale that feature first")
         scale[scale == 0] = 1.0
-        self.scale = scale
+        self.mean, self.scale = mean, scale
         return self
 
     def _check(self, rows):
@@ -333,28 +336,63 @@ class Standardizer:
             raise ValueError(f"the Standardizer was fitted on {self.mean.size} features, got shape {rows.shape}")
 
     def transform(self, X):
-        """``(X - mean) / scale`` as float64, in X's shape (1-D stays 1-D)."""
-        return self._apply(X, lambda rows: (rows - self.mean) / self.scale)
+        """``(X - mean) / scale`` as float64, in X's shape (1-D stays 1-D).
+
+        Raises:
+            ValueError: a value so far from the training data that its standardized value is
+                beyond float64's range (the message names its row and column).
+        """
+        return self._apply(X, "transform", lambda rows: (rows - self.mean) / self.scale,
+                           lambda rows: (rows * 0.5 - self.mean * 0.5) / (self.scale * 0.5))
 
     def fit_transform(self, X):
         """``fit(X)`` then ``transform(X)``."""
         return self.fit(X).transform(X)
 
     def inverse_transform(self, X):
-        """Undo ``transform``: ``X * scale + mean``."""
-        return self._apply(X, lambda rows: rows * self.scale + self.mean)
+        """Undo ``transform``: ``X * scale + mean``.
 
-    def _apply(self, X, function):
+        Raises:
+            ValueError: a result beyond float64's range (the message names its row and column).
+        """
+        return self._apply(X, "inverse_transform", lambda rows: rows * self.scale + self.mean,
+                           lambda rows: (rows * (self.scale * 0.5) + self.mean * 0.5) * 2.0)
+
+    def _apply(self, X, name, function, halved):
+        """``function`` of X's rows; where it overflows (the difference or product of values near
+        float64's largest), ``halved``: the same computed on halves, exact for such values. A
+        finite value whose result is still beyond float64 is refused."""
         from .checks import host_features
 
         array = host_features(X)
         rows = self._rows(array)
         self._check(rows)
-        out = function(rows)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = function(rows)
+            overflowed = ~np.isfinite(out)
+            if overflowed.any():
+                out = np.where(overflowed, halved(rows), out)
+        overflowed = ~np.isfinite(out) & np.isfinite(rows)  # (NaN or infinity given pass through, as before)
+        if overflowed.any():
+            row, column = (int(i) for i in np.argwhere(overflowed)[0])
+            raise ValueError(f"Standardizer.{name}: X[{row}, {column}] = {rows[row, column]:.6g} gives a value "
+                             f"beyond float64's range (column {column}: mean {self.mean[column]:.6g}, scale "
+                             f"{self.scale[column]:.6g}); is it in the units the Standardizer was fitted on?")
         return out.reshape(-1) if array.ndim == 1 else out
 
     def __repr__(self):
         return "Standardizer()" if self.mean is None else f"Standardizer(<{self.mean.size} features>)"
+
+
+def _mean_and_std(rows):
+    """Per-column mean and (population) standard deviation of finite float64 ``rows``, without
+    overflow: each column is first scaled by the power of two nearest its largest magnitude, so
+    that squaring cannot overflow (a feature of 1e200 would square to infinity), then the
+    results are scaled back. Scaling by a power of two is exact, so on ordinary data the results
+    are numpy's ``mean`` and ``std`` bit for bit."""
+    _, exponent = np.frexp(np.max(np.abs(rows), axis=0))  # max |x| = m * 2**exponent, 0.5 <= m < 1
+    scaled = np.ldexp(rows, -exponent)  # each column's largest magnitude in [0.5, 1)
+    return np.ldexp(scaled.mean(axis=0), exponent), np.ldexp(scaled.std(axis=0), exponent)
 
 
 def standardize(X_train, *others, return_scaler=False):

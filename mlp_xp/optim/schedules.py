@@ -26,7 +26,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-__all__ = ["constant", "step", "cosine", "warmup", "Schedule", "resolve"]
+__all__ = ["constant", "step", "cosine", "warmup", "Schedule", "resolve", "continue_schedule"]
 
 PER = ("step", "epoch")
 
@@ -229,3 +229,69 @@ def _resolve(schedule, steps_per_epoch, length):
         if base is not schedule.base:
             changes["base"] = base
     return dataclasses.replace(schedule, **changes) if changes else schedule
+
+
+def _open(schedule):
+    """``schedule`` leaves a length for ``fit`` to fill in (a ``cosine`` without ``total_steps``)."""
+    if isinstance(schedule, cosine) and schedule.total_steps is None:
+        return True
+    return isinstance(schedule, warmup) and isinstance(schedule.base, Schedule) and _open(schedule.base)
+
+
+def _filled(given, saved):
+    """``given`` with the lengths it leaves open taken from ``saved``, where both are the same kind."""
+    if type(given) is not type(saved):
+        return given
+    changes = {}
+    if given.steps_per_epoch is None:
+        changes["steps_per_epoch"] = saved.steps_per_epoch
+    if isinstance(given, cosine) and given.total_steps is None:
+        changes["total_steps"] = saved.total_steps
+    if isinstance(given, warmup) and isinstance(given.base, Schedule) and isinstance(saved.base, Schedule):
+        changes["base"] = _filled(given.base, saved.base)
+    return dataclasses.replace(given, **changes) if changes else given
+
+
+def _end(schedule):
+    """The update count from which ``schedule`` stays at its final rate (None: it never settles)."""
+    unit = schedule.steps_per_epoch if schedule.per == "epoch" else 1
+    if unit is None:
+        return None
+    if isinstance(schedule, cosine) and schedule.total_steps is not None:
+        return schedule.total_steps * unit
+    if isinstance(schedule, warmup):
+        base = _end(schedule.base) if isinstance(schedule.base, Schedule) else 0
+        return None if base is None else base + schedule.warmup_steps * unit
+    return None
+
+
+def continue_schedule(given, saved, count: int):
+    """The learning rate a fit resumed from a checkpoint at update ``count`` trains with, where
+    ``given`` is its optimizer's ``lr`` and ``saved`` the checkpoint's (resolved) one.
+
+    A number, a function or a schedule with every length given is taken as given. A schedule that
+    leaves a length open (``cosine()`` without ``total_steps``) continues the saved schedule when it
+    is that schedule with its lengths left open; a ValueError otherwise, since the open length would
+    be counted from the resumed run while the update count goes on from ``count``; and a
+    ValueError where the saved schedule has ended by ``count`` (the whole resumed run would train
+    at its final rate, 0 for a plain cosine).
+
+    Example:
+        >>> from mlp_xp.optim import schedules
+        >>> saved = schedules.cosine(0.1, total_steps=500)
+        >>> schedules.continue_schedule(schedules.cosine(0.1), saved, count=200) == saved
+        True
+    """
+    if not (isinstance(given, Schedule) and _open(given)) or count == 0:
+        return given
+    hint = ("give every length explicitly, counted from the first update of the first run (for instance "
+            "cosine(lr, total_steps=<the first run's updates + this run's>))")
+    if not isinstance(saved, Schedule) or _filled(given, saved) != saved:
+        raise ValueError(f"resuming at update {count} with lr={given!r}, which leaves its length open, while the "
+                         f"checkpoint was trained with lr={saved!r}: the open length would be counted from this run "
+                         f"while the update count goes on from the checkpoint's {count}; {hint}")
+    end = _end(saved)
+    if end is not None and count >= end:
+        raise ValueError(f"the checkpoint's schedule {saved!r} ended at update {end} and the checkpoint is at update "
+                         f"{count}: the resumed run would train at its final rate {saved(count)!r} throughout; {hint}")
+    return saved

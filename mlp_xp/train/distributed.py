@@ -17,6 +17,18 @@ Engines:
 - :class:`NCCL` (CuPy's NCCL bindings, one GPU per process, the NCCL id shared over MPI): the
   reduction stays on the GPUs. Written against CuPy's API but **not yet run on a GPU**.
 
+Before the first step, one all-gather compares everything the replicas' bitwise equality depends
+on, and every process refuses a difference with the same ``ValueError``, naming each field that
+differs and its value on each process (``distributed training needs the same configuration on every
+process: batch_size differs: process 0: 32, process 1: 64``): the training data's and validation
+data's row counts; the model (its layers, dtype, backend and its kernels, precision and, under float16,
+loss-scaling settings and state); digests of its weights, of the optimizer state ``fit`` continues
+from, and of the random state (the shuffling generator, the Dropout key and step, the host Dropout
+generator); the loss (type and config), the optimizer (type and every hyperparameter, a learning-rate
+schedule included), batch_size, steps per epoch, epochs, shuffle, metrics, on_nonfinite and
+sync_every. Callbacks, ``verbose`` and the engine's own settings may differ; the contents of the data
+are not compared (only their row counts).
+
 Only process 0 prints progress and runs the callbacks that write files (``ModelCheckpoint``,
 ``CSVLogger``); every process runs the others (``EarlyStopping`` stops all of them together).
 Resuming (``fit(resume_from=path)``) reads the same file on every process.
@@ -39,12 +51,16 @@ Example (run with ``mpiexec -n 2 python script.py``)::
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import hashlib
 import os
+import pickle
+import re
 import time
 
 import numpy as np
 
-__all__ = ["Engine", "MPI", "NCCL", "DistributedError", "resolve", "launched_with_mpi"]
+__all__ = ["Engine", "MPI", "NCCL", "DistributedError", "resolve", "launched_with_mpi", "check_replicas"]
 
 #: environment variables that MPI launchers (MPICH/hydra, Open MPI, PMIx, Slurm) set for each process
 _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
@@ -154,7 +170,17 @@ class MPI(Engine):
         return xp.asarray(host, device=_device_of(buffer))
 
     def allgather(self, value):
-        return self.comm.allgather(value)
+        """Waits at most ``timeout`` seconds, as a reduction does (sizes, then the pickled values)."""
+        if self.timeout is None:
+            return self.comm.allgather(value)
+        mine = np.frombuffer(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
+        sizes = np.zeros(self.size, dtype=np.int64)
+        self._wait(self.comm.Iallgather(np.array([mine.size], dtype=np.int64), sizes), "all-gather")
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        everyone = np.empty(int(sizes.sum()), dtype=np.uint8)
+        self._wait(self.comm.Iallgatherv(mine, [everyone, (sizes.tolist(), offsets.tolist()), self._mpi.BYTE]),
+                   "all-gather")
+        return [pickle.loads(everyone[start:start + size].tobytes()) for start, size in zip(offsets, sizes)]
 
     def __repr__(self):
         return f"MPI(rank={self.rank}, size={self.size})"
@@ -221,6 +247,125 @@ def _abort_on_uncaught_exceptions(comm):
 
     hook._mlp_xp_aborts = True
     sys.excepthook = hook
+
+
+def check_replicas(engine, model, samples, *, loss, optimizer, epochs, batch_size, steps_per_epoch, shuffle,
+                   on_nonfinite, sync_every, metrics=(), validation_samples=None):
+    """Refuse, on every process, a run whose processes would not train identical replicas.
+
+    One all-gather of :func:`replica_fields` (see the module docstring); every process compares
+    all of them, so all raise together or none does.
+
+    Raises:
+        ValueError: naming each field that differs and its value on each process.
+    """
+    fields = replica_fields(model, samples, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                            steps_per_epoch=steps_per_epoch, shuffle=shuffle, on_nonfinite=on_nonfinite,
+                            sync_every=sync_every, metrics=metrics, validation_samples=validation_samples)
+    differences = _differences(engine.allgather(fields))
+    if differences:
+        raise ValueError("distributed training needs the same configuration on every process: "
+                         + "; ".join(differences))
+
+
+#: what to do about a difference in these fields
+_HINTS = {
+    "samples": "give every process the same data",
+    "weights_digest": "build the model with the same seed on every process, or resume from the same file",
+    "optimizer_state_digest": "pass a fresh optimizer, or resume from the same file",
+    "random_state_digest": "build the model with the same seed on every process, or resume from the same file",
+}
+
+
+def replica_fields(model, samples, *, loss, optimizer, epochs, batch_size, steps_per_epoch, shuffle, on_nonfinite,
+                   sync_every, metrics=(), validation_samples=None) -> dict:
+    """What must agree between the processes, as ``{field: text}`` (short, comparable strings;
+    a field ``"a.b"`` details field ``"a"``)."""
+    from .._backend import to_numpy
+
+    precision = model.precision
+    fields = {
+        "samples": str(samples),
+        "validation_samples": str(validation_samples),
+        "model": _describe(tuple(model.layers)),
+        "dtype": str(model.dtype_name),
+        "backend": str(model.backend.name),
+        "ops": type(model.ops).__qualname__,  # (numba's kernels or numpy's: rounded differently)
+        "precision": str(precision.compute),
+    }
+    if precision.scaled:
+        fields.update({f"precision.{key}": _describe(value) for key, value in precision.config().items()
+                       if key != "compute"})
+        fields["precision.scale_state"] = _describe(tuple(model.loss_scale))  # (the dynamic scale, good steps)
+    fields["loss"] = type(loss).__qualname__
+    fields.update({f"loss.{key}": _describe(value) for key, value in loss.config().items()})
+    fields["optimizer"] = type(optimizer).__qualname__
+    fields.update({f"optimizer.{key}": _describe(value) for key, value in optimizer.config().items()})
+    fields.update({"batch_size": str(batch_size), "steps_per_epoch": str(steps_per_epoch), "epochs": str(epochs),
+                   "shuffle": str(bool(shuffle)), "metrics": _describe(list(metrics)),
+                   "on_nonfinite": str(on_nonfinite), "sync_every": str(sync_every)})
+    fields["weights_digest"] = _digest(np.ascontiguousarray(to_numpy(model.params)))
+    # the state fit continues from (a fresh one for another optimizer or where none is held)
+    held = model.optimizer_state if optimizer is model.optimizer else None
+    fields["optimizer_state_digest"] = "fresh" if held is None else _digest(
+        *(None if part is None else np.ascontiguousarray(to_numpy(part)) if hasattr(part, "shape") else repr(part)
+          for part in held))
+    fields["random_state_digest"] = _digest(
+        model.shuffle_rng.bit_generator.state if shuffle else None, model.dropout_key, model.dropout_step,
+        model.dropout_masks, model.dropout_rng.bit_generator.state if model.dropout_masks == "host" else None)
+    return fields
+
+
+def _describe(value) -> str:
+    """``value`` as text that is the same on every process holding an equal value: its repr
+    without memory addresses (a function is named by its module and qualified name)."""
+    if callable(value) and hasattr(value, "__qualname__") and not dataclasses.is_dataclass(value):
+        return f"{getattr(value, '__module__', None)}.{value.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _digest(*parts) -> str:
+    """A short SHA-256 of arrays (their dtype, shape and bytes) and small picklable values."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            digest.update(part.tobytes())
+        else:
+            digest.update(pickle.dumps(part, protocol=4))
+    return "sha256 " + digest.hexdigest()[:16]
+
+
+def _differences(views) -> list:
+    """``"field differs: process 0: a, process 1: b"`` for each field whose value is not the same on
+    every process (a detail ``"a.b"`` left out where ``"a"`` itself differs)."""
+    names = list(dict.fromkeys(name for view in views for name in view))
+    differing = [name for name in names if len({view.get(name) for view in views}) > 1]
+    lines, hinted = [], set()
+    for name in differing:
+        if any(name.startswith(parent + ".") for parent in differing):
+            continue
+        groups = {}
+        for rank, view in enumerate(views):
+            groups.setdefault(view.get(name, "(absent)"), []).append(rank)
+        values = ", ".join(f"{_processes(ranks)}: {value}" for value, ranks in groups.items())
+        hint = _HINTS.get(name)
+        lines.append(f"{name} differs: {values}" + (f" ({hint})" if hint and hint not in hinted else ""))
+        hinted.add(hint)
+    return lines
+
+
+def _processes(ranks) -> str:
+    """``process 3`` or ``processes 0-2, 5``."""
+    if len(ranks) == 1:
+        return f"process {ranks[0]}"
+    runs = []
+    for rank in ranks:
+        if runs and rank == runs[-1][1] + 1:
+            runs[-1][1] = rank
+        else:
+            runs.append([rank, rank])
+    return "processes " + " ".join(f"{a}-{b}," if b > a else f"{a}," for a, b in runs).rstrip(",")
 
 
 def _device_of(array):

@@ -7,14 +7,18 @@ read finds (``_landed``, ``_failed``); the epoch's logs and its report."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import sys
+import threading
 import time
+import weakref
 
 import numpy as np
 
 from ..data import checks
 from .._errors import NonFiniteError
+from .._interrupts import Interrupts
 from ..optim import SQUARED_STATE, Optimizer, guarded_update
 from .step import cleared, jit_train_step, make_train_step, square_limit
 
@@ -22,7 +26,8 @@ __all__ = ["fit", "evaluate", "predict", "History"]
 
 
 class History(dict):
-    """Per-epoch metrics from ``fit``: ``history["loss"][i]`` is epoch i+1's mean loss.
+    """Per-epoch metrics from ``fit``: ``history["loss"][i]`` is the mean loss of epoch
+    ``first_epoch + i`` (epoch i+1, unless the fit resumed from a checkpoint).
 
     Keys: "loss", "accuracy" (classification losses), "val_loss" and "val_accuracy" (with
     validation data); each holds one float per epoch.
@@ -30,10 +35,18 @@ class History(dict):
 
     #: why training ended early (``on_nonfinite="stop"``), else None
     stop_reason = None
+    #: the number of the fit's first epoch: 1, or the checkpoint's epoch + 1 for a resumed fit
+    first_epoch = 1
 
     @property
     def epochs(self) -> int:
+        """How many epochs the fit ran."""
         return len(self.get("loss", []))
+
+    @property
+    def epoch_numbers(self) -> list:
+        """The number of each epoch the fit ran, as its callbacks and logs saw it."""
+        return list(range(self.first_epoch, self.first_epoch + self.epochs))
 
     def plot(self, path=None, keys=None):
         """Draw loss and metric curves per epoch with matplotlib (``pip install matplotlib``).
@@ -56,7 +69,7 @@ class History(dict):
         figure, axes = new_figure("History.plot", len(panels), (5 * len(panels), 3.5), window=path is None)
         for axis, kind in zip(axes, panels):
             for key in (k for k in keys if kind in k):
-                epochs = range(1, len(self[key]) + 1)
+                epochs = range(self.first_epoch, self.first_epoch + len(self[key]))
                 axis.plot(epochs, self[key], "--" if key.startswith("val_") else "-", marker="o", markersize=3,
                           label=key)
             axis.set_xlabel("epoch")
@@ -261,20 +274,14 @@ def _next_loss_scale(precision, state, overflowed):
     return LossScale(state.scale, good)
 
 
-def _check_replicas(model, engine, samples):
-    """Every process must hold the same weights and as much data, or the replicas would drift."""
-    import hashlib
+def _check_replicas(model, engine, samples, validation=None, **run):
+    """Every process must hold the same weights, state and data and train them the same way, or the
+    replicas would drift (or wait in mismatched collectives): one all-gather compares them all and
+    every process raises the same ValueError (see :func:`mlp_xp.train.distributed.check_replicas`)."""
+    from .distributed import check_replicas
 
-    from .._backend import to_numpy
-
-    digest = hashlib.sha256(np.ascontiguousarray(to_numpy(model.params)).tobytes()).hexdigest()
-    views = engine.allgather((samples, digest))
-    if len({view[0] for view in views}) > 1:
-        raise ValueError(f"distributed training needs the same data on every process; sample counts per process: "
-                         f"{[view[0] for view in views]}")
-    if len({view[1] for view in views}) > 1:
-        raise ValueError("distributed training needs the same initial weights on every process (same seed, or the "
-                         "same resume_from file); process weights differ")
+    check_replicas(engine, model, samples, validation_samples=None if validation is None else validation[0].shape[0],
+                   **run)
 
 
 def _merge_totals(engine, metric_list, totals, count):
@@ -361,11 +368,15 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             last finite weights.
         resume_from: a checkpoint written by ``mx.save(model, path, optimizer=...)`` (or
             ``callbacks.ModelCheckpoint``): its weights, optimizer state and random-generator
-            states are loaded first, so training continues exactly where it stopped.
+            states are loaded first (all or nothing), so training continues exactly where it
+            stopped. ``epochs`` more epochs run, numbered after the checkpoint's; a schedule that
+            leaves its length open continues the checkpoint's (see
+            :func:`mlp_xp.optim.schedules.continue_schedule`).
         distributed: data-parallel training over processes (see :mod:`mlp_xp.train.distributed`):
             None (one process), "auto" (MPI when started by ``mpiexec`` with several
             processes), "mpi", "nccl", or an engine object. Each process must pass the same
-            data and start from the same model; one all-reduce per step keeps them identical.
+            data, arguments and model (compared at the start, in one collective: a difference is a
+            ValueError on every process); one all-reduce per step keeps them identical.
         sync_every: on a device backend, also read the loss and the non-finite guard every this
             many steps (None: only at each epoch's end and at progress-bar refreshes). Each
             read waits for the device; between reads the steps queue up without a host
@@ -380,82 +391,68 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
 
     Raises:
         ValueError / ShapeError / TypeError: bad inputs, arguments or callbacks, before any step.
+        RuntimeError: the model is being trained by another fit (another thread's, or a callback's).
         NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
             non-finite parameter or activation. The optimizer state is reset. On a device
             backend it is raised at the first read after the failing step (the updates after
             it were frozen on the device, so nothing is lost in between).
     """
-    run = _Run(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
-               metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
-    history = History({key: [] for key in run.log_keys})
-    run.hooks.call("on_train_begin", model=model)
-    try:
-        with run.interrupts:
-            _epochs(run, history)
-    finally:  # (the gradient buffer is the run's, not the model's: no second copy of P kept after fit)
-        model.set_train_state(model.record._replace(buffer=None))
-    run.hooks.call("on_train_end", model=model)
+    with _training(model):
+        run = _Run(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
+                   metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
+        history = History({key: [] for key in run.log_keys})
+        history.first_epoch = run.first_epoch
+        run.hooks.call("on_train_begin", model=model)
+        try:
+            with run.interrupts:
+                _epochs(run, history)
+        finally:  # (the gradient buffer is the run's, not the model's: no second copy of P kept after fit)
+            model.set_train_state(model.record._replace(buffer=None))
+        run.hooks.call("on_train_end", model=model)
     return history
 
 
-class _Interrupts:
-    """Ctrl-C (SIGINT) held back while a step writes the model's arrays in place and commits
-    its counts, and delivered right after: an interrupted ``fit`` leaves the model at one
-    completed step (weights, optimizer moments and counts agree). Outside those few lines a
-    SIGINT goes to the handler that was there before, at once. The handler is installed for
-    the whole ``fit`` (main thread only); entering and leaving a step sets one flag."""
+class _FitToken:
+    """Alive while a fit runs (its ``_training`` frame holds it)."""
 
-    def __init__(self):
-        self.critical = False
-        self.pending = None
-        self.previous = None
 
-    def __enter__(self):
-        import signal
-        import threading
+_TRAINING = {}  # id(model) -> (weak reference to the running fit's token, its thread)
 
-        # (main thread only; and not over a handler installed outside Python, which could not be put back)
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
 
-    def __exit__(self, *exc):
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-        return False
-
-    def _handle(self, signum, frame):
-        if self.critical:
-            self.pending = (signum, frame)
-        else:
-            self._deliver(signum, frame)
-
-    def _deliver(self, signum, frame):
-        import signal
-
-        if callable(self.previous):
-            self.previous(signum, frame)  # (Python's default handler raises KeyboardInterrupt here)
-        elif self.previous == signal.SIG_DFL:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGINT)
-
-    def leave(self):
-        """The end of a step's critical lines: a SIGINT that came during them arrives now."""
-        self.critical = False
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            self._deliver(*pending)
+@contextlib.contextmanager
+def _training(model):
+    """One fit at a time per model: a second one (another thread's, or a callback's) would write
+    into the same parameter buffers as the first. (No lock: Ctrl-C between a lock's acquisition and
+    its ``with`` block leaves it held; ``dict.setdefault`` is atomic, and an entry whose fit ended
+    without removing it, interrupted in between, is known by its dead token.)"""
+    token = _FitToken()
+    entry = (weakref.ref(token), threading.get_ident())
+    key = id(model)
+    while True:
+        other = _TRAINING.setdefault(key, entry)
+        if other is entry:
+            break
+        if other[0]() is None:  # a fit that ended without removing its entry
+            if _TRAINING.get(key) is other:
+                _TRAINING.pop(key, None)
+            continue
+        where = "this thread (a callback?)" if other[1] == threading.get_ident() else "another thread"
+        raise RuntimeError(f"this model is being trained by another fit call, in {where}: two fits at once would "
+                           "write into the same parameters; wait for it to end, or fit a copy (model.to() makes one)")
+    try:
+        yield
+    finally:
+        if _TRAINING.get(key) is entry:
+            _TRAINING.pop(key, None)
 
 
 def _epochs(run, history):
     model = run.model
-    for epoch in range(1, run.epochs + 1):
+    for epoch in range(run.first_epoch, run.last_epoch + 1):
         run.hooks.call("on_epoch_begin", epoch=epoch, model=model)
         started = time.perf_counter()
         steps = run.train_epoch(epoch)
+        model.epoch = epoch
         if steps.stop_reason is not None:
             history.stop_reason = steps.stop_reason
         logs = run.epoch_logs(steps)
@@ -551,8 +548,13 @@ class _Run:
         self.hooks.check_config(log_keys)
         if resume_from is not None:
             model.load_checkpoint(resume_from, optimizer)
+        # a resumed fit numbers its epochs after the checkpoint's (history, logs, callbacks, file names)
+        self.first_epoch = model.epoch + 1 if resume_from is not None else 1
+        self.last_epoch = self.first_epoch + self.epochs - 1
         if engine is not None:
-            _check_replicas(model, engine, samples)
+            _check_replicas(model, engine, samples, validation, loss=loss, optimizer=optimizer, epochs=self.epochs,
+                            batch_size=X.batch_size if streaming else batch_size, steps_per_epoch=steps_per_epoch,
+                            shuffle=shuffle, on_nonfinite=on_nonfinite, sync_every=sync_every, metrics=metric_list)
         optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
 
         self.model, self.loss, self.optimizer, self.metric_list = model, loss, optimizer, metric_list
@@ -573,7 +575,7 @@ class _Run:
         self.copy_for_hooks = self.ops.in_place
         self.state = model.train_state(optimizer, metric_list)
         self.consecutive_skips = 0
-        self.interrupts = _Interrupts()
+        self.interrupts = Interrupts()
 
     def _train_step(self, check_grads):
         model, loss, optimizer, metric_list = self.model, self.loss, self.optimizer, self.metric_list
@@ -607,7 +609,7 @@ class _Run:
         if model.params is not self.state.params:  # a callback replaced them (EarlyStopping restores, ...)
             self.state = model.train_state(self.optimizer, self.metric_list)
         self.state = cleared(model, self.state)
-        steps = _Epoch(_progress_bar(self.verbose, epoch, self.epochs, self.samples))
+        steps = _Epoch(_progress_bar(self.verbose, epoch, self.last_epoch, self.samples))
         for step, (x_batch, target_batch, recipe) in enumerate(self._batches(), start=1):
             count = x_batch.shape[0] if x_batch is not None else recipe[2] - recipe[1]
             before = self.state
@@ -724,7 +726,8 @@ class _Run:
         for metric, total in zip(self.metric_list, totals):
             logs[metric.name] = metric.result(total, seen) if seen and total is not None else float("nan")
         if self.validation is not None:
-            for key, value in _evaluate_prepared(model, *self.validation, self.loss, self.metric_list).items():
+            for key, value in _evaluate_prepared(model, *self.validation, self.loss, self.metric_list,
+                                                 what=f"validation after epoch {model.epoch}").items():
                 logs[f"val_{key}"] = value
         updates = model.optimizer_state.count if model.optimizer_state is not None else 0
         logs["lr"] = self.optimizer.learning_rate(max(int(updates) - 1, 0))
@@ -740,7 +743,7 @@ class _Run:
             steps.bar.set_postfix_str(_format_logs({k: v for k, v in logs.items() if k != "skipped_batches"}))
             steps.bar.close()
         elif self.verbose == 2:
-            print(f"epoch {epoch}/{self.epochs} - {_format_logs(logs)} - {elapsed:.2f}s - "
+            print(f"epoch {epoch}/{self.last_epoch} - {_format_logs(logs)} - {elapsed:.2f}s - "
                   f"{steps.seen / elapsed:.0f} samples/s", file=sys.stdout, flush=True)
 
     def call_hook(self, hook, **values):
@@ -776,6 +779,11 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     Returns:
         {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy, plus
         one float per metric.
+
+    Raises:
+        NonFiniteError: an output or the loss is NaN or infinite (the inputs are checked finite,
+            so the forward pass overflowed, e.g. float16 on inputs beyond its range); names the
+            first such row and the first layer whose output is not finite, as ``fit`` does.
     """
     from . import metrics as metrics_module
 
@@ -784,22 +792,35 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     metric_list = metrics_module.resolve(metrics, loss)
     x = checks.prepare_inputs(model, X)
     return _evaluate_prepared(model, x, checks.prepare_targets(model, y, loss, x.shape[0]), loss, metric_list,
-                              batch_size)
+                              batch_size, what="evaluate")
 
 
-def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024):
-    """evaluate() on inputs and targets already checked and on the backend (fit's validation data)."""
+def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024, what="evaluation"):
+    """evaluate() on inputs and targets already checked and on the backend (fit's validation data).
+
+    Whether every output is finite is gathered on the device (one small reduction per batch)
+    and read once at the end; a non-finite output or loss raises NonFiniteError (``what``
+    begins its message), also in ``fit``, whose validation goes through here."""
     xp = model.xp
     loss_sum = 0.0
+    finite = None
     totals = [None] * len(metric_list)
     samples = x.shape[0]
     for start, stop in _batches(samples, batch_size):
         output = model.forward(x[start:stop, ...], loss=loss)
         target_batch = target[start:stop, ...]
         loss_sum = loss_sum + loss.value(output, target_batch, xp) * (stop - start)
+        batch_finite = xp.all(xp.isfinite(output))
+        finite = batch_finite if finite is None else finite & batch_finite
         for index, metric in enumerate(metric_list):
             totals[index] = metric.update(totals[index], output, target_batch, xp)
+    if not bool(finite):  # the one extra read
+        raise _non_finite_output_error(model, x, batch_size, what, loss)
     result = {"loss": float(loss_sum) / samples}
+    if not np.isfinite(result["loss"]):
+        raise NonFiniteError(f"{what}: the loss is {result['loss']} though every output is finite: "
+                             f"{type(loss).__name__} overflowed {model.dtype_name} (outputs or targets far "
+                             "beyond the range the model was trained on?)", name="loss")
     for metric, total in zip(metric_list, totals):
         result[metric.name] = metric.result(total, samples)
     return result
@@ -811,8 +832,39 @@ def predict(model, X, batch_size=1024):
     Returns:
         An array of the model's backend, shape (samples, out_features); ``mx.to_numpy``
         turns it into numpy.
+
+    Raises:
+        NonFiniteError: an output is NaN or infinite (the inputs are checked finite, so the
+            forward pass overflowed, e.g. float16 on inputs beyond its range); names the first
+            such row and the first layer whose output is not finite, as ``fit`` does. The check
+            costs one reduction and one read of the device per call.
     """
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     x = checks.prepare_inputs(model, X)
     outputs = [model.forward(x[start:stop, ...]) for start, stop in _batches(x.shape[0], batch_size)]
-    return outputs[0] if len(outputs) == 1 else model.xp.concat(outputs, axis=0)
+    output = outputs[0] if len(outputs) == 1 else model.xp.concat(outputs, axis=0)
+    if not bool(model.xp.all(model.xp.isfinite(output))):
+        raise _non_finite_output_error(model, x, batch_size, "predict")
+    return output
+
+
+def _non_finite_output_error(model, x, batch_size, what, loss=None):
+    """The NonFiniteError of a predict / evaluate whose outputs (those ``loss`` takes) are not all
+    finite, diagnosed as ``fit`` diagnoses a step: a non-finite parameter, else the first row
+    whose output is not finite and the first layer whose output is not finite for it."""
+    xp = model.xp
+    parameter = _first_non_finite_parameter(model, model.params)
+    if parameter is not None:
+        return NonFiniteError(f"{what}: an output is not finite, and parameter {parameter!r} is not finite "
+                              "either: load or train finite weights", name=parameter)
+    row = None
+    for start, stop in _batches(x.shape[0], batch_size):  # (Array API only: argmax finds the first bad row)
+        bad_rows = ~xp.all(xp.isfinite(model.forward(x[start:stop, ...], loss=loss)), axis=1)
+        if bool(xp.any(bad_rows)):
+            row = start + int(xp.argmax(xp.astype(bad_rows, xp.int32)))
+            break
+    where = None if row is None else _first_non_finite_activation(model, model.params, x[row:row + 1, ...])
+    hint = ", or compute in float32 (precision='float32')" if model.precision.mixed else ""
+    return NonFiniteError(f"{what}: the output for {'a row' if row is None else f'X[{row}]'} is not finite: the "
+                          f"parameters are finite but the forward pass overflowed {model.precision.compute}"
+                          f"{f' ({where})' if where else ''}. Scale the inputs as for training{hint}", name="output")
