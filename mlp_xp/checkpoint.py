@@ -33,7 +33,7 @@ __all__ = ["save", "resume", "build_layers", "restore_weights", "restore_optimiz
 
 _OPTIMIZER_PREFIX = "optimizer."
 #: optimizer state that is a running mean of squares
-_NON_NEGATIVE_STATE = ("exp_avg_sq", "square_avg")
+_NON_NEGATIVE_STATE = ("exp_avg_sq", "max_exp_avg_sq", "square_avg")
 
 
 def schedule_to_json(lr):

@@ -670,8 +670,10 @@ def test_the_command_line_reports_a_failed_save_in_one_line(tmp_path):
     import errno
 
     script = ("import resource, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-              "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\nfrom mlp_xp.cli import main\n"
-              "sys.exit(main(sys.argv[1:]))")
+              "from mlp_xp import io\nwrite = io.write\n"
+              "def full(*args):  # (the disk fills up when the model is saved, not before)\n"
+              "    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n    return write(*args)\n"
+              "io.write = full\nfrom mlp_xp.cli import main\nsys.exit(main(sys.argv[1:]))")
     path = tmp_path / "model.safetensors"
     result = subprocess.run([sys.executable, "-c", script, "train", "--epochs", "1", "--save", str(path)],
                             capture_output=True, text=True, timeout=300)

@@ -78,14 +78,15 @@ class CupyOps(GenericOps):
         return _kernels()["relu_backward"](x, dy)
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
-             weight_decay=0.0, decay=None, grad_scale=None, undo=None):
+             weight_decay=0.0, decay=None, grad_scale=None, undo=None, max_exp_avg_sq=None):
         import cupy
 
         arrays = (params, grads, exp_avg, exp_avg_sq)
-        if params.dtype not in (np.float32, np.float64) or any(a.dtype != params.dtype for a in arrays):
+        if (max_exp_avg_sq is not None or params.dtype not in (np.float32, np.float64)
+                or any(a.dtype != params.dtype for a in arrays)):  # (AMSGrad: the generic rule)
             return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1, beta2=beta2,
                                 eps=eps, bias_correction2_sqrt=bias_correction2_sqrt, weight_decay=weight_decay,
-                                decay=decay, grad_scale=grad_scale)
+                                decay=decay, grad_scale=grad_scale, max_exp_avg_sq=max_exp_avg_sq)
         kernels, cast = _kernels(), params.dtype.type
         def scalar(value):  # (0-d device arrays and host numbers, in the arrays' dtype: T must match)
             return value.astype(params.dtype, copy=False) if hasattr(value, "shape") else cast(value)
@@ -98,4 +99,4 @@ class CupyOps(GenericOps):
         ok = cupy.logical_and(ok, cupy.logical_not(cupy.any(bad)))  # (cupy.any: CUB, all blocks)
         del bad
         kernels["adam_commit"](grads, ok, *scalars, params, exp_avg, exp_avg_sq)
-        return params, exp_avg, exp_avg_sq, ok
+        return params, exp_avg, exp_avg_sq, None, ok

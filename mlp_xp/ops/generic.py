@@ -333,16 +333,18 @@ class GenericOps:
     # namespace whose arrays cannot be written, JAX, gets new arrays), else nothing changes.
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
-             weight_decay=0.0, decay=None, grad_scale=None, undo=None):
+             weight_decay=0.0, decay=None, grad_scale=None, undo=None, max_exp_avg_sq=None):
         """Adam / AdamW. ``step_size``: ``lr / (1 - beta1**t)``; ``bias_correction2_sqrt``:
         ``sqrt(1 - beta2**t)``; ``weight_decay``: L2 added to the gradient; ``decay``: the
         parameters' factor ``1 - lr * weight_decay`` (AdamW), or None; ``grad_scale``: the
-        gradient's clip factor, or None; ``undo``: an array shaped like ``params`` that the Ops
-        may overwrite (the used-up gradient), to keep the old parameters in while it writes in
-        place (numpy_ops). Returns (params, exp_avg, exp_avg_sq, ok)."""
+        gradient's factor (the clip factor, negated to maximize), or None; ``undo``: an array
+        shaped like ``params`` that the Ops may overwrite (the used-up gradient), to keep the old
+        parameters in while it writes in place (numpy_ops); ``max_exp_avg_sq``: AMSGrad's running
+        maximum of ``exp_avg_sq`` (the denominator uses it), or None. Returns (params, exp_avg,
+        exp_avg_sq, max_exp_avg_sq, ok)."""
         xp = self.xp
 
-        def rule(p, g, m, v):
+        def rule(p, g, m, v, v_max=None):
             if grad_scale is not None:
                 g = g * grad_scale
             if weight_decay:
@@ -351,11 +353,14 @@ class GenericOps:
                 p = p * decay
             m = m + (1.0 - beta1) * (g - m)  # torch's lerp
             v = beta2 * v + (1.0 - beta2) * (g * g)
-            denom = xp.sqrt(v) / bias_correction2_sqrt + eps
-            return p - step_size * m / denom, m, v
+            if v_max is not None:  # AMSGrad, as torch: torch.maximum(v_max, v), then its square root
+                v_max = xp.maximum(v_max, v)
+            denom = xp.sqrt(v if v_max is None else v_max) / bias_correction2_sqrt + eps
+            return p - step_size * m / denom, m, v, v_max
 
-        (params, exp_avg, exp_avg_sq), ok = self._guarded(rule, ok, params, grads, (exp_avg, exp_avg_sq), (2,))
-        return params, exp_avg, exp_avg_sq, ok
+        (params, exp_avg, exp_avg_sq, max_exp_avg_sq), ok = self._guarded(
+            rule, ok, params, grads, (exp_avg, exp_avg_sq, max_exp_avg_sq), (2,))
+        return params, exp_avg, exp_avg_sq, max_exp_avg_sq, ok
 
     def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
             weight_decay=0.0, grad_scale=None, undo=None):

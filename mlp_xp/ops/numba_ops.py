@@ -99,17 +99,18 @@ class NumbaOps(UfuncOps):
         return out
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
-             weight_decay=0.0, decay=None, grad_scale=None, undo=None):
-        if not ok or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
+             weight_decay=0.0, decay=None, grad_scale=None, undo=None, max_exp_avg_sq=None):
+        if not ok or max_exp_avg_sq is not None or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
             return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1,
                                 beta2=beta2, eps=eps, bias_correction2_sqrt=bias_correction2_sqrt,
-                                weight_decay=weight_decay, decay=decay, grad_scale=grad_scale, undo=undo)
+                                weight_decay=weight_decay, decay=decay, grad_scale=grad_scale, undo=undo,
+                                max_exp_avg_sq=max_exp_avg_sq)
         cast = params.dtype.type
         finite = _adam(undo, params, exp_avg, exp_avg_sq, cast(1.0 - beta1), cast(beta2), cast(1.0 - beta2),
                        cast(bias_correction2_sqrt), cast(eps), cast(step_size), cast(weight_decay),
                        cast(1.0 if decay is None else decay), bool(weight_decay), decay is not None,
                        cast(1.0 if grad_scale is None else grad_scale), grad_scale is not None)
-        return params, exp_avg, exp_avg_sq, self._kept(params, undo, finite)
+        return params, exp_avg, exp_avg_sq, None, self._kept(params, undo, finite)
 
     def sgd(self, params, grads, momentum_buffer, ok, *, lr, momentum=0.0, dampening=None, nesterov=False,
             weight_decay=0.0, grad_scale=None, undo=None):

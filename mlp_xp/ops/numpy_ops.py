@@ -162,20 +162,21 @@ class UfuncOps(GenericOps):
         return self._scratch, [slice(start, min(start + step, size)) for start in range(0, size, step)]
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
-             weight_decay=0.0, decay=None, grad_scale=None, undo=None):
+             weight_decay=0.0, decay=None, grad_scale=None, undo=None, max_exp_avg_sq=None):
         if not ok:  # a known-bad step: nothing is computed, nothing changes
-            return params, exp_avg, exp_avg_sq, False
-        if not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
+            return params, exp_avg, exp_avg_sq, max_exp_avg_sq, False
+        if max_exp_avg_sq is not None or not self._fast(params, grads, undo, exp_avg, exp_avg_sq):
             return super().adam(params, grads, exp_avg, exp_avg_sq, ok, step_size=step_size, beta1=beta1,
                                 beta2=beta2, eps=eps, bias_correction2_sqrt=bias_correction2_sqrt,
-                                weight_decay=weight_decay, decay=decay, grad_scale=grad_scale)
+                                weight_decay=weight_decay, decay=decay, grad_scale=grad_scale,
+                                max_exp_avg_sq=max_exp_avg_sq)
         scratch, parts = self._parts(params)
         finite = True
         for part in parts:
             finite &= self._adam_part(params[part], grads[part], exp_avg[part], exp_avg_sq[part], undo[part],
                                       scratch[:part.stop - part.start], step_size, beta1, beta2, eps,
                                       bias_correction2_sqrt, weight_decay, decay, grad_scale)
-        return params, exp_avg, exp_avg_sq, self._kept(params, undo, finite)
+        return params, exp_avg, exp_avg_sq, None, self._kept(params, undo, finite)
 
     def _adam_part(self, params, grads, m, v, undo, scratch, step_size, beta1, beta2, eps, bias_correction2_sqrt,
                    weight_decay, decay, grad_scale):

@@ -44,7 +44,15 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "SGDState", "AdamStat
 
 #: optimizer state that accumulates squared gradients: once inf, every later update of those
 #: weights divides by inf, so an overflow there is a failure even though the weights stay finite
-SQUARED_STATE = ("exp_avg_sq", "square_avg")
+SQUARED_STATE = ("exp_avg_sq", "max_exp_avg_sq", "square_avg")
+
+
+def _np_bool_types():
+    """numpy's bool type where numpy is loaded (a flag given as ``np.True_``), else none."""
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    return (numpy.bool_,) if numpy is not None else ()
 
 
 def _check_non_negative(name, value):
@@ -73,8 +81,12 @@ class Optimizer:
     gets its ``update`` in training too (see :func:`guarded_update`)."""
 
     _config_keys: tuple = ("lr", "weight_decay", "clip_norm")
+    #: follow the gradient uphill (torch's ``maximize``)
+    maximize = False
 
-    def __init__(self, lr, weight_decay=0.0, clip_norm=None):
+    def __init__(self, lr, weight_decay=0.0, clip_norm=None, maximize=False):
+        if not callable(lr) and getattr(lr, "shape", None) == ():  # a 0-d array (torch's tensor lr): its value
+            lr = float(lr)
         if not callable(lr):
             if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 <= lr < math.inf:
                 raise ValueError(f"lr must be a finite number >= 0 or a schedule, got {lr!r}")
@@ -85,6 +97,9 @@ class Optimizer:
                                       or not 0 < clip_norm < math.inf):
             raise ValueError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
         self.clip_norm = None if clip_norm is None else float(clip_norm)
+        if not isinstance(maximize, (bool, _np_bool_types())):
+            raise ValueError(f"maximize must be True or False, got {maximize!r}")
+        self.maximize = bool(maximize)
 
     def learning_rate(self, count: int) -> float:
         """The learning rate of update number ``count`` (0-based), on the host.
@@ -160,13 +175,16 @@ class Optimizer:
         return ops.xp.asarray(self.learning_rate(count), dtype=dtype, device=ops.device)
 
     def _grad_scale(self, ops, grads):
-        """The factor ``clip_grad_norm_`` scales the gradient by (0-d, on the device), or None."""
+        """The factor the gradient is scaled by, or None: ``clip_grad_norm_``'s (0-d, on the
+        device), negated with ``maximize`` (torch's ``-grad``: exact, as a product with -1 is)."""
+        sign = -1.0 if self.maximize else 1.0
         if self.clip_norm is None:
-            return None
+            return None if sign == 1.0 else sign
         xp = ops.xp
         # as torch.nn.utils.clip_grad_norm_: always scaled, by min(1, max_norm / (norm + 1e-6))
         norm = xp.sqrt(xp.sum(grads * grads))
-        return xp.minimum(self.clip_norm / (norm + 1e-6), 1.0)
+        scale = xp.minimum(self.clip_norm / (norm + 1e-6), 1.0)
+        return scale if sign == 1.0 else -scale
 
     def config(self):
         return {key: getattr(self, key) for key in self._config_keys}
@@ -195,12 +213,16 @@ class SGD(Optimizer):
         nesterov: Nesterov momentum (needs momentum > 0 and no dampening).
         weight_decay: L2 penalty added to the gradient.
         clip_norm: global gradient-norm clip, or None.
+        maximize: follow the gradient uphill.
+
+    The default learning rate is torch's, 1e-3 (0.01 before mlp_xp 0.5).
     """
 
-    _config_keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "clip_norm")
+    _config_keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "clip_norm", "maximize")
 
-    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None, dampening=0.0):
-        super().__init__(lr, weight_decay, clip_norm)
+    def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None, dampening=0.0,
+                 maximize=False):
+        super().__init__(lr, weight_decay, clip_norm, maximize)
         self.momentum = _check_non_negative("momentum", momentum)
         self.dampening = _check_non_negative("dampening", dampening)
         if nesterov and (self.momentum == 0 or self.dampening != 0):
@@ -232,13 +254,15 @@ class AdamState(NamedTuple):
     count: Any
     exp_avg: Any
     exp_avg_sq: Any
+    max_exp_avg_sq: Any = None  # AMSGrad's running maximum of exp_avg_sq (None without amsgrad)
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), as ``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradient).
 
     ``m = lerp(m, g, 1 - b1)``; ``v = b2 v + (1 - b2) g^2``;
-    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
+    ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``; with ``amsgrad``,
+    ``v_max = max(v_max, v)`` takes ``v``'s place in the denominator.
 
     Args:
         lr: learning rate or schedule.
@@ -246,14 +270,20 @@ class Adam(Optimizer):
         eps: added to the denominator.
         weight_decay: L2 penalty added to the gradient (use AdamW for decoupled decay).
         clip_norm: global gradient-norm clip, or None.
+        amsgrad: the AMSGrad variant (one more parameter-sized state vector).
+        maximize: follow the gradient uphill.
     """
 
-    _config_keys = ("lr", "betas", "eps", "weight_decay", "clip_norm")
+    _config_keys = ("lr", "betas", "eps", "weight_decay", "clip_norm", "amsgrad", "maximize")
     #: weight decay applied to the parameters (AdamW) instead of added to the gradient
     decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
-        super().__init__(lr, weight_decay, clip_norm)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None, amsgrad=False,
+                 maximize=False):
+        super().__init__(lr, weight_decay, clip_norm, maximize)
+        if not isinstance(amsgrad, (bool, _np_bool_types())):
+            raise ValueError(f"amsgrad must be True or False, got {amsgrad!r}")
+        self.amsgrad = bool(amsgrad)
         try:
             beta1, beta2 = (float(beta) for beta in betas)
         except (TypeError, ValueError):
@@ -267,7 +297,8 @@ class Adam(Optimizer):
         import array_api_compat
 
         xp = array_api_compat.array_namespace(params)
-        return AdamState(self._zero_count(params), xp.zeros_like(params), xp.zeros_like(params))
+        return AdamState(self._zero_count(params), xp.zeros_like(params), xp.zeros_like(params),
+                         xp.zeros_like(params) if self.amsgrad else None)
 
     def apply(self, ops, grads, state, params, ok, undo=None):
         xp, dtype = ops.xp, params.dtype
@@ -282,12 +313,16 @@ class Adam(Optimizer):
         if self.weight_decay and self.decoupled:
             decay = 1.0 - lr * self.weight_decay
             decay = decay if type(decay) is float else xp.astype(decay, dtype)  # (a numpy float is a float too)
-        params, exp_avg, exp_avg_sq, ok = ops.adam(
+        max_exp_avg_sq = state.max_exp_avg_sq
+        if self.amsgrad and max_exp_avg_sq is None:  # (a state saved before its first update)
+            max_exp_avg_sq = xp.zeros_like(params)
+        params, exp_avg, exp_avg_sq, max_exp_avg_sq, ok = ops.adam(
             params, grads, state.exp_avg, state.exp_avg_sq, ok, step_size=step_size, beta1=beta1, beta2=beta2,
             eps=self.eps, bias_correction2_sqrt=bias_correction2_sqrt,
             weight_decay=0.0 if self.decoupled else self.weight_decay, decay=decay,
-            grad_scale=self._grad_scale(ops, grads), undo=undo)
-        return params, AdamState(ops.select(ok, count, state.count), exp_avg, exp_avg_sq), ok
+            grad_scale=self._grad_scale(ops, grads), undo=undo,
+            max_exp_avg_sq=max_exp_avg_sq if self.amsgrad else None)
+        return params, AdamState(ops.select(ok, count, state.count), exp_avg, exp_avg_sq, max_exp_avg_sq), ok
 
 
 class AdamW(Adam):
@@ -298,8 +333,9 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, clip_norm=None):
-        super().__init__(lr, betas, eps, weight_decay, clip_norm)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, clip_norm=None, amsgrad=False,
+                 maximize=False):
+        super().__init__(lr, betas, eps, weight_decay, clip_norm, amsgrad, maximize)
 
 
 class RMSpropState(NamedTuple):
@@ -323,13 +359,14 @@ class RMSprop(Optimizer):
         centered: normalise by the estimated variance instead of the second moment.
         weight_decay: L2 penalty added to the gradient.
         clip_norm: global gradient-norm clip, or None.
+        maximize: follow the gradient uphill.
     """
 
-    _config_keys = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay", "clip_norm")
+    _config_keys = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay", "clip_norm", "maximize")
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
-                 clip_norm=None):
-        super().__init__(lr, weight_decay, clip_norm)
+                 clip_norm=None, maximize=False):
+        super().__init__(lr, weight_decay, clip_norm, maximize)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         self.alpha = float(alpha)
