@@ -16,6 +16,7 @@ from .tools.compare import Comparison, compare
 from .tools.diagnostics import layer_statistics
 from .tools.gradcheck import GradientCheck, check_gradients
 from .checkpoint import save
+from .export import export_onnx, to_torch
 from .nn.layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Softmax,
                         Softplus, Tanh)
 from .model import Sequential, load
@@ -29,6 +30,6 @@ __all__ = [
     "losses", "optim", "callbacks", "datasets", "initializers", "metrics", "distributed", "precision",
     "step", "ops", "counting", "layers", "diagnostics",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",
-    "save", "load", "layer_statistics", "compare", "Comparison",
+    "save", "load", "layer_statistics", "compare", "Comparison", "export_onnx", "to_torch",
     "__version__",
 ]

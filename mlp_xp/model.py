@@ -785,6 +785,18 @@ class Sequential:
         """Write this model (and ``optimizer``'s state) to a file: :func:`mlp_xp.save`."""
         checkpoint.save(self, path, optimizer)
 
+    def export_onnx(self, path, opset=None, include_scaler=False):
+        """Write this model to an ONNX file computing what ``predict`` does: :func:`mlp_xp.export.export_onnx`."""
+        from . import export
+
+        export.export_onnx(self, path, opset=opset, include_scaler=include_scaler)
+
+    def to_torch(self):
+        """An equivalent ``torch.nn.Sequential`` (a copy, in eval mode): :func:`mlp_xp.export.to_torch`."""
+        from . import export
+
+        return export.to_torch(self)
+
     def load_checkpoint(self, path, optimizer):
         """Put the weights, generator states and ``optimizer``'s state of a file written with
         ``optimizer=`` into this model (same architecture): what ``fit(resume_from=path)`` does

@@ -12,7 +12,7 @@ STACK = [
     ("mlp_xp.cli", "mlp_xp.sklearn"),
     ("mlp_xp.tools",),
     ("mlp_xp.model",),
-    ("mlp_xp.checkpoint",),
+    ("mlp_xp.checkpoint", "mlp_xp.export"),
     ("mlp_xp.train",),
     ("mlp_xp.io",),
     ("mlp_xp.data",),
@@ -93,4 +93,4 @@ def test_the_stack_has_the_subpackages_it_names():
         assert (root / package / "__init__.py").is_file(), package
     assert sorted(path.name for path in root.glob("*.py")) == [
         "__init__.py", "__main__.py", "_backend.py", "_errors.py", "_interrupts.py", "_math.py", "_plotting.py",
-        "checkpoint.py", "cli.py", "io.py", "model.py", "sklearn.py"]
+        "checkpoint.py", "cli.py", "export.py", "io.py", "model.py", "sklearn.py"]
