@@ -166,6 +166,9 @@ def prepare_targets(model, y, loss, samples, name="y"):
 def _checked_host_targets(model, y, loss, samples, name, row_offset=0):
     """y checked against the loss and the model's outputs, as a host array: int64 class labels,
     or targets in the model's dtype."""
+    check_fit = getattr(loss, "check_fit", None)
+    if check_fit is not None:  # the loss's own options against the model (reduction, weights' lengths)
+        check_fit(model.out_features)
     host = _host_array(y, name, allow_text=loss.target_kind == "class")
     if host.dtype.kind in "USO":
         example = str(host.reshape(-1)[0])
@@ -188,13 +191,21 @@ def _checked_host_targets(model, y, loss, samples, name, row_offset=0):
                                  "probabilities of shape (samples, classes)")
         elif host.dtype.kind == "b":
             raise ValueError(f"{name} is boolean; CrossEntropy takes integer labels 0..{outputs - 1}")
-        low, high = host.min(), host.max()
-        if low < 0 or high >= outputs:
-            bad = (low if low < 0 else high).item()
+        if getattr(loss, "log_target", False):
+            raise ValueError(f"{type(loss).__name__}(log_target=True) takes log-probabilities of shape "
+                             f"(samples, classes), got {name} of shape {host.shape}")
+        ignore_index = getattr(loss, "ignore_index", None)
+        if ignore_index is not None:
+            bad_rows = np.flatnonzero(((host < 0) | (host >= outputs)) & (host != ignore_index))
+        else:
+            bad_rows = np.flatnonzero((host < 0) | (host >= outputs))
+        if bad_rows.size:
+            row = int(bad_rows[0])
+            bad = host[row].item()
             bad = int(bad) if float(bad).is_integer() else bad
-            row = int(np.flatnonzero(host == bad)[0]) + row_offset
-            raise ValueError(f"label out of range: {name}[{row}] = {bad} but the model has {outputs} outputs, "
-                             f"so labels must be in [0, {outputs - 1}]")
+            also = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+            raise ValueError(f"label out of range: {name}[{row + row_offset}] = {bad} but the model has {outputs} "
+                             f"outputs, so labels must be in [0, {outputs - 1}]{also}")
         return host.astype(np.int64)
     expected = (samples, outputs)
     if host.ndim == 1 and outputs == 1:
@@ -206,11 +217,18 @@ def _checked_host_targets(model, y, loss, samples, name, row_offset=0):
         host = host.astype(model.dtype_name)
     if not np.all(np.isfinite(host)):
         raise ValueError(f"{name} overflows {model.dtype_name}")
-    if kind in ("class", "binary") and (host.min() < 0 or host.max() > 1):
+    if getattr(loss, "log_target", False):  # log-probabilities: check them as probabilities
+        if host.max() > 0:
+            raise ValueError(f"{type(loss).__name__}(log_target=True) targets are log-probabilities (<= 0); "
+                             f"{name} reaches {host.max()}")
+        probabilities = np.exp(host)
+    else:
+        probabilities = host
+    if kind in ("class", "binary") and (probabilities.min() < 0 or probabilities.max() > 1):
         raise ValueError(f"{type(loss).__name__} targets must lie in [0, 1]; {name} spans "
                          f"[{host.min()}, {host.max()}]")
     if kind == "class":
-        sums = host.sum(axis=1)
+        sums = probabilities.sum(axis=1)
         worst = int(np.argmax(np.abs(sums - 1.0)))
         if abs(sums[worst] - 1.0) > 1e-3:
             raise ValueError(f"CrossEntropy probability targets must sum to 1 per row; row {worst + row_offset} "
