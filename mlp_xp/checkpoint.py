@@ -134,6 +134,13 @@ def optimizer_metadata(optimizer):
 
 
 
+def _epoch(value):
+    """``model.epoch`` as the file holds it: an int >= 0 (what load accepts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"cannot save model.epoch={value!r}: it must be an int >= 0 (the last epoch fit completed)")
+    return int(value)
+
+
 def save(model, path, optimizer=None):
     """Write ``model`` (and the state of ``optimizer``, if given) to a safetensors file.
 
@@ -158,7 +165,7 @@ def save(model, path, optimizer=None):
         "rng": json.dumps({"shuffle": model.shuffle_rng.bit_generator.state,
                            "dropout": model.dropout_rng.bit_generator.state,
                            "dropout_step": model.dropout_step, "dropout_masks": model.dropout_masks}),
-        "epoch": str(model.epoch),
+        "epoch": str(_epoch(model.epoch)),
     }
     data = data_to_json(model.data)
     if data:
@@ -299,7 +306,7 @@ def precision_from_json(text):
 
 
 
-def resume(model, path, optimizer):
+def resume(model, path, optimizer, steps_per_epoch=None, updates=None):
     """Load weights, generator states, epoch count and ``optimizer``'s state from ``path`` into
     ``model``, all or nothing: everything is read and checked into a scratch model first, then
     handed over in a few assignments during which Ctrl-C is held back, so a file refused at any
@@ -325,7 +332,7 @@ def resume(model, path, optimizer):
         restore_optimizer(scratch, tensors, metadata["optimizer"], optimizer)
         info = io.parse_json(metadata["optimizer"], "optimizer")
         lr = schedules.continue_schedule(optimizer.lr, schedule_from_json(info["config"]["lr"]),
-                                         scratch.optimizer_state.count)
+                                         scratch.optimizer_state.count, steps_per_epoch, updates)
     with held_interrupts():  # (the hand-over: all of it, or none of it)
         model.set_train_state(scratch.record, scratch.optimizer)
         model.shuffle_rng.bit_generator.state = scratch.shuffle_rng.bit_generator.state

@@ -67,6 +67,18 @@ _TEMPORARY_PREFIX = ".tmp-mlp_xp-"
 #: this process's temporaries being written now (by any thread): the only ones of ours kept. (No lock:
 #: Ctrl-C between a lock's acquisition and its ``with`` block would leave it held; set operations are atomic.)
 _WRITING = set()
+#: this process's temporaries: its id, and a token of its own (containers sharing a folder can share ids)
+_OWN_PREFIX = f"{_TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
+
+
+def _after_fork():  # (a forked child is another process: its own id, token and saves under way)
+    global _OWN_PREFIX
+    _OWN_PREFIX = f"{_TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
+    _WRITING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _write_atomically(path, write):
@@ -93,7 +105,7 @@ def _write_atomically(path, write):
         mode = 0o666 & ~umask
     # (the temporary's name is chosen, and listed as being written, before the file exists, all inside
     # the try: an interrupt anywhere leaves no file, or one that the next save removes)
-    temporary = os.path.join(directory, f"{_TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.safetensors")
+    temporary = os.path.join(directory, f"{_OWN_PREFIX}{secrets.token_hex(8)}.safetensors")
     try:
         _WRITING.add(temporary)
         os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -102,6 +114,12 @@ def _write_atomically(path, write):
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, target)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        if error.filename == temporary:  # (a read-only folder, say: name the file the user asked for)
+            raise type(error)(error.errno, error.strerror, path) from None
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
@@ -124,10 +142,12 @@ def _remove_stale_temporaries(directory):
         path = os.path.join(directory, name)
         if not pid.isdigit():
             continue
-        if int(pid) == os.getpid():
+        if name.startswith(_OWN_PREFIX):  # this process's (its id and its token: not a namesake's)
             if path not in _WRITING:  # (not another thread's save, under way)
                 with contextlib.suppress(OSError):
                     os.remove(path)
+            continue
+        if int(pid) == os.getpid():  # (another process with our id: another container sharing the folder)
             continue
         if _process_alive(int(pid)):
             continue

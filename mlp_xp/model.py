@@ -797,11 +797,13 @@ class Sequential:
 
         return export.to_torch(self)
 
-    def load_checkpoint(self, path, optimizer):
+    def load_checkpoint(self, path, optimizer, steps_per_epoch=None, updates=None):
         """Put the weights, generator states and ``optimizer``'s state of a file written with
         ``optimizer=`` into this model (same architecture): what ``fit(resume_from=path)`` does
-        before its first step."""
-        checkpoint.resume(self, path, optimizer)
+        before its first step (all or nothing; see :func:`mlp_xp.checkpoint.resume`, and
+        :func:`mlp_xp.optim.schedules.continue_schedule` for ``steps_per_epoch`` and ``updates``,
+        the resumed run's)."""
+        checkpoint.resume(self, path, optimizer, steps_per_epoch=steps_per_epoch, updates=updates)
 
     def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
         """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.train.loop.evaluate`.

@@ -104,6 +104,21 @@ def numpy_of(array):
     return np.asarray(mx.to_numpy(array), dtype=np.float64)
 
 
+def torch_twin(torch, model):
+    """A float64 torch.nn.Sequential of ``model`` (Linear and Tanh layers) with its weights
+    (torch stores W as (out, in): transposed)."""
+    layers = [torch.nn.Linear(layer.in_features, layer.out_features) if isinstance(layer, mx.Linear)
+              else torch.nn.Tanh() for layer in model.layers]
+    net = torch.nn.Sequential(*layers).double()
+    weights = {key: mx.to_numpy(value) for key, value in model.state_dict().items()}
+    with torch.no_grad():
+        for index, layer in enumerate(model.layers):
+            if isinstance(layer, mx.Linear):
+                net[index].weight.copy_(torch.tensor(weights[f"{index}.weight"].T))
+                net[index].bias.copy_(torch.tensor(weights[f"{index}.bias"]))
+    return net
+
+
 def relative_error(analytic, numeric):
     """max |a - n| / max(max |a|, max |n|): the gradient checker's per-tensor measure."""
     analytic, numeric = numpy_of(analytic), numpy_of(numeric)

@@ -96,6 +96,11 @@ def main():
                         raise RuntimeError("only process 1 fails")
                     time.sleep(600)
         callbacks.append(Fail())
+    if mode == "stop" and engine.rank == 1:  # (one process's callback stops: every process must)
+        class Stop:
+            def on_epoch_end(self, epoch, logs, model):
+                return epoch == 1
+        callbacks.append(Stop())
     options = {}
     if mode == "checkpoint":
         callbacks.append(mx.callbacks.ModelCheckpoint(os.path.join(out, "checkpoint.safetensors")))

@@ -94,6 +94,17 @@ def test_an_exception_in_one_process_ends_the_job(tmp_path):
 
 
 @needs_mpiexec
+def test_a_stop_decided_on_one_process_stops_every_process(tmp_path):
+    """Review of issue 21: a callback that stopped one process left the other waiting in a collective."""
+    result, seconds = _mpiexec(2, tmp_path, "stop", epochs=3, timeout=120)
+    assert result.returncode == 0 and seconds < 30, result.stderr
+    histories = [json.loads((tmp_path / f"stop-history-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [len(history["loss"]) for history in histories] == [1, 1]
+    params = [np.load(tmp_path / f"stop-params-{rank}.npy") for rank in (0, 1)]
+    assert np.array_equal(params[0], params[1])
+
+
+@needs_mpiexec
 def test_a_stalled_process_is_a_timeout_error(tmp_path):
     result, seconds = _mpiexec(2, tmp_path, "stall", timeout=120)
     assert result.returncode != 0 and seconds < 60
@@ -275,3 +286,20 @@ def test_nccl_on_one_gpu():
     value, grad, _, _, _ = sharded_loss_and_grad(net, engine, net.params, x, target, mx.losses.CrossEntropy())
     plain, plain_grad, _ = net.value_and_grad(x, target, mx.losses.CrossEntropy())
     assert float(abs(value - plain)) < 1e-12 and float(cupy.max(cupy.abs(grad - plain_grad))) < 1e-12
+
+
+def test_two_learning_rate_functions_of_one_name_are_told_apart_by_their_values():
+    """Review of issue 21: lambdas (or closures) differ only in the rates they give."""
+    from mlp_xp.train.distributed import replica_fields
+
+    def fields(lr):
+        model = mx.Sequential(mx.Linear(3, 2), seed=0)
+        return replica_fields(model, 10, loss=mx.losses.CrossEntropy(), optimizer=mx.optim.SGD(lr=lr), epochs=2,
+                              batch_size=5, steps_per_epoch=2, shuffle=True, on_nonfinite="raise", sync_every=None)
+
+    make = lambda value: (lambda count: value)  # noqa: E731
+    one, other, same = fields(make(0.01)), fields(make(0.5)), fields(make(0.01))
+    assert one["optimizer.lr"] == other["optimizer.lr"]  # (the same qualified name)
+    assert one["optimizer.lr_values"] != other["optimizer.lr_values"] and one == same
+    warm = [fields(mx.optim.schedules.warmup(make(value), 2)) for value in (0.01, 0.5)]
+    assert warm[0]["optimizer.lr_values"] != warm[1]["optimizer.lr_values"]

@@ -10,7 +10,7 @@ import mlp_xp as mx
 from mlp_xp._backend import resolve_backend
 from mlp_xp.optim import schedules
 
-from .conftest import numpy_of
+from .conftest import numpy_of, torch_twin
 
 P0 = np.array([1.0, -2.0, 0.5])
 G = np.array([0.5, -1.0, 2.0])
@@ -97,11 +97,7 @@ def test_float64_trajectory_matches_torch(case):
     X, y = rng.normal(size=(64, 6)), rng.integers(0, 3, size=64)
     model = mx.Sequential(mx.Linear(6, 16), mx.Tanh(), mx.Linear(16, 3), dtype="float64", seed=3)
     weights = {k: mx.to_numpy(v) for k, v in model.state_dict().items()}
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
-    with torch.no_grad():
-        for index in (0, 2):  # torch stores W as (out, in)
-            net[index].weight.copy_(torch.tensor(weights[f"{index}.weight"].T))
-            net[index].bias.copy_(torch.tensor(weights[f"{index}.bias"]))
+    net = torch_twin(torch, model)
     ours, theirs = make_ours(), make_torch(torch, net.parameters())
     Xt, yt = torch.tensor(X), torch.tensor(y)
     model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=ours, epochs=50, batch_size=64, shuffle=False, verbose=0)

@@ -10,6 +10,8 @@ import pytest
 
 import mlp_xp as mx
 
+from .conftest import torch_twin
+
 #: torch 2.13's CPU grid, as (kwargs, desc); the "tensor lr" one, torch.tensor(0.001) (float32), holds its
 #: value here (made a tensor, or a 0-d numpy array for mlp_xp, below)
 GRID = {
@@ -69,11 +71,7 @@ def test_every_cpu_configuration_of_torchs_grid_matches_torch_optim(name, index,
     if ops_name == "generic":
         model.ops = None
     weights = {k: mx.to_numpy(v) for k, v in model.state_dict().items()}
-    net = torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.Tanh(), torch.nn.Linear(12, 3)).double()
-    with torch.no_grad():
-        for layer in (0, 2):  # torch stores W as (out, in)
-            net[layer].weight.copy_(torch.tensor(weights[f"{layer}.weight"].T))
-            net[layer].bias.copy_(torch.tensor(weights[f"{layer}.bias"]))
+    net = torch_twin(torch, model)
     ours = getattr(mx.optim, name)(**_kwargs(torch, kwargs, tensors=False))
     theirs = getattr(torch.optim, name)(net.parameters(), **_kwargs(torch, kwargs, tensors=True), foreach=False)
     model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=ours, epochs=30, batch_size=48, shuffle=False,

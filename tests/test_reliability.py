@@ -345,7 +345,9 @@ def test_a_later_save_of_the_same_process_removes_its_interrupted_saves_temporar
     from mlp_xp import io
 
     model = mx.Sequential(mx.Linear(2, 2), seed=0)
-    left = tmp_path / f".tmp-mlp_xp-{os.getpid()}-left.safetensors"
+    left = tmp_path / f"{io._OWN_PREFIX}left.safetensors"
+    namesake = tmp_path / f".tmp-mlp_xp-{os.getpid()}-0000-another.safetensors"  # (another container's process 1)
+    namesake.write_bytes(b"partial")
     left.write_bytes(b"partial")
     entered, release = threading.Event(), threading.Event()
     original = io._write_atomically
@@ -363,11 +365,12 @@ def test_a_later_save_of_the_same_process_removes_its_interrupted_saves_temporar
     finally:
         io._write_atomically = original
     try:
-        busy = [name for name in os.listdir(tmp_path) if name != left.name and name.startswith(".tmp-mlp_xp-")]
+        busy = [name for name in os.listdir(tmp_path) if name not in (left.name, namesake.name)
+                and name.startswith(".tmp-mlp_xp-")]
         assert len(busy) == 1  # the other thread's temporary, being written
         mx.save(model, tmp_path / "model.safetensors")
         assert not left.exists()  # (was kept: the process id is this one's, which runs)
-        assert (tmp_path / busy[0]).exists()
+        assert (tmp_path / busy[0]).exists() and namesake.exists()
     finally:
         release.set()
         writer.join(10)
@@ -744,3 +747,111 @@ def test_a_second_concurrent_fit_on_a_model_raises_and_leaves_the_first_alone():
     with pytest.raises(RuntimeError, match=r"in this thread \(a callback\?\)"):
         _fit_labels(model, mx.optim.Adam(lr=1e-2), 1, callbacks=[nested])
     assert _fit_labels(model, mx.optim.SGD(lr=0.1), 1).epochs == 1
+
+
+# ---------------------------------------------------------------- review of issue 21's fixes
+
+
+def _cosine_run(tmp_path, epochs_planned=4, cut=2, **schedule):
+    """A run planned for ``epochs_planned`` epochs under cosine(0.5), checkpointed after each epoch, cut after ``cut``."""
+    first = _resumable()
+    _fit_labels(first, mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5, **schedule)), epochs_planned,
+                callbacks=[mx.callbacks.ModelCheckpoint(str(tmp_path / "ck-{epoch:02d}.safetensors")),
+                           _StopAfter(cut)])
+    return tmp_path / f"ck-{cut:02d}.safetensors"
+
+
+def test_a_resumed_run_that_would_outlast_the_saved_schedule_is_refused(tmp_path):
+    """Six more epochs of a cosine that has two left trained four of them at lr 0."""
+    path = _cosine_run(tmp_path)
+    model = _resumable()
+    before = numpy_of(model.params)
+    with pytest.raises(ValueError, match=r"ends at update 16, 8 updates \(2 epochs\) after the checkpoint's 8, and "
+                                         r"this run takes 24: its last 16 would train at the final rate 0.0"):
+        _fit_labels(model, mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5)), 6, resume_from=path)
+    assert np.array_equal(numpy_of(model.params), before) and model.epoch == 0
+    # another batch size: more updates per epoch, past the end as well
+    with pytest.raises(ValueError, match="this run takes 16: its last 8 would train at the final rate"):
+        model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.SGD(lr=mx.optim.schedules.cosine(0.5)), epochs=2,
+                  batch_size=8, verbose=0, resume_from=path)
+
+
+@pytest.mark.parametrize("make", [lambda: mx.optim.schedules.cosine(0.5, total_steps=4, per="epoch"),
+                                  lambda: mx.optim.schedules.step(0.1, step_size=2, gamma=0.5, per="epoch")])
+def test_a_per_epoch_schedule_resumed_with_another_epoch_length_is_refused(tmp_path, make):
+    first = _resumable()
+    _fit_labels(first, optimizer := mx.optim.SGD(lr=make()), 2)
+    mx.save(first, tmp_path / "e2.safetensors", optimizer=optimizer)
+    with pytest.raises(ValueError, match=r"counted 4 updates per epoch while this run has 8 \(another batch size"):
+        _resumable().fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.SGD(lr=make()), epochs=1, batch_size=8,
+                         verbose=0, resume_from=tmp_path / "e2.safetensors")
+    # the same batch size continues it
+    assert _fit_labels(_resumable(), mx.optim.SGD(lr=make()), 1,
+                       resume_from=tmp_path / "e2.safetensors").epoch_numbers == [3]
+
+
+class _Disagreeing(mx.distributed.Engine):
+    """Two processes, the other of which was given another batch size."""
+
+    size = 2
+
+    def allgather(self, value):
+        other = dict(value, batch_size="8") if isinstance(value, dict) else value
+        return [value, other]
+
+
+def test_a_distributed_fit_refused_after_its_resume_changes_nothing(tmp_path):
+    first = _resumable()
+    _fit_labels(first, optimizer := mx.optim.Adam(lr=1e-2), 2)
+    mx.save(first, tmp_path / "e2.safetensors", optimizer=optimizer)
+    model = _resumable()
+    given = mx.optim.Adam(lr=mx.optim.schedules.cosine(1e-2, total_steps=100))
+    before = (numpy_of(model.params), model.epoch, model.optimizer, repr(model.shuffle_rng.bit_generator.state))
+    with pytest.raises(ValueError, match="batch_size differs: process 0: 16, process 1: 8"):
+        _fit_labels(model, given, 1, resume_from=tmp_path / "e2.safetensors", distributed=_Disagreeing())
+    after = (numpy_of(model.params), model.epoch, model.optimizer, repr(model.shuffle_rng.bit_generator.state))
+    assert np.array_equal(after[0], before[0]) and after[1:] == before[1:] and model.optimizer_state is None
+
+
+def test_training_continued_from_a_loaded_model_numbers_epochs_like_a_resume(tmp_path):
+    """mx.load then fit(optimizer=loaded.optimizer) is the README's other way to resume: same numbering."""
+    first = _resumable()
+    _fit_labels(first, optimizer := mx.optim.Adam(lr=1e-2), 2)
+    mx.save(first, tmp_path / "e2.safetensors", optimizer=optimizer)
+    loaded = mx.load(tmp_path / "e2.safetensors")
+    assert _fit_labels(loaded, loaded.optimizer, 2).epoch_numbers == [3, 4]
+    assert _fit_labels(loaded, loaded.optimizer, 1).epoch_numbers == [5]  # (the same optimizer goes on)
+    assert _fit_labels(loaded, mx.optim.Adam(lr=1e-2), 1).epoch_numbers == [1]  # (a fresh one starts over)
+
+
+@pytest.mark.parametrize("epoch", [2.0, -1, True, "3"])
+def test_a_save_refuses_an_epoch_load_would_refuse(tmp_path, epoch):
+    model = _resumable()
+    model.epoch = epoch
+    with pytest.raises(ValueError, match=r"cannot save model.epoch=.*: it must be an int >= 0"):
+        mx.save(model, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [1e300, 0.23643249400513433, -7.5, 0.0])
+def test_a_constant_column_is_centred_to_zero(value):
+    from mlp_xp.data.datasets import Standardizer
+
+    rows = np.column_stack([np.full(100, value), np.arange(100.0)])
+    scaler = Standardizer().fit(rows)
+    out = scaler.transform(rows)
+    assert np.all(out[:, 0] == 0.0) and scaler.scale[0] == 1.0 and scaler.mean[0] == value
+    np.testing.assert_allclose(out[:, 1], (rows[:, 1] - rows[:, 1].mean()) / rows[:, 1].std(), rtol=1e-15)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_save_into_a_read_only_folder_names_the_target(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError) as error:
+            mx.save(_resumable(), folder / "m.safetensors")
+        assert error.value.filename == str(folder / "m.safetensors")
+    finally:
+        folder.chmod(0o755)

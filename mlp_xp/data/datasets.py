@@ -392,7 +392,11 @@ def _mean_and_std(rows):
     are numpy's ``mean`` and ``std`` bit for bit."""
     _, exponent = np.frexp(np.max(np.abs(rows), axis=0))  # max |x| = m * 2**exponent, 0.5 <= m < 1
     scaled = np.ldexp(rows, -exponent)  # each column's largest magnitude in [0.5, 1)
-    return np.ldexp(scaled.mean(axis=0), exponent), np.ldexp(scaled.std(axis=0), exponent)
+    mean, std = np.ldexp(scaled.mean(axis=0), exponent), np.ldexp(scaled.std(axis=0), exponent)
+    if rows.shape[0]:  # a constant column: its value exactly, and no spread (a rounded mean made it -1)
+        constant = np.all(rows == rows[:1], axis=0)
+        mean[constant], std[constant] = rows[0, constant], 0.0
+    return mean, std
 
 
 def standardize(X_train, *others, return_scaler=False):

@@ -121,21 +121,58 @@ class Linear(Layer):
         out_features: size of each output row.
         bias: add a learned bias ``b`` of shape (out_features,).
         init: initializer name or callable for ``W`` (see :mod:`mlp_xp.nn.initializers`);
-            None picks He or Glorot from the activation that follows.
+            None picks He or Glorot from the activation that follows (or from ``activation``).
+        activation: Keras's habit: the name of an activation applied to the output, one of
+            :data:`ACTIVATIONS` ("relu", "tanh", "gelu", ...), or None / "linear" for none.
+            ``Linear(4, 8, activation="relu")`` computes what ``Linear(4, 8), ReLU()`` computes,
+            from the same initial weights, as one layer (one entry in ``model.layers``,
+            ``summary`` and ``layer_statistics``); the name is saved with the model. For
+            probabilities at the output end the model with ``Softmax()`` / ``Sigmoid()`` layers
+            instead, which the cross-entropies fuse with (``fit`` refuses a last Linear with
+            ``activation="sigmoid"`` and a cross-entropy loss, which takes logits).
 
     Shape:
         x: (batch, in_features) -> y: (batch, out_features)
+
+    Raises:
+        ValueError: a bad size, or an unknown initializer or activation name (the error lists
+            the names).
+
+    Example:
+        >>> import mlp_xp as mx
+        >>> mx.Linear(4, 8, activation="relu")
+        Linear(in_features=4, out_features=8, bias=True, init=None, activation='relu')
     """
 
     _config_keys = ("in_features", "out_features", "bias", "init")
+    #: the activation's name and layer (class defaults: a Linear pickled before they existed has none)
+    activation = None
+    _activation = None
 
-    def __init__(self, in_features, out_features, bias=True, init=None):
+    def __init__(self, in_features, out_features, bias=True, init=None, activation=None):
         self.in_features = None if in_features is None else _check_features(in_features, "in_features")
         self.out_features = _check_features(out_features, "out_features")
         self.bias = bool(bias)
         if init is not None:
             initializers.get(init)  # fail now on an unknown name, not at build time
         self.init = init
+        if activation is not None and not isinstance(activation, str):
+            raise ValueError(f"Linear activation must be a name, one of {sorted(ACTIVATIONS)}, or None; got "
+                             f"{activation!r} (for a layer object, put it after the Linear in the Sequential)")
+        if activation is not None and activation.lower() == "linear":  # (Keras's name for none)
+            activation = None
+        if activation is not None and activation.lower() not in ACTIVATIONS:
+            raise ValueError(f"unknown Linear activation {activation!r}: use one of {sorted(ACTIVATIONS)} or None "
+                             "(softmax: end the model with mx.Softmax(), which CrossEntropy fuses with)")
+        self.activation = None if activation is None else activation.lower()
+        self._activation = None if activation is None else ACTIVATIONS[self.activation]()
+
+    def config(self):
+        """The constructor arguments; ``activation`` only when set (files and reprs as before it)."""
+        config = super().config()
+        if self.activation is not None:
+            config["activation"] = self.activation
+        return config
 
     def output_features(self, in_features):
         if self.in_features is not None and in_features != self.in_features:
@@ -150,6 +187,8 @@ class Linear(Layer):
         return shapes
 
     def init_params(self, rng, in_features, family):
+        if self._activation is not None and self._activation.init_family is not None:
+            family = self._activation.init_family  # (as the model picks it for Linear, activation layer)
         init = initializers.get(self.init) if self.init is not None else initializers.FAMILY_DEFAULTS[family]
         params = {"weight": init(rng, (in_features, self.out_features), in_features, self.out_features)}
         if self.bias:
@@ -159,8 +198,13 @@ class Linear(Layer):
     def forward(self, params, x, ctx):
         ops, weight, bias = ctx.ops, params["weight"], params.get("bias")
         y = ops.linear(x, weight, bias)
+        activation_backward = None
+        if self._activation is not None:
+            y, activation_backward = self._activation.forward({}, y, ctx)
 
         def backward(dy, need_input_grad=True, out=None):
+            if activation_backward is not None:
+                dy = activation_backward(dy)[0]
             return ops.linear_backward(x, weight, dy, bias is not None, need_input_grad, out)
 
         return y, backward

@@ -1,25 +1,39 @@
 """Callbacks for ``fit``: objects with any of these hooks.
 
-=================================  ==========================================================
-``on_train_begin(model)``          before the first epoch
-``on_epoch_begin(epoch, model)``   before each epoch
-``on_batch_end(step, loss, model)``  after each update (``loss`` a float)
-``on_epoch_end(epoch, logs, model)``  after each epoch; returning True stops training
-``on_train_end(model)``            after the last epoch
-``check_config(log_keys)``         before any work: raise ValueError on a configuration
-                                   that cannot work with these log keys
-=================================  ==========================================================
+=======================================  ==========================================================
+``on_train_begin(model)``                before the first epoch
+``on_epoch_begin(epoch, model)``         before each epoch
+``on_train_batch_begin(step, model)``    before each update (Keras's name; ``on_batch_begin`` too)
+``on_batch_end(step, loss, model)``      after each update (``loss`` a float); Keras's
+                                         ``on_train_batch_end`` is the same hook
+``on_epoch_end(epoch, logs, model)``     after each epoch; returning True stops training
+``on_train_end(model)``                  after the last epoch
+``check_config(log_keys)``               before any work: raise ValueError on a configuration
+                                         that cannot work with these log keys
+=======================================  ==========================================================
 
 Epochs and steps are numbered from 1 everywhere in mlp_xp: in these hooks, in
 ``LearningRateScheduler``, in ``ModelCheckpoint`` paths, in progress lines and in
-:class:`~mlp_xp.NonFiniteError` (Keras numbers epochs from 0). ``logs`` maps metric names to
-floats.
+:class:`~mlp_xp.NonFiniteError` (Keras numbers epochs and batches from 0). ``logs`` maps metric
+names to floats.
 
 Keras-style hooks work too: each hook's arguments are matched by name (``epoch``, ``step`` or
 ``batch``, ``loss``, ``logs``, ``model``) and otherwise by position, so ``on_epoch_end(self,
 epoch, logs=None)``, ``on_epoch_begin(self, epoch, logs=None)``, ``on_train_begin(self,
-logs=None)`` and ``on_batch_end(self, batch, logs)`` (``logs = {"loss": ...}``) are called as
-written. A hook that cannot be called this way is a TypeError before the first epoch.
+logs=None)``, ``on_train_batch_begin(self, batch, logs=None)`` and ``on_train_batch_end(self,
+batch, logs=None)`` (``logs = {"loss": ...}``) are called as written. A hook that cannot be called
+this way, or a callback with none of these hooks, is a TypeError before the first epoch.
+
+As in Keras, every callback gets the model before ``on_train_begin``: ``callback.set_model(model)``
+where it has that method, else ``callback.model = model``. ``model.stop_training = True``, set in
+any hook, is read as Keras reads it, after each batch and after each epoch: set during an epoch
+(``on_epoch_begin``, a batch hook) it ends training after the current batch (the epoch is cut
+short: its logs cover the batches that ran, and ``on_epoch_end`` and ``on_train_end`` are still
+called); set in ``on_epoch_end``, after that epoch. ``fit`` sets it to False before
+``on_train_begin``.
+
+Batch hooks cost time on device backends: an ``on_batch_end`` / ``on_train_batch_end`` hook
+makes ``fit`` read the loss from the device after every step.
 
 What to do when training produces NaN/inf is not a callback but ``fit(on_nonfinite=...)``,
 because it must act inside the epoch, before a bad update lands.
@@ -33,15 +47,22 @@ import math
 import os
 import string
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger"]
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
+           "LambdaCallback", "CSVLogger"]
 
 #: each hook's arguments, in the order mlp_xp's own signatures take them
 HOOK_ARGUMENTS = {
     "on_train_begin": ("model",),
     "on_epoch_begin": ("epoch", "model"),
+    "on_train_batch_begin": ("step", "model"),
     "on_batch_end": ("step", "loss", "model"),
     "on_epoch_end": ("epoch", "logs", "model"),
     "on_train_end": ("model",),
+}
+#: Keras's names of the batch hooks: each callback's first one found is bound to the hook
+HOOK_NAMES = {
+    "on_train_batch_begin": ("on_train_batch_begin", "on_batch_begin"),
+    "on_batch_end": ("on_train_batch_end", "on_batch_end"),
 }
 _ALIASES = {"batch": "step", "iteration": "step"}
 
@@ -111,13 +132,49 @@ class Hooks:
                           if main_process or not getattr(callback, "main_process_only", False)]
         self._bound = {hook: [] for hook in HOOK_ARGUMENTS}
         for callback in self.callbacks:
+            found = callable(getattr(callback, "check_config", None))
             for hook in HOOK_ARGUMENTS:
-                method = getattr(callback, hook, None)
-                if method is None:
+                name = next((name for name in HOOK_NAMES.get(hook, (hook,)) if getattr(callback, name, None)
+                             is not None), None)
+                if name is None:
                     continue
+                method = getattr(callback, name)
                 if not callable(method):
-                    raise TypeError(f"callback {callback!r}: {hook} is not callable")
+                    raise TypeError(f"callback {callback!r}: {name} is not callable")
                 self._bound[hook].append((method, _plan(method, hook, callback)))
+                found = True
+            if not found:
+                others = sorted(name for name in dir(callback) if name.startswith("on_"))
+                known = sorted({name for names in HOOK_NAMES.values() for name in names} | set(HOOK_ARGUMENTS))
+                hint = f" (it has {others}, which fit does not call)" if others else ""
+                raise TypeError(f"callback {callback!r} has none of the hooks fit calls{hint}: give it one of "
+                                f"{known} or check_config, or subclass mx.callbacks.Callback")
+
+    def attach(self, model):
+        """Before ``on_train_begin``, as Keras: ``model.stop_training = False`` and every callback
+        gets the model (``set_model(model)``, else ``callback.model = model``)."""
+        model.stop_training = False
+        for callback in self.callbacks:
+            set_model = getattr(callback, "set_model", None)
+            if callable(set_model):
+                set_model(model)
+                continue
+            try:
+                callback.model = model
+            except AttributeError:  # (__slots__ without "model", a read-only property: it takes the argument)
+                pass
+
+    def batches(self, batches, model, call=None):
+        """One epoch's ``batches``, each announced to the ``on_train_batch_begin`` hooks (through
+        ``call``, default :meth:`call`), ending early once ``model.stop_training`` is set after a
+        batch ran (as Keras: checked after each batch, so at least one runs per epoch)."""
+        call = call or (lambda hook, **values: self.call(hook, model=model, **values))
+        for step, batch in enumerate(batches, start=1):
+            if step > 1 and getattr(model, "stop_training", False):
+                return
+            if self._bound["on_train_batch_begin"]:
+                call("on_train_batch_begin", step=step)
+            yield batch
 
     def has(self, hook):
         return bool(self._bound[hook])
@@ -129,6 +186,8 @@ class Hooks:
                 check(tuple(log_keys))
 
     def call(self, hook, **values):
+        if hook == "on_train_begin":
+            self.attach(values["model"])
         values.setdefault("logs", {} if hook != "on_batch_end" else {"loss": values.get("loss")})
         stop = False
         for method, names in self._bound[hook]:
@@ -138,7 +197,18 @@ class Hooks:
 
 
 class Callback:
-    """Base class with do-nothing hooks; ``on_epoch_end`` returning True stops training."""
+    """Base class with do-nothing hooks; ``on_epoch_end`` returning True stops training.
+
+    Attributes:
+        model: the model being trained, set before ``on_train_begin`` (see :meth:`set_model`);
+            as in Keras, ``self.model.stop_training = True`` stops training.
+    """
+
+    model = None
+
+    def set_model(self, model):
+        """Called by ``fit`` with the model before ``on_train_begin``."""
+        self.model = model
 
     def on_train_begin(self, model):
         pass
@@ -275,7 +345,10 @@ class LearningRateScheduler(Callback):
             optimizer's ``lr`` with ``per="epoch"`` instead.)
 
     The rate used in each epoch is recorded in ``self.history`` (and in ``fit``'s
-    ``history["lr"]``).
+    ``history["lr"]``). It is a plain number on the optimizer, read by every step; JAX's compiled
+    step has it compiled in, so ``fit`` compiles the step again at each epoch whose rate is new
+    (to change the rate every epoch on JAX without that, give the optimizer a schedule of
+    :mod:`mlp_xp.optim.schedules` with ``per="epoch"``: evaluated on the device).
 
     Example:
         >>> import mlp_xp as mx
@@ -310,8 +383,7 @@ class LearningRateScheduler(Callback):
         return len(positional) >= 2
 
     def on_train_begin(self, model):
-        if callable(model.optimizer.lr):
-            raise ValueError("the optimizer's lr is already a schedule; use one or the other")
+        _learning_rate_settable(model.optimizer, "LearningRateScheduler")
 
     def on_epoch_begin(self, epoch, model):
         optimizer = model.optimizer
@@ -325,6 +397,158 @@ class LearningRateScheduler(Callback):
             raise ValueError(f"LearningRateScheduler produced lr={new_lr!r} for epoch {epoch}")
         optimizer.lr = new_lr
         self.history.append(new_lr)
+
+
+def _learning_rate_settable(optimizer, who):
+    if callable(optimizer.lr):
+        raise ValueError(f"{who} sets the optimizer's lr, which is already a schedule ({optimizer.lr!r}); "
+                         "use one or the other")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when a monitored metric stops improving, as
+    ``torch.optim.lr_scheduler.ReduceLROnPlateau(threshold_mode="abs")`` with Keras's argument names
+    (``min_delta`` is torch's ``threshold``, ``min_lr`` its ``min_lrs``).
+
+    After each epoch: an improvement is a value below ``best - min_delta`` ("min") or above
+    ``best + min_delta`` ("max"); otherwise the epoch counts as bad. Bad epochs are not counted
+    during the ``cooldown`` epochs after a reduction. When more than ``patience`` epochs in a row
+    are bad, ``lr`` becomes ``max(lr * factor, min_lr)`` (unless that changes it by less than
+    1e-8) for the next epoch, and the cooldown starts. The rates are torch's value by value.
+
+    Keras counts ``patience`` one epoch shorter (it reduces after ``patience`` bad epochs, torch
+    and mlp_xp after ``patience + 1``; for patience 0 both after the first): to keep a Keras
+    configuration's timing, pass ``patience - 1``.
+
+    The new rate is a plain number on the optimizer (``optimizer.lr``), read by every later step:
+    no step is rebuilt on numpy, torch, cupy or array-api-strict. JAX's compiled step has the rate
+    compiled in: ``fit`` compiles the step again at the next epoch (once per distinct rate; the
+    model keeps the last few compiled steps). Each epoch's rate is in ``history["lr"]``.
+
+    Args:
+        monitor: a key of the epoch logs ("val_loss", "loss", "val_accuracy", ...).
+        factor: the multiplier, in [0, 1).
+        patience: bad epochs tolerated before a reduction (an int >= 0).
+        mode: "min", "max" or "auto" (max for accuracies and r2, min otherwise).
+        min_delta: the least change that counts as an improvement (>= 0).
+        cooldown: epochs after a reduction in which bad epochs are not counted (an int >= 0).
+        min_lr: the rate never goes below this (>= 0).
+        verbose: 1 prints a line at each reduction.
+
+    Attributes:
+        best: the best value seen; ``reductions`` a list of (epoch, new lr) for each reduction.
+
+    Raises:
+        ValueError: a bad argument (here); at the start of ``fit``, a ``monitor`` that fit will
+            not log, or an optimizer whose ``lr`` is a schedule.
+
+    Example:
+        >>> import mlp_xp as mx
+        >>> plateau = mx.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2)
+    """
+
+    #: torch's ``eps``: a reduction smaller than this is not applied
+    eps = 1e-8
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
+                 min_lr=0.0, verbose=0):
+        self.monitor = monitor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.0 <= factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau factor must be a number in [0, 1) (the lr is multiplied by it), "
+                             f"got {factor!r}")
+        self.factor = float(factor)
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"ReduceLROnPlateau {name} must be an int >= 0, got {value!r}")
+        self.patience, self.cooldown = int(patience), int(cooldown)
+        for name, value in (("min_delta", min_delta), ("min_lr", min_lr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
+                raise ValueError(f"ReduceLROnPlateau {name} must be a finite number >= 0, got {value!r}")
+        self.min_delta, self.min_lr = float(min_delta), float(min_lr)
+        self.mode = _mode(monitor, mode)
+        self.verbose = verbose
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.bad_epochs = 0
+        self.cooldown_counter = 0
+        self.reductions = []
+
+    def check_config(self, log_keys):
+        _check_monitor(self.monitor, log_keys, "ReduceLROnPlateau")
+
+    def on_train_begin(self, model):
+        _learning_rate_settable(model.optimizer, "ReduceLROnPlateau")
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs, model):
+        current = float(logs[self.monitor])
+        if (current < self.best - self.min_delta) if self.mode == "min" else (current > self.best + self.min_delta):
+            self.best, self.bad_epochs = current, 0
+        else:
+            self.bad_epochs += 1
+        if self.cooldown_counter > 0:  # bad epochs in the cooldown are not counted
+            self.cooldown_counter -= 1
+            self.bad_epochs = 0
+        if self.bad_epochs > self.patience:
+            optimizer = model.optimizer
+            old_lr = float(optimizer.lr)
+            new_lr = max(old_lr * self.factor, self.min_lr)
+            if old_lr - new_lr > self.eps:
+                optimizer.lr = new_lr
+                self.reductions.append((epoch, new_lr))
+                if self.verbose:
+                    print(f"epoch {epoch}: ReduceLROnPlateau reduced the learning rate to {new_lr:.4g}")
+            self.cooldown_counter = self.cooldown
+            self.bad_epochs = 0
+        return False
+
+
+class LambdaCallback(Callback):
+    """A callback made of functions, as Keras's: each is called with Keras's arguments,
+    ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_begin(logs)``,
+    ``on_train_end(logs)``, ``on_train_batch_begin(batch, logs)``,
+    ``on_train_batch_end(batch, logs)`` (``logs = {"loss": ...}``), always positionally. Epochs
+    and batches are numbered from 1, as everywhere in mlp_xp. ``self.model`` is the model being
+    trained. A batch-end function makes ``fit`` read the loss from the device after every step.
+
+    Raises:
+        TypeError: a function that is not callable.
+
+    Example:
+        >>> import mlp_xp as mx
+        >>> losses = []
+        >>> log = mx.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    """
+
+    _KERAS = {"on_epoch_begin": ("epoch",), "on_epoch_end": ("epoch",), "on_train_begin": (),
+              "on_train_end": (), "on_train_batch_begin": ("batch",), "on_train_batch_end": ("batch",)}
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None):
+        given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end, "on_train_begin": on_train_begin,
+                 "on_train_end": on_train_end, "on_train_batch_begin": on_train_batch_begin,
+                 "on_train_batch_end": on_train_batch_end}
+        for hook, function in given.items():
+            if function is None:
+                setattr(self, hook, None)  # (an absent hook: no per-step read for an unused batch hook)
+                continue
+            if not callable(function):
+                raise TypeError(f"LambdaCallback {hook} must be a function, got {function!r}")
+            setattr(self, hook, self._keras_hook(function, bool(self._KERAS[hook])))
+
+    @staticmethod
+    def _keras_hook(function, numbered):
+        """A hook that calls ``function`` as Keras does and ignores what it returns (a truthy
+        value from ``on_epoch_end`` would otherwise stop training)."""
+        if numbered:
+            def hook(number, logs=None):
+                function(number, logs)
+        else:
+            def hook(logs=None):
+                function(logs)
+        return hook
 
 
 class CSVLogger(Callback):

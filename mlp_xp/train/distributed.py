@@ -301,6 +301,8 @@ def replica_fields(model, samples, *, loss, optimizer, epochs, batch_size, steps
     fields.update({f"loss.{key}": _describe(value) for key, value in loss.config().items()})
     fields["optimizer"] = type(optimizer).__qualname__
     fields.update({f"optimizer.{key}": _describe(value) for key, value in optimizer.config().items()})
+    if callable(optimizer.lr):  # (two functions of one name, a lambda say, differ in their values only)
+        fields["optimizer.lr_values"] = _lr_values(optimizer, model, epochs * steps_per_epoch)
     fields.update({"batch_size": str(batch_size), "steps_per_epoch": str(steps_per_epoch), "epochs": str(epochs),
                    "shuffle": str(bool(shuffle)), "metrics": _describe(list(metrics)),
                    "on_nonfinite": str(on_nonfinite), "sync_every": str(sync_every)})
@@ -314,6 +316,18 @@ def replica_fields(model, samples, *, loss, optimizer, epochs, batch_size, steps
         model.shuffle_rng.bit_generator.state if shuffle else None, model.dropout_key, model.dropout_step,
         model.dropout_masks, model.dropout_rng.bit_generator.state if model.dropout_masks == "host" else None)
     return fields
+
+
+def _lr_values(optimizer, model, updates) -> str:
+    """A digest of the learning rates of the run's updates (at most 100,000 of them, evenly spread)."""
+    held = model.optimizer_state if optimizer is model.optimizer else None
+    start = 0 if held is None else int(held.count)
+    counts = (range(start, start + updates) if updates <= 100_000
+              else np.linspace(start, start + updates - 1, 100_000).astype(np.int64).tolist())
+    try:
+        return _digest(np.array([optimizer.learning_rate(count) for count in counts], dtype=np.float64))
+    except Exception as error:  # (a schedule fit completes later, or one that fails: compared as its error)
+        return f"{type(error).__name__}: {error}"[:200]
 
 
 def _describe(value) -> str:

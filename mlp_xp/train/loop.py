@@ -448,19 +448,48 @@ def _training(model):
 
 def _epochs(run, history):
     model = run.model
+    # Keras's batch hooks: on_train_batch_begin before each step; model.stop_training ends the epoch
+    epoch_batches = run._batches
+    run._batches = lambda: run.hooks.batches(epoch_batches(), model, run.call_hook)
+    built = repr(run.optimizer)
     for epoch in range(run.first_epoch, run.last_epoch + 1):
         run.hooks.call("on_epoch_begin", epoch=epoch, model=model)
+        if run.jitted and repr(run.optimizer) != built:  # a callback set the lr: JAX compiled the old one in
+            run.train_step, built = run._train_step(run.on_nonfinite == "skip_batch"), repr(run.optimizer)
         started = time.perf_counter()
         steps = run.train_epoch(epoch)
         model.epoch = epoch
+        logs = run.epoch_logs(steps)  # (a validation that overflows under on_nonfinite="stop" sets stop_reason too)
         if steps.stop_reason is not None:
             history.stop_reason = steps.stop_reason
-        logs = run.epoch_logs(steps)
         for key, value in logs.items():
             history[key].append(value)
         run.report(epoch, logs, steps, time.perf_counter() - started)
-        if run.call_hook("on_epoch_end", epoch=epoch, logs=logs) or steps.stop_reason is not None:
+        stop = bool(run.call_hook("on_epoch_end", epoch=epoch, logs=logs) or steps.stop_reason is not None
+                    or getattr(model, "stop_training", False))  # (Keras's flag, set by any hook)
+        if run.engine is not None:  # every process stops if one does (a callback of one process's, say)
+            stop = any(run.engine.allgather(stop))
+        if stop:
             break
+
+
+class _Snapshot:
+    """What a resume changes in a model and its optimizer, to put back when the fit is refused
+    after it (the processes of a distributed run disagree, say)."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.values = (model.record, model.optimizer, model.shuffle_rng.bit_generator.state,
+                       model.dropout_rng.bit_generator.state, model.dropout_masks, model.loss_scale, model.epoch,
+                       optimizer.lr)
+
+    def restore(self):
+        model = self.model
+        record, held, shuffle, dropout, masks, loss_scale, epoch, lr = self.values
+        model.set_train_state(record)
+        model.set_optimizer(held, record.opt_state)
+        model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state = shuffle, dropout
+        model.dropout_masks, model.loss_scale, model.epoch, self.optimizer.lr = masks, loss_scale, epoch, lr
 
 
 class _Epoch:
@@ -495,7 +524,37 @@ class _Run:
         from ..data.datasets import Batches
         from ..optim.schedules import resolve
 
+        def by_name(name, what, classes, kind):
+            """``classes[name]``, also with underscores left out ("binary_crossentropy"), or a
+            ValueError listing the names."""
+            squeezed = {key.replace("_", ""): cls for key, cls in classes.items()}
+            found = classes.get(name.lower(), squeezed.get(name.lower().replace("_", "")))
+            if found is None:
+                raise ValueError(f"unknown {what} {name!r}: use one of {sorted(classes)} or {kind}")
+            return found
+
+        if isinstance(loss, str):  # a name, as Keras takes: the snake_case of an mx.losses class, looked up now
+            import re
+
+            from ..nn import losses as losses_module
+
+            base = losses_module.Loss
+            names = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls.__name__).lower(): cls
+                     for cls in vars(losses_module).values() if isinstance(cls, type) and issubclass(cls, base)
+                     and cls is not base and cls.__module__ == base.__module__ and not cls.__name__.startswith("_")}
+            loss = by_name(loss, "loss", names, "an mx.losses loss")()  # CrossEntropy: "cross_entropy", MSE: "mse"
+        if isinstance(optimizer, str):  # "adam", "sgd", ...: a new optimizer with its default hyperparameters
+            from ..optim import optimizers as optimizers_module
+
+            names = {name.lower(): cls for name, cls in optimizers_module.OPTIMIZER_TYPES.items()}
+            optimizer = by_name(optimizer, "optimizer", names, "an mx.optim optimizer")()
         model.check_loss(loss)
+        last = model.layers[-1]  # a Keras habit check_loss cannot see: Dense(1, activation="sigmoid") + BCE
+        if loss.target_kind in ("class", "binary") and getattr(last, "activation", None) == "sigmoid":
+            raise ValueError(f"the model's last layer {last!r} applies sigmoid, but {type(loss).__name__} takes "
+                             "logits: drop its activation= (for probabilities from predict, end the model with "
+                             "mx.Sigmoid() for BinaryCrossEntropy or mx.Softmax() for CrossEntropy: fused with the "
+                             "loss in training)")
         if not isinstance(optimizer, Optimizer):
             hint = " (did you pass the class instead of an instance?)" if isinstance(optimizer, type) else ""
             raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}{hint}")
@@ -546,16 +605,26 @@ class _Run:
         if scaling:
             log_keys += ["loss_scale", "skipped_steps"]
         self.hooks.check_config(log_keys)
-        if resume_from is not None:
-            model.load_checkpoint(resume_from, optimizer)
-        # a resumed fit numbers its epochs after the checkpoint's (history, logs, callbacks, file names)
-        self.first_epoch = model.epoch + 1 if resume_from is not None else 1
+        before = _Snapshot(model, optimizer) if resume_from is not None else None
+        try:
+            if resume_from is not None:
+                model.load_checkpoint(resume_from, optimizer, steps_per_epoch=steps_per_epoch,
+                                      updates=self.epochs * steps_per_epoch)
+            if engine is not None:
+                _check_replicas(model, engine, samples, validation, loss=loss, optimizer=optimizer,
+                                epochs=self.epochs, batch_size=X.batch_size if streaming else batch_size,
+                                steps_per_epoch=steps_per_epoch, shuffle=shuffle, on_nonfinite=on_nonfinite,
+                                sync_every=sync_every, metrics=metric_list)
+            optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
+        except Exception:
+            if before is not None:  # (a refused call changes nothing: the resume is undone)
+                before.restore()
+            raise
+        # a fit that continues the model's training (resumed from a file, or with the optimizer whose state
+        # the model holds) numbers its epochs after the model's (history, logs, callbacks, file names)
+        continuing = optimizer is model.optimizer and model.optimizer_state is not None
+        self.first_epoch = model.epoch + 1 if continuing else 1
         self.last_epoch = self.first_epoch + self.epochs - 1
-        if engine is not None:
-            _check_replicas(model, engine, samples, validation, loss=loss, optimizer=optimizer, epochs=self.epochs,
-                            batch_size=X.batch_size if streaming else batch_size, steps_per_epoch=steps_per_epoch,
-                            shuffle=shuffle, on_nonfinite=on_nonfinite, sync_every=sync_every, metrics=metric_list)
-        optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
 
         self.model, self.loss, self.optimizer, self.metric_list = model, loss, optimizer, metric_list
         self.engine, self.x, self.target, self.validation, self.samples = engine, x, target, validation, samples
@@ -726,8 +795,18 @@ class _Run:
         for metric, total in zip(self.metric_list, totals):
             logs[metric.name] = metric.result(total, seen) if seen and total is not None else float("nan")
         if self.validation is not None:
-            for key, value in _evaluate_prepared(model, *self.validation, self.loss, self.metric_list,
-                                                 what=f"validation after epoch {model.epoch}").items():
+            try:
+                values = _evaluate_prepared(model, *self.validation, self.loss, self.metric_list,
+                                            what=f"validation after epoch {model.epoch}")
+            except NonFiniteError as error:  # the weights are finite; the validation rows overflow with them
+                error.epoch = model.epoch
+                if self.on_nonfinite != "stop":
+                    if steps.bar is not None:
+                        steps.bar.close()
+                    raise
+                steps.stop_reason = str(error)  # ("stop": the run ends here, with this epoch's logs)
+                values = {name: float("nan") for name in ["loss"] + [metric.name for metric in self.metric_list]}
+            for key, value in values.items():
                 logs[f"val_{key}"] = value
         updates = model.optimizer_state.count if model.optimizer_state is not None else 0
         logs["lr"] = self.optimizer.learning_rate(max(int(updates) - 1, 0))
