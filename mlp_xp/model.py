@@ -334,8 +334,9 @@ class Sequential:
         for index, layer in enumerate(self.layers):
             count = sum(spec.size for spec in self.param_specs if spec.layer_index == index)
             out = self.features[index + 1] if index + 1 < len(self.features) else self.out_features
-            name = (f"Linear({self.features[index]} -> {layer.out_features}"
-                    f"{'' if layer.bias else ', no bias'})") if isinstance(layer, Linear) else repr(layer)
+            name = (f"Linear({self.features[index]} -> {layer.out_features}{'' if layer.bias else ', no bias'}"
+                    f"{f', {layer.activation}' if getattr(layer, 'activation', None) else ''})"
+                    if isinstance(layer, Linear) else repr(layer))
             name = name if len(name) <= 39 else name[:36] + "..."
             lines.append(f"{index:<3} {name:<39} {f'(batch, {out})':<15} {count:>10}")
         precision = "" if self.precision.compute == self.dtype_name else f", computing in {self.precision.compute}"

@@ -412,3 +412,19 @@ def test_bad_linear_activations_and_a_sigmoid_before_a_cross_entropy():
     with pytest.raises(ValueError, match="applies sigmoid, but BinaryCrossEntropy takes logits"):
         model.fit(X, LABELS, loss="binary_cross_entropy", optimizer="adam", verbose=0)
     assert np.array_equal(numpy_of(model.params), before)
+
+
+def test_evaluate_takes_a_loss_by_name_too():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 2, size=20)
+    model = mx.Sequential(mx.Linear(3, 2), seed=0)
+    assert model.evaluate(X, y, "cross_entropy") == model.evaluate(X, y, mx.losses.CrossEntropy())
+    with pytest.raises(ValueError, match=r"unknown loss 'cross_entropi': use one of \[.*'cross_entropy'"):
+        model.evaluate(X, y, "cross_entropi")
+
+
+def test_the_summary_shows_a_linear_layers_activation():
+    summary = str(mx.Sequential(mx.Linear(4, 8, activation="relu"), mx.Linear(8, 2), seed=0).summary())
+    assert "Linear(4 -> 8, relu)" in summary and "Linear(8 -> 2)" in summary

@@ -473,6 +473,42 @@ def _epochs(run, history):
             break
 
 
+def _by_name(name, what, classes, kind):
+    """``classes[name]``, also with underscores left out ("binary_crossentropy"), or a ValueError
+    listing the names."""
+    squeezed = {key.replace("_", ""): cls for key, cls in classes.items()}
+    found = classes.get(name.lower(), squeezed.get(name.lower().replace("_", "")))
+    if found is None:
+        raise ValueError(f"unknown {what} {name!r}: use one of {sorted(classes)} or {kind}")
+    return found
+
+
+def _named_loss(loss):
+    """A loss given by name, as Keras takes it (the snake_case of an mx.losses class, looked up now:
+    CrossEntropy is "cross_entropy", MSE "mse"), made with its defaults; anything else as given."""
+    if not isinstance(loss, str):
+        return loss
+    import re
+
+    from ..nn import losses as losses_module
+
+    base = losses_module.Loss
+    names = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls.__name__).lower(): cls
+             for cls in vars(losses_module).values() if isinstance(cls, type) and issubclass(cls, base)
+             and cls is not base and cls.__module__ == base.__module__ and not cls.__name__.startswith("_")}
+    return _by_name(loss, "loss", names, "an mx.losses loss")()
+
+
+def _named_optimizer(optimizer):
+    """An optimizer given by name ("adam", "sgd", ...), made with its default hyperparameters."""
+    if not isinstance(optimizer, str):
+        return optimizer
+    from ..optim import optimizers as optimizers_module
+
+    names = {name.lower(): cls for name, cls in optimizers_module.OPTIMIZER_TYPES.items()}
+    return _by_name(optimizer, "optimizer", names, "an mx.optim optimizer")()
+
+
 class _Snapshot:
     """What a resume changes in a model and its optimizer, to put back when the fit is refused
     after it (the processes of a distributed run disagree, say)."""
@@ -524,30 +560,7 @@ class _Run:
         from ..data.datasets import Batches
         from ..optim.schedules import resolve
 
-        def by_name(name, what, classes, kind):
-            """``classes[name]``, also with underscores left out ("binary_crossentropy"), or a
-            ValueError listing the names."""
-            squeezed = {key.replace("_", ""): cls for key, cls in classes.items()}
-            found = classes.get(name.lower(), squeezed.get(name.lower().replace("_", "")))
-            if found is None:
-                raise ValueError(f"unknown {what} {name!r}: use one of {sorted(classes)} or {kind}")
-            return found
-
-        if isinstance(loss, str):  # a name, as Keras takes: the snake_case of an mx.losses class, looked up now
-            import re
-
-            from ..nn import losses as losses_module
-
-            base = losses_module.Loss
-            names = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls.__name__).lower(): cls
-                     for cls in vars(losses_module).values() if isinstance(cls, type) and issubclass(cls, base)
-                     and cls is not base and cls.__module__ == base.__module__ and not cls.__name__.startswith("_")}
-            loss = by_name(loss, "loss", names, "an mx.losses loss")()  # CrossEntropy: "cross_entropy", MSE: "mse"
-        if isinstance(optimizer, str):  # "adam", "sgd", ...: a new optimizer with its default hyperparameters
-            from ..optim import optimizers as optimizers_module
-
-            names = {name.lower(): cls for name, cls in optimizers_module.OPTIMIZER_TYPES.items()}
-            optimizer = by_name(optimizer, "optimizer", names, "an mx.optim optimizer")()
+        loss, optimizer = _named_loss(loss), _named_optimizer(optimizer)
         model.check_loss(loss)
         last = model.layers[-1]  # a Keras habit check_loss cannot see: Dense(1, activation="sigmoid") + BCE
         if loss.target_kind in ("class", "binary") and getattr(last, "activation", None) == "sigmoid":
@@ -853,7 +866,8 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     each of ``metrics`` (see :mod:`mlp_xp.train.metrics`).
 
     A model ending in Softmax/Sigmoid evaluated with the matching cross-entropy is scored
-    from its logits, exactly as in training.
+    from its logits, exactly as in training. ``loss`` may be a name, as in ``fit``
+    ("cross_entropy", "mse", ...).
 
     Returns:
         {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy, plus
@@ -866,6 +880,7 @@ def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
     """
     from . import metrics as metrics_module
 
+    loss = _named_loss(loss)
     model.check_loss(loss)
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     metric_list = metrics_module.resolve(metrics, loss)
