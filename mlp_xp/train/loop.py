@@ -448,9 +448,11 @@ def _training(model):
 
 def _epochs(run, history):
     model = run.model
-    # Keras's batch hooks: on_train_batch_begin before each step; model.stop_training ends the epoch
-    epoch_batches = run._batches
-    run._batches = lambda: run.hooks.batches(epoch_batches(), model, run.call_hook)
+    # Keras's batch hooks: on_train_batch_begin before each step; model.stop_training, set by a hook,
+    # ends the epoch after the batch it was set in (no callbacks: no wrapper, nothing per step)
+    if run.hooks.callbacks:
+        epoch_batches = run._batches
+        run._batches = lambda: run.hooks.batches(epoch_batches(), model, run.call_hook)
     built = repr(run.optimizer)
     for epoch in range(run.first_epoch, run.last_epoch + 1):
         run.hooks.call("on_epoch_begin", epoch=epoch, model=model)
