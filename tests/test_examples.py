@@ -19,7 +19,8 @@ def _load(name):
 
 
 def test_every_example_is_tested():
-    tested = {"quickstart", "regression", "sigmoid_stability", "initializers", "gradient_check", "backends"}
+    tested = {"quickstart", "regression", "sigmoid_stability", "initializers", "gradient_check", "backends",
+              "from_pytorch_and_keras"}
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -74,3 +75,14 @@ def test_backends(tmp_path):
         if importlib.util.find_spec(backend) is not None:
             assert "max |p - p_numpy|" in lines[backend], lines[backend]
             assert float(lines[backend].split("= ")[1].split(",")[0]) < 1e-10
+
+
+def test_from_pytorch_and_keras(tmp_path, capsys):
+    result = _load("from_pytorch_and_keras").main(["--epochs", "4", "--folder", str(tmp_path)])
+    assert result["keras_accuracy"] > 0.85 and result["torch_options_accuracy"] > 0.85
+    printed = capsys.readouterr().out
+    assert "Keras habits: 4 epochs" in printed and "per-sample losses of 3 rows" in printed
+    if "torch_difference" in result:
+        assert result["torch_difference"] < 1e-12
+    if "onnx_difference" in result:
+        assert result["onnx_difference"] < 1e-5 and (tmp_path / "digits.onnx").is_file()
