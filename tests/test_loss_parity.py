@@ -404,3 +404,25 @@ def test_kl_log_target_checks_in_fit():
     history = model.fit(X, np.log(rng.dirichlet(np.ones(C), size=40)), L.KLDivergence(log_target=True),
                         mx.optim.SGD(lr=0.1), epochs=1, verbose=0)
     assert np.isfinite(history["loss"][0])
+
+
+@pytest.mark.parametrize("options", [{"weight": [1.0, 3.0, 0.5]}, {"ignore_index": -100},
+                                     {"weight": [1.0, 3.0, 0.5], "ignore_index": -100, "label_smoothing": 0.1}])
+def test_evaluate_gives_the_whole_sets_weighted_mean_however_it_is_batched(options):
+    """torch.nn.functional.cross_entropy over all rows at once, against evaluate in batches of 7
+    (one of which has only ignored rows)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    if "ignore_index" in options:
+        y[::3] = -100
+        y[7:14] = -100  # (a whole batch ignored: it counts for nothing)
+    model = mx.Sequential(mx.Linear(4, 3), dtype="float64", seed=0)
+    loss = mx.losses.CrossEntropy(**options)
+    ours = model.evaluate(X, y, loss, batch_size=7)["loss"]
+    logits = torch.tensor(mx.to_numpy(model.forward(X, loss=loss)))
+    kwargs = {"weight": torch.tensor(options["weight"], dtype=torch.float64)} if "weight" in options else {}
+    theirs = torch.nn.functional.cross_entropy(logits, torch.tensor(y), ignore_index=-100,
+                                               label_smoothing=options.get("label_smoothing", 0.0), **kwargs)
+    assert ours == pytest.approx(float(theirs), rel=1e-12)
+    assert model.evaluate(X, y, loss, batch_size=40)["loss"] == pytest.approx(ours, rel=1e-12)

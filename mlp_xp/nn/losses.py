@@ -228,10 +228,10 @@ class CrossEntropy(Loss):
     ``T_i = w * ((1 - eps) t_i + eps / classes)`` and "mean" divides by the batch size (as torch).
     ``ignore_index`` applies to labels only.
 
-    ``fit`` and ``evaluate`` average the batches' means weighted by batch size: with ``weight`` or
-    ``ignore_index`` that equals the whole set's weighted mean when one batch holds every sample
-    (``evaluate(..., batch_size=len(X))``), and an evaluation batch whose rows are all ignored makes
-    the loss NaN (an error). Accuracy counts ignored rows as wrong.
+    ``evaluate`` (and ``fit``'s validation) weighs each batch's mean by its :meth:`batch_weight`, so
+    that with ``weight`` or ``ignore_index`` its loss is the whole set's weighted mean however it is
+    batched (a batch whose rows are all ignored counts for nothing). The training loss ``fit`` logs
+    per epoch averages the batches' means by their rows. Accuracy counts ignored rows as wrong.
 
     Args:
         label_smoothing: eps in [0, 1], as in ``torch.nn.CrossEntropyLoss``.
@@ -325,20 +325,31 @@ class CrossEntropy(Loss):
             rows = rows * weight
         count = output.shape[0]
         if target.ndim == 1 and (weight is not None or self.ignore_index is not None):
-            counted = None
             if self.ignore_index is not None:
-                counted = xp.astype(xp.reshape(target != self.ignore_index, (-1, 1)), output.dtype)
-                rows = rows * counted
-            per_row = onehot if weight is None else onehot * weight
-            if counted is not None:
-                per_row = per_row * counted
-            count = xp.sum(per_row)  # sum of w[y_i] (or of 1) over the rows not ignored
+                rows = rows * xp.astype(xp.reshape(target != self.ignore_index, (-1, 1)), output.dtype)
+            count = self._weight_of(xp, output, target, onehot, weight)
             if training:
                 count = count + xp.astype(count == 0, count.dtype)
         log_p = _math.log_softmax(xp, output)
         losses = -xp.sum(rows * log_p, axis=-1)
         grad = xp.sum(rows, axis=-1, keepdims=True) * xp.exp(log_p) - rows
         return _reduce(xp, losses, grad, reduction, count)
+
+    def _weight_of(self, xp, output, target, onehot, weight):
+        """sum of w[y_i] (or of 1) over the rows of integer labels not ignored: "mean"'s denominator."""
+        per_row = onehot if weight is None else onehot * weight
+        if self.ignore_index is not None:
+            per_row = per_row * xp.astype(xp.reshape(target != self.ignore_index, (-1, 1)), output.dtype)
+        return xp.sum(per_row)
+
+    def batch_weight(self, xp, output, target):
+        """What "mean" divides this batch's losses by: with ``weight`` / ``ignore_index`` and integer
+        labels ``sum_i w[y_i]`` over the rows not ignored (0-d), else None (its rows). ``evaluate``
+        weighs each batch's mean by it, so that the mean over several batches is the whole set's."""
+        if not (target.ndim == 1 and (self.weight is not None or self.ignore_index is not None)):
+            return None  # (its rows)
+        weight = None if self.weight is None else xp.reshape(self._vector(xp, self.weight, output), (1, -1))
+        return self._weight_of(xp, output, target, target_distribution(xp, output, target), weight)
 
     def correct(self, output, target, xp=None):
         return _class_correct(_namespace(xp, output), output, target)

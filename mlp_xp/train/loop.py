@@ -902,17 +902,27 @@ def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024, wha
     finite = None
     totals = [None] * len(metric_list)
     samples = x.shape[0]
+    weighted = getattr(loss, "batch_weight", None)
+    weight_sum = 0
     for start, stop in _batches(samples, batch_size):
         output = model.forward(x[start:stop, ...], loss=loss)
         target_batch = target[start:stop, ...]
-        loss_sum = loss_sum + loss.value(output, target_batch, xp) * (stop - start)
+        weight = weighted(xp, output, target_batch) if weighted is not None else None
+        if weight is None:  # a batch's mean is over its rows
+            value = loss.value(output, target_batch, xp)
+            loss_sum, weight_sum = loss_sum + value * (stop - start), weight_sum + (stop - start)
+        else:  # over its weight (sum_i w[y_i]): the whole set's mean, however it is batched
+            with np.errstate(invalid="ignore", divide="ignore"):  # (a batch of ignored rows: 0 / 0, not counted)
+                value = loss.value(output, target_batch, xp)
+            loss_sum = loss_sum + xp.where(weight > 0, value * weight, xp.zeros_like(value))
+            weight_sum = weight_sum + weight
         batch_finite = xp.all(xp.isfinite(output))
         finite = batch_finite if finite is None else finite & batch_finite
         for index, metric in enumerate(metric_list):
             totals[index] = metric.update(totals[index], output, target_batch, xp)
     if not bool(finite):  # the one extra read
         raise _non_finite_output_error(model, x, batch_size, what, loss)
-    result = {"loss": float(loss_sum) / samples}
+    result = {"loss": float(loss_sum) / float(weight_sum)}
     if not np.isfinite(result["loss"]):
         raise NonFiniteError(f"{what}: the loss is {result['loss']} though every output is finite: "
                              f"{type(loss).__name__} overflowed {model.dtype_name} (outputs or targets far "
