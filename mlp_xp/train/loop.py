@@ -329,7 +329,7 @@ def _split_validation(model, x, target, fraction):
 
 def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
         validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-        resume_from=None, distributed=None, sync_every=None) -> History:
+        resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None) -> History:
     """Train ``model`` in place with minibatch gradient steps.
 
     Every input, argument and callback configuration is checked before the first step.
@@ -383,6 +383,13 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             round-trip. On numpy reading costs nothing and happens after every step, as it does
             with ``on_nonfinite="skip_batch"``, float16 loss scaling, or an ``on_batch_end``
             callback.
+        sample_weight: one weight >= 0 per row of X (Keras's meaning: a batch's loss is
+            ``sum_i w_i l_i / rows``, each row's loss times its weight; see
+            :mod:`mlp_xp.train.weights`). In-memory data only; not with ``validation_split``.
+        class_weight: ``{label: weight}`` for every class of the data, or ``"balanced"``
+            (``rows / (classes * rows of the class)``, as scikit-learn's); classification losses
+            with integer labels; multiplies ``sample_weight``. Training metrics and the
+            validation loss stay unweighted.
 
     Returns:
         A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
@@ -399,7 +406,8 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     """
     with _training(model):
         run = _Run(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
-                   metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every)
+                   metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every, sample_weight,
+                   class_weight)
         history = History({key: [] for key in run.log_keys})
         history.first_epoch = run.first_epoch
         run.hooks.call("on_train_begin", model=model)
@@ -555,7 +563,8 @@ class _Run:
     a step the guard stopped does)."""
 
     def __init__(self, model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data,
-                 validation_split, metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every):
+                 validation_split, metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every,
+                 sample_weight=None, class_weight=None):
         from . import distributed as distributed_module
         from . import metrics as metrics_module
         from .callbacks import Hooks
@@ -606,6 +615,20 @@ class _Run:
                 (x, target), validation = _split_validation(model, x, target, validation_split)
             samples = x.shape[0]
             steps_per_epoch = -(-samples // batch_size)
+        weighting = sample_weight is not None or class_weight is not None
+        if weighting:
+            if streaming:
+                raise ValueError("sample_weight and class_weight need in-memory data, not a datasets.Batches")
+            if sample_weight is not None and validation_split is not None:
+                raise ValueError("sample_weight with validation_split: split the rows and their weights yourself "
+                                 "and pass validation_data")
+            from . import weights as weights_module
+            from .._backend import to_numpy
+
+            host = weights_module.row_weights(sample_weight, class_weight, np.asarray(to_numpy(target)), loss,
+                                              samples)  # (one read of the targets, at the start)
+            labels, shape = target.ndim == 1 and loss.target_kind == "class", tuple(target.shape[1:])
+            target = weights_module.pack(model.xp, target, model.backend.asarray(host, dtype=model.dtype))
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
@@ -641,6 +664,11 @@ class _Run:
         self.first_epoch = model.epoch + 1 if continuing else 1
         self.last_epoch = self.first_epoch + self.epochs - 1
 
+        # validation: the loss and metrics as given; training: with the weights, if any (see train/weights.py)
+        self.eval_loss, self.eval_metrics = loss, metric_list
+        if weighting:
+            loss = weights_module.WeightedLoss(loss, labels, shape)
+            metric_list = [weights_module.UnpackedMetric(metric, labels, shape) for metric in metric_list]
         self.model, self.loss, self.optimizer, self.metric_list = model, loss, optimizer, metric_list
         self.engine, self.x, self.target, self.validation, self.samples = engine, x, target, validation, samples
         self.batch_size, self.shuffle, self.steps_per_epoch = batch_size, shuffle, steps_per_epoch
@@ -811,7 +839,7 @@ class _Run:
             logs[metric.name] = metric.result(total, seen) if seen and total is not None else float("nan")
         if self.validation is not None:
             try:
-                values = _evaluate_prepared(model, *self.validation, self.loss, self.metric_list,
+                values = _evaluate_prepared(model, *self.validation, self.eval_loss, self.eval_metrics,
                                             what=f"validation after epoch {model.epoch}")
             except NonFiniteError as error:  # the weights are finite; the validation rows overflow with them
                 error.epoch = model.epoch

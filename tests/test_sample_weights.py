@@ -1,0 +1,133 @@
+"""fit(sample_weight=, class_weight=) with Keras's meaning: a batch's loss is sum_i w_i l_i / rows,
+compared with PyTorch computing that loss by hand (per-row losses times weights, mean), on every
+backend; class_weight "balanced" as scikit-learn's; training metrics and validation unweighted."""
+
+import numpy as np
+import pytest
+
+import mlp_xp as mx
+
+from .conftest import torch_twin
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(48, 5))
+LABELS = rng.integers(0, 3, size=48)
+VALUES = rng.normal(size=(48, 2))
+WEIGHTS = rng.uniform(0, 2, size=48)
+
+
+def _torch_trajectory(torch, model, loss_of, epochs=4, batch=16, lr=0.1):
+    net = torch_twin(torch, model)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    Xt = torch.tensor(X)
+    for _ in range(epochs):
+        for start in range(0, len(X), batch):
+            optimizer.zero_grad()
+            loss_of(net(Xt[start:start + batch]), slice(start, start + batch)).backward()
+            optimizer.step()
+    return net
+
+
+@pytest.mark.parametrize("kind", ["cross_entropy", "mse"])
+def test_weighted_fit_equals_torch_weighting_each_rows_loss(kind, backend):
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    wt = torch.tensor(WEIGHTS)
+    if kind == "cross_entropy":
+        target, loss = LABELS, mx.losses.CrossEntropy()
+        yt = torch.tensor(LABELS)
+        loss_of = lambda out, rows: (functional.cross_entropy(out, yt[rows], reduction="none") * wt[rows]).mean()  # noqa: E731
+        outputs = 3
+    else:
+        target, loss = VALUES, mx.losses.MSE()
+        yt = torch.tensor(VALUES)
+        loss_of = lambda out, rows: (functional.mse_loss(out, yt[rows], reduction="none").mean(dim=1)  # noqa: E731
+                                     * wt[rows]).mean()
+        outputs = 2
+    model = mx.Sequential(mx.Linear(5, 12), mx.Tanh(), mx.Linear(12, outputs), dtype="float64", seed=0)
+    net = _torch_trajectory(torch, model, loss_of)
+    model = model.to(backend=backend, device=backend.device)
+    model.fit(X, target, loss, mx.optim.SGD(lr=0.1), epochs=4, batch_size=16, shuffle=False, verbose=0,
+              sample_weight=WEIGHTS)
+    for index in (0, 2):
+        np.testing.assert_allclose(mx.to_numpy(model.state_dict()[f"{index}.weight"]),
+                                   net[index].weight.detach().numpy().T, rtol=1e-10, atol=1e-13)
+
+
+def test_class_weight_is_the_weight_of_each_rows_class():
+    table = {0: 0.5, 1: 2.0, 2: 1.0}
+    runs = []
+    for options in ({"class_weight": table}, {"sample_weight": np.array([table[label] for label in LABELS])},
+                    {"class_weight": "balanced"},
+                    {"sample_weight": len(LABELS) / (3 * np.bincount(LABELS)[LABELS])}):
+        model = mx.Sequential(mx.Linear(5, 3), dtype="float64", seed=0)
+        model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.Adam(lr=1e-2), epochs=3, batch_size=16,
+                  verbose=0, **options)
+        runs.append(mx.to_numpy(model.params))
+    assert np.array_equal(runs[0], runs[1]) and np.allclose(runs[2], runs[3], rtol=1e-14, atol=0)
+    assert not np.allclose(runs[0], runs[2])
+    # both: their product
+    both = mx.Sequential(mx.Linear(5, 3), dtype="float64", seed=0)
+    both.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.Adam(lr=1e-2), epochs=3, batch_size=16, verbose=0,
+             class_weight=table, sample_weight=WEIGHTS)
+    product = mx.Sequential(mx.Linear(5, 3), dtype="float64", seed=0)
+    product.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.Adam(lr=1e-2), epochs=3, batch_size=16, verbose=0,
+                sample_weight=WEIGHTS * np.array([table[label] for label in LABELS]))
+    assert np.array_equal(mx.to_numpy(both.params), mx.to_numpy(product.params))
+
+
+def test_unit_weights_train_as_no_weights_and_metrics_and_validation_stay_unweighted():
+    runs = []
+    for options in ({}, {"sample_weight": np.ones(48)}):
+        model = mx.Sequential(mx.Linear(5, 8), mx.ReLU(), mx.Linear(8, 3), mx.Softmax(), dtype="float64", seed=0)
+        history = model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.SGD(lr=0.1), epochs=3, batch_size=16,
+                            validation_data=(X[:10], LABELS[:10]), verbose=0, **options)
+        runs.append((mx.to_numpy(model.params), history))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-13, atol=1e-15)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(runs[1][1][key], runs[0][1][key], rtol=1e-12)
+    # heavy weights change the training loss, not how accuracy or validation are counted
+    model = mx.Sequential(mx.Linear(5, 8), mx.ReLU(), mx.Linear(8, 3), mx.Softmax(), dtype="float64", seed=0)
+    history = model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.SGD(lr=0.0), epochs=1, batch_size=48,
+                        validation_data=(X, LABELS), verbose=0, sample_weight=np.full(48, 10.0))
+    assert history["loss"][0] == pytest.approx(10 * history["val_loss"][0], rel=1e-12)
+    assert history["accuracy"][0] == history["val_accuracy"][0]
+
+
+def test_weights_with_the_jitted_jax_step_and_a_fused_output():
+    pytest.importorskip("jax")
+    runs = []
+    for backend in ("numpy", "jax"):
+        model = mx.Sequential(mx.Linear(5, 8), mx.ReLU(), mx.Linear(8, 3), mx.Softmax(), dtype="float64", seed=0,
+                              backend=backend)
+        model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.Adam(lr=1e-2), epochs=2, batch_size=16, verbose=0,
+                  class_weight="balanced")
+        runs.append(mx.to_numpy(model.params))
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"sample_weight": -WEIGHTS}, r"sample_weight must hold finite numbers >= 0; row 0 has"),
+    ({"sample_weight": WEIGHTS[:10]}, r"sample_weight must have shape \(48,\), one weight per row, got \(10,\)"),
+    ({"sample_weight": np.zeros(48)}, "every row has weight 0"),
+    ({"class_weight": {0: 1.0, 1: 2.0}}, r"class_weight gives no weight for the classes \[2\]"),
+    ({"class_weight": "balance"}, r'class_weight must be a \{label: weight\} mapping or "balanced"'),
+    ({"class_weight": {0: -1.0, 1: 1.0, 2: 1.0}}, r"class_weight\[0\] must be a finite number >= 0"),
+    ({"sample_weight": WEIGHTS, "validation_split": 0.2}, "sample_weight with validation_split"),
+])
+def test_bad_weights_are_refused_before_any_step(options, match):
+    model = mx.Sequential(mx.Linear(5, 3), seed=0)
+    before = mx.to_numpy(model.params).copy()
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, LABELS, mx.losses.CrossEntropy(), mx.optim.SGD(lr=0.1), verbose=0, **options)
+    assert np.array_equal(mx.to_numpy(model.params), before)
+
+
+def test_class_weight_needs_class_labels_and_weights_need_in_memory_data():
+    model = mx.Sequential(mx.Linear(5, 2), seed=0)
+    with pytest.raises(ValueError, match="class_weight needs a classification loss"):
+        model.fit(X, VALUES, mx.losses.MSE(), mx.optim.SGD(), verbose=0, class_weight="balanced")
+    batches = mx.datasets.Batches(X, LABELS, batch_size=16)
+    with pytest.raises(ValueError, match="need in-memory data"):
+        mx.Sequential(mx.Linear(5, 3), seed=0).fit(batches, None, mx.losses.CrossEntropy(), mx.optim.SGD(),
+                                                     verbose=0, sample_weight=WEIGHTS)
