@@ -41,7 +41,8 @@ def main(argv=None):
           f"test accuracy {result['keras_accuracy']:.3f}")
 
     # 2. PyTorch's options: AdamW with amsgrad, a OneCycleLR schedule (its length set by fit), a weighted,
-    #    label-smoothed cross-entropy that ignores label -100, as torch.nn.functional.cross_entropy computes it
+    #    label-smoothed cross-entropy that ignores label -100, as torch.nn.functional.cross_entropy computes it;
+    #    and Keras's per-row sample_weight
     weights = np.bincount(y_train, minlength=10).max() / np.bincount(y_train, minlength=10)
     loss = mx.losses.CrossEntropy(weight=weights.tolist(), label_smoothing=0.05, ignore_index=-100)
     optimizer = mx.optim.AdamW(lr=mx.optim.schedules.one_cycle(3e-3), amsgrad=True)
@@ -49,7 +50,8 @@ def main(argv=None):
                                 seed=1, dtype="float64")
     labels = y_train.copy()
     labels[:20] = -100  # (rows whose label is unknown: they count for nothing)
-    torch_model.fit(X_train, labels, loss=loss, optimizer=optimizer, epochs=args.epochs, batch_size=32, verbose=0)
+    torch_model.fit(X_train, labels, loss=loss, optimizer=optimizer, epochs=args.epochs, batch_size=32, verbose=0,
+                    sample_weight=np.where(np.arange(len(labels)) % 10 == 0, 2.0, 1.0))  # (Keras's per-row weights)
     result["torch_options_accuracy"] = torch_model.evaluate(X_test, y_test, mx.losses.CrossEntropy())["accuracy"]
     per_sample = mx.losses.CrossEntropy(weight=weights.tolist(), reduction="none")  # (for custom code)
     values = per_sample.value(torch_model.forward(X_test[:3], loss=per_sample), y_test[:3])

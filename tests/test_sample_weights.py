@@ -131,3 +131,19 @@ def test_class_weight_needs_class_labels_and_weights_need_in_memory_data():
     with pytest.raises(ValueError, match="need in-memory data"):
         mx.Sequential(mx.Linear(5, 3), seed=0).fit(batches, None, mx.losses.CrossEntropy(), mx.optim.SGD(),
                                                      verbose=0, sample_weight=WEIGHTS)
+
+
+def test_class_weight_with_ignored_labels():
+    """Rows of CrossEntropy's ignore_index label count for nothing; "balanced" counts the others."""
+    labels = LABELS.copy()
+    labels[::4] = -100
+    kept = labels >= 0
+    balanced = np.ones(48)
+    balanced[kept] = kept.sum() / (3 * np.bincount(labels[kept])[labels[kept]])
+    runs = []
+    for options in ({"class_weight": "balanced"}, {"sample_weight": balanced}):
+        model = mx.Sequential(mx.Linear(5, 3), dtype="float64", seed=0)
+        model.fit(X, labels, mx.losses.CrossEntropy(ignore_index=-100), mx.optim.Adam(lr=1e-2), epochs=2,
+                  batch_size=16, verbose=0, **options)
+        runs.append(mx.to_numpy(model.params))
+    assert np.array_equal(runs[0], runs[1])

@@ -58,14 +58,16 @@ def row_weights(sample_weight, class_weight, labels, loss, samples):
         if loss.target_kind != "class" or labels.ndim != 1:
             raise ValueError("class_weight needs a classification loss (CrossEntropy) with integer labels; give "
                              "sample_weight for other losses")
-        classes = int(labels.max()) + 1 if labels.size else 0
-        counts = np.bincount(labels.astype(np.int64), minlength=classes)
+        labels = labels.astype(np.int64)
+        counted = labels >= 0  # (a CrossEntropy ignore_index label, -100 say: its rows count for nothing anyway)
+        classes = int(labels[counted].max()) + 1 if counted.any() else 0
+        counts = np.bincount(labels[counted], minlength=classes)
         if isinstance(class_weight, str):
             if class_weight != "balanced":
                 raise ValueError(f'class_weight must be a {{label: weight}} mapping or "balanced", got {class_weight!r}')
             present = counts > 0
             table = np.zeros(classes)
-            table[present] = samples / (present.sum() * counts[present])
+            table[present] = counted.sum() / (present.sum() * counts[present])
         elif hasattr(class_weight, "items"):
             table = np.full(classes, np.nan)
             for label, value in class_weight.items():
@@ -81,7 +83,8 @@ def row_weights(sample_weight, class_weight, labels, loss, samples):
                                  "weighs them 1: give them, or use 'balanced')")
         else:
             raise ValueError(f'class_weight must be a {{label: weight}} mapping or "balanced", got {class_weight!r}')
-        by_class = table[labels.astype(np.int64)]
+        by_class = np.ones(samples)
+        by_class[counted] = table[labels[counted]]
         weights = by_class if weights is None else weights * by_class
     if weights is not None and samples and not np.any(weights > 0):
         raise ValueError("every row has weight 0: nothing would be trained")
