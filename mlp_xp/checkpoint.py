@@ -312,6 +312,8 @@ def resume(model, path, optimizer, steps_per_epoch=None, updates=None):
     handed over in a few assignments during which Ctrl-C is held back, so a file refused at any
     point (another optimizer's state, a bad field) or an interrupt leaves the model as it was.
 
+    Returns a function that undoes the resume (for a caller that refuses the run after it).
+
     ``optimizer``'s learning-rate schedule continues the saved one: where it leaves a length
     open (``cosine()`` without ``total_steps``), the saved schedule's is taken; where it differs
     otherwise from the saved one and leaves a length open, the resume is refused (that length
@@ -333,12 +335,24 @@ def resume(model, path, optimizer, steps_per_epoch=None, updates=None):
         info = io.parse_json(metadata["optimizer"], "optimizer")
         lr = schedules.continue_schedule(optimizer.lr, schedule_from_json(info["config"]["lr"]),
                                          scratch.optimizer_state.count, steps_per_epoch, updates)
+    before = _resumed_state(model, optimizer.lr)
     with held_interrupts():  # (the hand-over: all of it, or none of it)
-        model.set_train_state(scratch.record, scratch.optimizer)
-        model.shuffle_rng.bit_generator.state = scratch.shuffle_rng.bit_generator.state
-        model.dropout_rng.bit_generator.state = scratch.dropout_rng.bit_generator.state
-        model.dropout_masks, model.loss_scale, model.epoch = scratch.dropout_masks, scratch.loss_scale, scratch.epoch
-        optimizer.lr = lr
+        _hand_over(model, optimizer, _resumed_state(scratch, lr))
+    return lambda: _hand_over(model, optimizer, before)
+
+
+def _resumed_state(model, lr):
+    """What a resume replaces in a model (and the optimizer's ``lr``)."""
+    return (model.record, model.optimizer, model.shuffle_rng.bit_generator.state,
+            model.dropout_rng.bit_generator.state, model.dropout_masks, model.loss_scale, model.epoch, lr)
+
+
+def _hand_over(model, optimizer, state):
+    record, held, shuffle, dropout, masks, loss_scale, epoch, lr = state
+    model.set_train_state(record, held)
+    model.set_optimizer(held, record.opt_state)
+    model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state = shuffle, dropout
+    model.dropout_masks, model.loss_scale, model.epoch, optimizer.lr = masks, loss_scale, epoch, lr
 
 
 

@@ -804,8 +804,8 @@ class Sequential:
         ``optimizer=`` into this model (same architecture): what ``fit(resume_from=path)`` does
         before its first step (all or nothing; see :func:`mlp_xp.checkpoint.resume`, and
         :func:`mlp_xp.optim.schedules.continue_schedule` for ``steps_per_epoch`` and ``updates``,
-        the resumed run's)."""
-        checkpoint.resume(self, path, optimizer, steps_per_epoch=steps_per_epoch, updates=updates)
+        the resumed run's). Returns a function that undoes it."""
+        return checkpoint.resume(self, path, optimizer, steps_per_epoch=steps_per_epoch, updates=updates)
 
     def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
         """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.train.loop.evaluate`.

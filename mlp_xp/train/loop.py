@@ -494,18 +494,17 @@ def _by_name(name, what, classes, kind):
 
 
 def _named_loss(loss):
-    """A loss given by name, as Keras takes it (the snake_case of an mx.losses class, looked up now:
-    CrossEntropy is "cross_entropy", MSE "mse"), made with its defaults; anything else as given."""
+    """A loss given by name, as Keras takes it (the snake_case of a class in the losses' registry,
+    ``LOSS_TYPES``, looked up now: CrossEntropy is "cross_entropy", MSE "mse"), made with its
+    defaults; anything else as given."""
     if not isinstance(loss, str):
         return loss
     import re
 
-    from ..nn import losses as losses_module
+    from ..nn.losses import LOSS_TYPES
 
-    base = losses_module.Loss
-    names = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls.__name__).lower(): cls
-             for cls in vars(losses_module).values() if isinstance(cls, type) and issubclass(cls, base)
-             and cls is not base and cls.__module__ == base.__module__ and not cls.__name__.startswith("_")}
+    names = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower(): cls
+             for name, cls in LOSS_TYPES.items()}
     return _by_name(loss, "loss", names, "an mx.losses loss")()
 
 
@@ -517,25 +516,6 @@ def _named_optimizer(optimizer):
 
     names = {name.lower(): cls for name, cls in optimizers_module.OPTIMIZER_TYPES.items()}
     return _by_name(optimizer, "optimizer", names, "an mx.optim optimizer")()
-
-
-class _Snapshot:
-    """What a resume changes in a model and its optimizer, to put back when the fit is refused
-    after it (the processes of a distributed run disagree, say)."""
-
-    def __init__(self, model, optimizer):
-        self.model, self.optimizer = model, optimizer
-        self.values = (model.record, model.optimizer, model.shuffle_rng.bit_generator.state,
-                       model.dropout_rng.bit_generator.state, model.dropout_masks, model.loss_scale, model.epoch,
-                       optimizer.lr)
-
-    def restore(self):
-        model = self.model
-        record, held, shuffle, dropout, masks, loss_scale, epoch, lr = self.values
-        model.set_train_state(record)
-        model.set_optimizer(held, record.opt_state)
-        model.shuffle_rng.bit_generator.state, model.dropout_rng.bit_generator.state = shuffle, dropout
-        model.dropout_masks, model.loss_scale, model.epoch, self.optimizer.lr = masks, loss_scale, epoch, lr
 
 
 class _Epoch:
@@ -643,11 +623,11 @@ class _Run:
         if scaling:
             log_keys += ["loss_scale", "skipped_steps"]
         self.hooks.check_config(log_keys)
-        before = _Snapshot(model, optimizer) if resume_from is not None else None
+        undo = None
         try:
             if resume_from is not None:
-                model.load_checkpoint(resume_from, optimizer, steps_per_epoch=steps_per_epoch,
-                                      updates=self.epochs * steps_per_epoch)
+                undo = model.load_checkpoint(resume_from, optimizer, steps_per_epoch=steps_per_epoch,
+                                             updates=self.epochs * steps_per_epoch)
             if engine is not None:
                 _check_replicas(model, engine, samples, validation, loss=loss, optimizer=optimizer,
                                 epochs=self.epochs, batch_size=X.batch_size if streaming else batch_size,
@@ -655,8 +635,8 @@ class _Run:
                                 sync_every=sync_every, metrics=metric_list)
             optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
         except Exception:
-            if before is not None:  # (a refused call changes nothing: the resume is undone)
-                before.restore()
+            if undo is not None:  # (a refused call changes nothing: the resume is undone)
+                undo()
             raise
         # a fit that continues the model's training (resumed from a file, or with the optimizer whose state
         # the model holds) numbers its epochs after the model's (history, logs, callbacks, file names)

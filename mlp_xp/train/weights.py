@@ -136,21 +136,6 @@ class WeightedLoss(Loss):
         scaled = xp.reshape(column, (rows,)) if losses.ndim == 1 else column
         return xp.sum(losses * scaled) / (rows * per), grad * column / (rows * per)
 
-    def ops_value_and_grad(self, ops, output, packed):
-        return self.value_and_grad(output, packed, ops.xp)
-
-    def value(self, output, packed, xp=None):
-        return self.value_and_grad(output, packed, xp)[0]
-
-    def correct(self, output, packed, xp=None):
-        import array_api_compat
-
-        xp = xp or array_api_compat.array_namespace(output)
-        return self.loss.correct(output, _unpack(xp, packed, self.labels, self.shape)[0], xp)
-
-    def check_fit(self, outputs):
-        self.loss.check_fit(outputs)
-
     def config(self):
         return self.loss.config()
 
