@@ -1,5 +1,5 @@
 """What PyTorch and Keras users reach for, in mlp_xp: their optimizer, loss and schedule options, Keras's
-callbacks and names, and export to PyTorch and ONNX.
+callbacks and names, BatchNorm, and export to PyTorch and ONNX.
 
 Run: python examples/from_pytorch_and_keras.py [--epochs 12] [--folder DIR]
 
@@ -27,18 +27,22 @@ def main(argv=None):
     X_train, X_test = mx.datasets.standardize(X_train, X_test)
     result = {}
 
-    # 1. Keras's way of writing it: activations inside Linear, names for the loss and the optimizer, callbacks
-    #    that see self.model, ReduceLROnPlateau, and model.stop_training from a LambdaCallback
-    model = mx.Sequential(mx.Linear(64, 64, activation="relu"), mx.Dropout(0.1), mx.Linear(64, 10), seed=0)
+    # 1. Keras's way of writing it: activations inside Linear, BatchNorm after it, names for the loss and the
+    #    optimizer, callbacks that see self.model, ReduceLROnPlateau, and model.stop_training from a LambdaCallback
+    #    (BatchNorm's momentum is PyTorch's, the weight of each batch: Keras's momentum=0.99 is 0.01 here)
+    model = mx.Sequential(mx.Linear(64, 64, activation="relu"), mx.BatchNorm(64, momentum=0.1), mx.Dropout(0.1),
+                          mx.Linear(64, 10), seed=0)
     seen = []
     history = model.fit(
         X_train, y_train, loss="cross_entropy", optimizer="adam", epochs=args.epochs, batch_size=32,
         validation_data=(X_test, y_test), verbose=0,
         callbacks=[mx.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
                    mx.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))])
-    result["keras_accuracy"] = model.evaluate(X_test, y_test, "cross_entropy")["accuracy"]
+    result["keras_accuracy"] = model.evaluate(X_test, y_test, "cross_entropy")["accuracy"]  # (running statistics)
+    running_var = mx.to_numpy(model.state_dict()["1.running_var"])
     print(f"Keras habits: {len(seen)} epochs, learning rates {sorted(set(history['lr']), reverse=True)[:3]}, "
-          f"test accuracy {result['keras_accuracy']:.3f}")
+          f"test accuracy {result['keras_accuracy']:.3f}; BatchNorm running variances "
+          f"{running_var.min():.2f}..{running_var.max():.2f}")
 
     # 2. PyTorch's options: AdamW with amsgrad, a OneCycleLR schedule (its length set by fit), a weighted,
     #    label-smoothed cross-entropy that ignores label -100, as torch.nn.functional.cross_entropy computes it;
@@ -76,7 +80,7 @@ def main(argv=None):
         print("export_onnx: skipped (pip install 'mlp_xp[onnx]')")
     else:
         path = os.path.join(folder, "digits.onnx")
-        model.export_onnx(path)
+        model.export_onnx(path)  # (its BatchNorm with the running statistics, as predict computes it)
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         theirs = session.run(None, {"input": X_test.astype(np.float32)})[0]
         result["onnx_difference"] = float(np.max(np.abs(theirs - mx.to_numpy(model.predict(X_test)))))

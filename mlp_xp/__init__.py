@@ -17,8 +17,8 @@ from .tools.diagnostics import layer_statistics
 from .tools.gradcheck import GradientCheck, check_gradients
 from .checkpoint import save
 from .export import export_onnx, to_torch
-from .nn.layers import (ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Softmax,
-                        Softplus, Tanh)
+from .nn.layers import (ELU, GELU, BatchNorm, BatchNorm1d, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU,
+                        Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .model import Sequential, load
 from .train.loop import History
 
@@ -26,7 +26,7 @@ __version__ = "0.4.0"
 
 __all__ = [
     "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU", "Softplus",
-    "Identity", "Softmax", "Dropout", "LayerNorm",
+    "Identity", "Softmax", "Dropout", "LayerNorm", "BatchNorm", "BatchNorm1d",
     "losses", "optim", "callbacks", "datasets", "initializers", "metrics", "distributed", "precision",
     "step", "ops", "counting", "layers", "diagnostics",
     "check_gradients", "GradientCheck", "History", "to_numpy", "ShapeError", "NonFiniteError",

@@ -196,7 +196,7 @@ def check_declared_shapes(model, shapes):
     from the header, before any tensor is read."""
     from ._errors import ShapeError
 
-    expected = {spec.key: spec.shape for spec in model.param_specs}
+    expected = {spec.key: spec.shape for spec in model.param_specs + model.running_specs}
     weights = {key for key in shapes if not key.startswith(_OPTIMIZER_PREFIX)}
     if weights != set(expected):
         raise ValueError(f"its tensors do not match its layers: missing {sorted(set(expected) - weights)}, "

@@ -20,12 +20,20 @@ that the file takes raw features. Every layer type of :mod:`mlp_xp.nn.layers` is
 - Dropout: nothing in the graph (the identity at inference); torch Dropout(p), in eval mode.
 - LayerNorm: ``c = x - ReduceMean(x)``, ``c / Sqrt(ReduceMean(c * c) + eps) * weight + bias``; torch
   LayerNorm(features, eps, elementwise_affine).
+- BatchNorm (BatchNorm1d): ``(x - running_mean) * Reciprocal(Sqrt(running_var + eps)) * weight + bias``,
+  the running statistics initializers of their state_dict keys; with ``track_running_stats=False``
+  the batch's own statistics, ``c = x - ReduceMean(x, axis 0)``, ``c * Reciprocal(Sqrt(ReduceMean(c * c,
+  axis 0) + eps)) * weight + bias`` (a batch of one row, which ``predict`` refuses, gives ``bias``);
+  torch BatchNorm1d(features, eps, momentum, affine, track_running_stats), in eval mode, its buffers
+  the running statistics.
 
 The parameterised activations are written with constants of the model's dtype (ONNX's own
 LeakyRelu and Elu take a float32 attribute, and onnxruntime has no float64 Elu or Softplus), so a
 float64 model exports to a float64 graph that onnxruntime runs. LayerNorm is written out as
 mlp_xp computes it rather than as ONNX's LayerNormalization, whose epsilon is a float32
-attribute too (a float64 model's 1e-3 would become 1.00000005e-3) and which needs opset 17.
+attribute too (a float64 model's 1e-3 would become 1.00000005e-3) and which needs opset 17;
+BatchNorm likewise rather than as BatchNormalization (a float32 epsilon, and no batch statistics
+at inference).
 PyTorch's Softplus returns ``x`` above its ``threshold``; at 40, ``log(1 + exp(-x))`` is below
 float64's resolution of ``x`` there, so it equals mlp_xp's stable form. A layer of a type not
 listed (a subclass of ``Layer`` of your own) is refused with an error naming it, before any work.
@@ -68,8 +76,8 @@ import numpy as np
 
 from . import io
 from ._backend import to_numpy
-from .nn.layers import (ACTIVATIONS, ELU, GELU, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid,
-                        SiLU, Softmax, Softplus, Tanh)
+from .nn.layers import (ACTIVATIONS, ELU, GELU, BatchNorm, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU,
+                        Sigmoid, SiLU, Softmax, Softplus, Tanh)
 
 __all__ = ["export_onnx", "to_torch", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -80,7 +88,7 @@ MIN_OPSET = 13
 
 #: the layer types each exporter knows (exact types: a subclass may compute something else)
 _SUPPORTED = (Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU, Softplus, Identity, Softmax, Dropout,
-              LayerNorm)
+              LayerNorm, BatchNorm)
 #: PyTorch's Softplus threshold: above it torch returns x, equal in float64 to x + log1p(exp(-x))
 _TORCH_SOFTPLUS_THRESHOLD = 40.0
 #: what the exporters read of a Sequential
@@ -156,15 +164,17 @@ class _GraphBuilder:
             self._constants[value] = self.tensor(f"const_{len(self._constants)}", value)
         return self._constants[value]
 
-    def mean(self, x):
-        """The mean of each row of ``x`` (batch, features), as (batch, 1): ReduceMean takes its axes
-        as an attribute up to opset 17, as an input from 18."""
+    def mean(self, x, axis=-1):
+        """The mean of ``x`` (batch, features) over ``axis``, its dimension kept: of each row as
+        (batch, 1) by default, of each feature as (1, features) with ``axis=0``. ReduceMean takes
+        its axes as an attribute up to opset 17, as an input from 18."""
         if self.opset < 18:
-            return self.node("ReduceMean", [x], axes=[-1], keepdims=1)
-        if "axes_last" not in self._constants:
-            self.initializers.append(self.onnx.numpy_helper.from_array(np.array([-1], dtype=np.int64), "axes_last"))
-            self._constants["axes_last"] = "axes_last"
-        return self.node("ReduceMean", [x, "axes_last"], keepdims=1)
+            return self.node("ReduceMean", [x], axes=[axis], keepdims=1)
+        name = "axes_last" if axis == -1 else f"axes_{axis}"
+        if name not in self._constants:
+            self.initializers.append(self.onnx.numpy_helper.from_array(np.array([axis], dtype=np.int64), name))
+            self._constants[name] = name
+        return self.node("ReduceMean", [x, name], keepdims=1)
 
     def node(self, op, inputs, hint=None, **attributes):
         output = self.name(hint or op.lower())
@@ -212,14 +222,28 @@ def _onnx_layer(graph, index, layer, x, weights):
         return x
     if isinstance(layer, LayerNorm):  # two passes, as mlp_xp computes it (see the module's description)
         centered = g.node("Sub", [x, g.mean(x)])
-        inv_std = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [g.mean(g.node("Mul", [centered, centered])),
-                                                                        g.constant(layer.eps)])])])
-        if not layer.elementwise_affine:
-            return g.node("Mul", [centered, inv_std], f"layer_norm{index}")
-        weight = g.tensor(f"{index}.weight", weights[f"{index}.weight"])
-        scaled = g.node("Mul", [g.node("Mul", [centered, inv_std]), weight])
-        return g.node("Add", [scaled, g.tensor(f"{index}.bias", weights[f"{index}.bias"])], f"layer_norm{index}")
+        return _normalized(g, centered, g.mean(g.node("Mul", [centered, centered])), layer.eps,
+                           layer.elementwise_affine, index, weights, f"layer_norm{index}")
+    if isinstance(layer, BatchNorm):  # as mlp_xp computes it in evaluation (see the module's description)
+        if layer.track_running_stats:
+            centered = g.node("Sub", [x, g.tensor(f"{index}.running_mean", weights[f"{index}.running_mean"])])
+            variance = g.tensor(f"{index}.running_var", weights[f"{index}.running_var"])
+        else:  # the batch's own statistics: of each feature, over the rows (the variance biased)
+            centered = g.node("Sub", [x, g.mean(x, axis=0)])
+            variance = g.mean(g.node("Mul", [centered, centered]), axis=0)
+        return _normalized(g, centered, variance, layer.eps, layer.affine, index, weights, f"batch_norm{index}")
     raise AssertionError(f"unhandled layer {layer!r}")  # (_check_model refused it)
+
+
+def _normalized(g, centered, variance, eps, affine, index, weights, hint):
+    """``centered * (1 / sqrt(variance + eps))``, then ``* weight + bias`` when ``affine``: the
+    normalisation's operations in mlp_xp's order (``eps`` a constant of the graph's dtype)."""
+    inv_std = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [variance, g.constant(eps)])])])
+    if not affine:
+        return g.node("Mul", [centered, inv_std], hint)
+    weight = g.tensor(f"{index}.weight", weights[f"{index}.weight"])
+    scaled = g.node("Mul", [g.node("Mul", [centered, inv_std]), weight])
+    return g.node("Add", [scaled, g.tensor(f"{index}.bias", weights[f"{index}.bias"])], hint)
 
 
 def _onnx_graph(onnx, model, steps, weights, opset, include_scaler):
@@ -348,8 +372,9 @@ def to_torch(model):
     about 1e-15).
 
     Linear weights are transposed (mlp_xp stores (in, out), PyTorch (out, in)); the module is a
-    copy, so training it leaves the model unchanged. See the module's description for the
-    layers' equivalents.
+    copy, so training it leaves the model unchanged. A BatchNorm's running statistics are its
+    BatchNorm1d's buffers (``num_batches_tracked`` an int64 count), so that ``train()`` goes on
+    updating them as PyTorch does. See the module's description for the layers' equivalents.
 
     Args:
         model: a :class:`~mlp_xp.Sequential`, on any backend.
@@ -357,8 +382,11 @@ def to_torch(model):
     Returns:
         A ``torch.nn.Sequential`` with one module per layer, so that its state_dict has the
         model's keys (a Linear with an ``activation`` adds a module after it, which shifts the
-        indices after it); Dropout is included: the identity in ``eval()`` mode, which the
-        module is in (``train()`` activates it).
+        indices after it), and one more: BatchNorm1d always keeps ``"<index>.num_batches_tracked"``
+        when it tracks running statistics, which the model keeps only with ``momentum=None``
+        (else it is 0 here: PyTorch reads it only then). Dropout is included: the identity in
+        ``eval()`` mode, which the module is in (``train()`` activates it, and BatchNorm's batch
+        statistics).
 
     Raises:
         TypeError: ``model`` is not a Sequential.
@@ -385,6 +413,16 @@ def to_torch(model):
             module = nn.LayerNorm(features, eps=layer.eps, elementwise_affine=layer.elementwise_affine, dtype=dtype)
             if layer.elementwise_affine:
                 module.weight, module.bias = parameter(f"{index}.weight"), parameter(f"{index}.bias")
+        elif isinstance(layer, BatchNorm):
+            module = nn.BatchNorm1d(features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
+                                    track_running_stats=layer.track_running_stats, dtype=dtype)
+            if layer.affine:
+                module.weight, module.bias = parameter(f"{index}.weight"), parameter(f"{index}.bias")
+            with torch.no_grad():  # (the buffers it registered: kept, so that train() updates them)
+                for name, buffer in module.named_buffers():
+                    key = f"{index}.{name}"
+                    if key in weights:
+                        buffer.copy_(torch.tensor(weights[key]).to(buffer.dtype))
         elif isinstance(layer, LeakyReLU):
             module = nn.LeakyReLU(layer.negative_slope)
         elif isinstance(layer, ELU):

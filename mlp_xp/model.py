@@ -124,6 +124,7 @@ class Sequential:
         init_rng, shuffle_rng, dropout_rng = (np.random.default_rng(s)
                                               for s in np.random.SeedSequence(self.seed).spawn(3))
         self.params = self.backend.asarray(self._initial_host_params(init_rng), dtype=self.dtype)
+        self.running = self._initial_running()
         self.shuffle_rng = shuffle_rng
         self.dropout_rng = dropout_rng
 
@@ -195,7 +196,9 @@ class Sequential:
         self.in_features = features
         self.features = []  # input features of each layer
         self.param_specs: list[ParamSpec] = []
-        offset = 0
+        #: where each running statistic (BatchNorm's) lives in the flat :attr:`running` vector
+        self.running_specs: list[ParamSpec] = []
+        offset = running_offset = 0
         for index, layer in enumerate(self.layers):
             self.features.append(features)
             try:
@@ -206,9 +209,17 @@ class Sequential:
                 spec = ParamSpec(f"{index}.{name}", index, name, offset, tuple(shape), math.prod(shape))
                 self.param_specs.append(spec)
                 offset += spec.size
+            for name, shape in layer.running_shapes(features).items():
+                spec = ParamSpec(f"{index}.{name}", index, name, running_offset, tuple(shape), math.prod(shape))
+                self.running_specs.append(spec)
+                running_offset += spec.size
             features = out
         self.out_features = features
         self.num_parameters = offset
+        #: the number of running statistics (0: none, and :attr:`running` is None)
+        self.num_running = running_offset
+        # the layers that keep running statistics, in order (what a training step's updates come from)
+        self._running_layers = tuple(sorted({spec.layer_index for spec in self.running_specs}))
         # layers before the first one with parameters need no backward pass at all
         self._first_param_layer = self.param_specs[0].layer_index if self.param_specs else len(self.layers)
 
@@ -232,6 +243,19 @@ class Sequential:
                     flat[spec.offset:spec.offset + spec.size] = np.asarray(values[spec.name]).reshape(-1)
         return flat
 
+    def _initial_running(self):
+        """The initial running statistics (BatchNorm's zero means, unit variances) on the backend,
+        or None for a model that keeps none."""
+        if not self.running_specs:
+            return None
+        flat = np.empty(self.num_running, dtype=self.dtype_name)
+        for index in self._running_layers:
+            values = self.layers[index].init_running(self.features[index])
+            for spec in self.running_specs:
+                if spec.layer_index == index:
+                    flat[spec.offset:spec.offset + spec.size] = np.asarray(values[spec.name]).reshape(-1)
+        return self.backend.asarray(flat, dtype=self.dtype)
+
     # ------------------------------------------------------------------ pickling (sklearn, multiprocessing)
 
     def __getstate__(self):
@@ -250,7 +274,8 @@ class Sequential:
                                           for index, value in enumerate(opt_state)))
         # the record's arrays as numpy, its counts as ints; the guard and sums belong to a fit
         params = None if self.params is None else to_numpy(self.params)
-        state["_state"] = TrainState(params, opt_state, self.dropout_step, None, None, ())
+        running = None if self.running is None else to_numpy(self.running)
+        state["_state"] = TrainState(params, opt_state, self.dropout_step, None, None, (), None, running)
         return state
 
     def __setstate__(self, state):
@@ -264,7 +289,8 @@ class Sequential:
                                           else backend.asarray(value, dtype=state["dtype"])
                                           for index, value in enumerate(opt_state)))
         params = None if record.params is None else backend.asarray(record.params, dtype=state["dtype"])
-        state["_state"] = record._replace(params=params, opt_state=opt_state)
+        running = None if record.running is None else backend.asarray(record.running, dtype=state["dtype"])
+        state["_state"] = record._replace(params=params, opt_state=opt_state, running=running)
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ properties
@@ -347,8 +373,15 @@ class Sequential:
 
     def layer_params(self, params=None):
         """Per-layer dicts {name: array} of the flat ``params`` (default: the model's), as reshaped
-        slices (views where the backend has views)."""
-        return self._layer_params(self.params if params is None else params)
+        slices (views where the backend has views), with the model's running statistics (a
+        BatchNorm's): what each layer's ``forward`` takes."""
+        per_layer = self._layer_params(self.params if params is None else params)
+        if not self.running_specs:
+            return per_layer
+        per_layer = list(per_layer)
+        for index, statistics in self._layer_running(self.running).items():
+            per_layer[index] = {**per_layer[index], **statistics}
+        return per_layer
 
     def layers_before_loss(self, loss) -> int:
         """How many layers produce what ``loss`` takes: all of them, or all but a final
@@ -444,13 +477,19 @@ class Sequential:
             return lambda a, b: xp.astype(xp.matmul(xp.astype(a, float32), xp.astype(b, float32)), compute)
         return xp.matmul  # native narrow products (they accumulate in float32 on GPUs)
 
-    def _forward(self, params, x, ctx, stop=None):
+    def _forward(self, params, x, ctx, stop=None, running=None):
         """Run layers[:stop]; return the output and each layer's backward closure. Under mixed
-        precision the layers compute in the narrow type and the output comes back as float32."""
+        precision the layers compute in the narrow type and the output comes back as float32.
+        ``running``: the running statistics the layers read (default: the model's); in a
+        training context that collects them (``ctx.updates``) the layers append their updates."""
         compute = self._compute_dtype
         if compute is not None:
             params, x = self.xp.astype(params, compute), self.xp.astype(x, compute)
         per_layer = self._layer_params(params)
+        if self.running_specs:  # (their own dicts: the cached views of params stay as they are)
+            per_layer = list(per_layer)
+            for index, statistics in self._layer_running(self.running if running is None else running).items():
+                per_layer[index] = {**per_layer[index], **statistics}
         backwards = []
         for index, layer in enumerate(self.layers[:stop]):
             x, backward = layer.forward(per_layer[index], x, ctx)
@@ -459,6 +498,23 @@ class Sequential:
             x = self.xp.astype(x, self.dtype)
         return x, backwards
 
+    def _layer_running(self, running) -> dict:
+        """{layer index: {name: view}} of the flat running statistics."""
+        xp, per_layer = self.xp, {}
+        for spec in self.running_specs:
+            per_layer.setdefault(spec.layer_index, {})[spec.name] = xp.reshape(
+                running[spec.offset:spec.offset + spec.size], spec.shape)
+        return per_layer
+
+    def _running_from_updates(self, updates):
+        """The flat running statistics of a training step from its layers' updates (in layer order)."""
+        xp = self.xp
+        if len(updates) != len(self._running_layers):
+            raise RuntimeError(f"{len(updates)} layers updated running statistics, {len(self._running_layers)} keep "
+                               "them")
+        by_layer = dict(zip(self._running_layers, updates))
+        return xp.concat([xp.reshape(by_layer[spec.layer_index][spec.name], (-1,)) for spec in self.running_specs])
+
     def _fused(self, loss: Loss) -> bool:
         """True when the last layer's math is folded into ``loss`` (Softmax + CrossEntropy...)."""
         return loss.fuses_with is not None and type(self.layers[-1]) is loss.fuses_with
@@ -466,7 +522,7 @@ class Sequential:
     def _loss_forward_stop(self, loss):
         return len(self.layers) - 1 if self._fused(loss) else len(self.layers)
 
-    def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None, scale=1.0):
+    def _loss_and_flat_grad(self, params, x, target, loss, ctx, grad_out=None, scale=1.0, running=None):
         """Loss, its gradient as one flat vector, and the output the loss was computed from.
 
         With ``grad_out`` (a flat buffer) the gradient is written into it and returned, instead of
@@ -478,7 +534,7 @@ class Sequential:
         ``scale`` (it may hold inf where the scaled backward pass overflowed).
         """
         xp = self.xp
-        output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss))
+        output, backwards = self._forward(params, x, ctx, self._loss_forward_stop(loss), running)
         value, grad = loss.ops_value_and_grad(ctx.ops, output, target)
         if self._compute_dtype is not None:
             grad = xp.astype(grad * scale if scale != 1.0 else grad, self._compute_dtype)
@@ -518,14 +574,15 @@ class Sequential:
         return grad_out
 
     def loss_and_grad(self, X, y, loss, train=False):
-        """The mean loss on (X, y) and its exact gradient, keyed like ``state_dict``.
+        """The mean loss on (X, y) and its exact gradient, keyed like the parameters of ``state_dict``.
 
         Args:
             X: (samples, in_features) inputs.
             y: targets, as ``loss`` takes them.
             loss: an ``mx.losses`` loss.
             train: run layers in training mode (dropout active, with the masks of the model's
-                next training step). False gives a deterministic gradient.
+                next training step; BatchNorm with the batch's statistics, its running ones left
+                as they are). False gives a deterministic gradient.
 
         Returns:
             (loss, grads): a Python float and {key: array of the backend}.
@@ -561,23 +618,48 @@ class Sequential:
                 for spec in self.param_specs}
 
     def state_dict(self) -> dict:
-        """Copies of the parameters: {"<layer index>.weight": (in, out), "<index>.bias": (out,), ...}."""
-        return self._unflatten(self.params)
+        """Copies of the parameters: {"<layer index>.weight": (in, out), "<index>.bias": (out,), ...},
+        and of the running statistics (``"<index>.running_mean"``, ``"<index>.running_var"`` of a
+        BatchNorm), as PyTorch's ``state_dict`` holds its buffers."""
+        tensors = self._unflatten(self.params)
+        if self.running is None:
+            return tensors
+        xp, running = self.xp, self.running
+        tensors.update({spec.key: xp.asarray(xp.reshape(running[spec.offset:spec.offset + spec.size], spec.shape),
+                                             copy=True) for spec in self.running_specs})
+        order = [spec.key for spec in sorted(self.param_specs + self.running_specs, key=lambda spec: spec.layer_index)]
+        return {key: tensors[key] for key in order}  # (layer by layer, as PyTorch's)
 
     def load_state_dict(self, state_dict: dict):
-        """Replace the parameters with ``state_dict`` (arrays of any backend).
+        """Replace the parameters (and running statistics) with ``state_dict`` (arrays of any
+        backend), keyed as :meth:`state_dict` keys them.
 
         Raises:
-            ValueError: missing or unexpected keys, or non-finite values.
+            ValueError: missing or unexpected keys, non-finite values, or a negative running variance.
             ShapeError: a tensor whose shape differs from the model's.
         """
-        expected = {spec.key for spec in self.param_specs}
+        expected = {spec.key for spec in self.param_specs + self.running_specs}
         given = set(state_dict)
         if given != expected:
             raise ValueError(f"state_dict keys do not match the model: missing {sorted(expected - given)}, "
                              f"unexpected {sorted(given - expected)}")
-        flat = np.empty(self.num_parameters, dtype=self.dtype_name)
-        for spec in self.param_specs:
+        flat = self._host_flat(state_dict, self.param_specs, self.num_parameters)
+        running = None
+        if self.running_specs:
+            running = self._host_flat(state_dict, self.running_specs, self.num_running)
+            for spec in self.running_specs:
+                if spec.name != "running_mean" and np.any(running[spec.offset:spec.offset + spec.size] < 0):
+                    raise ValueError(f"state_dict[{spec.key!r}] must be >= 0")
+            running = self.backend.asarray(running, dtype=self.dtype)
+        self._optimizer = None
+        self._state = self._state._replace(params=self.backend.asarray(flat, dtype=self.dtype), opt_state=None,
+                                           running=running)
+        return self
+
+    def _host_flat(self, state_dict, specs, size):
+        """The flat host vector (this model's dtype) of the tensors of ``state_dict`` at ``specs``, checked."""
+        flat = np.empty(size, dtype=self.dtype_name)
+        for spec in specs:
             value = np.asarray(to_numpy(state_dict[spec.key]))
             if tuple(value.shape) != spec.shape:
                 raise ShapeError(f"state_dict[{spec.key!r}] has shape {tuple(value.shape)} but layer "
@@ -586,17 +668,15 @@ class Sequential:
                 raise ValueError(f"state_dict[{spec.key!r}] must be finite real numbers")
             with np.errstate(over="ignore"):  # an overflow is reported below, naming the tensor
                 flat[spec.offset:spec.offset + spec.size] = value.reshape(-1)
-        self._check_cast(flat, "state_dict")
-        self._optimizer = None
-        self._state = self._state._replace(params=self.backend.asarray(flat, dtype=self.dtype), opt_state=None)
-        return self
+        self._check_cast(flat, "state_dict", specs)
+        return flat
 
-    def _check_cast(self, flat, source):
+    def _check_cast(self, flat, source, specs=None):
         """ValueError naming the first tensor that ``flat`` (host, already in this model's
         dtype) holds as inf or NaN: a value too large for the dtype overflowed in the cast."""
         if np.all(np.isfinite(flat)):
             return
-        for spec in self.param_specs:
+        for spec in self.param_specs if specs is None else specs:
             part = flat[spec.offset:spec.offset + spec.size]
             if not np.all(np.isfinite(part)):
                 raise ValueError(f"{source} {spec.key!r} has values too large for {self.dtype_name} (largest "
@@ -624,6 +704,11 @@ class Sequential:
             host = to_numpy(self.params).astype(clone.dtype_name)
         clone._check_cast(host, "parameter")
         clone.params = target.asarray(host, dtype=clone.dtype)
+        if self.running is not None:
+            with np.errstate(over="ignore"):
+                running = to_numpy(self.running).astype(clone.dtype_name)
+            clone._check_cast(running, "running statistic", clone.running_specs)
+            clone.running = target.asarray(running, dtype=clone.dtype)
         clone.shuffle_rng = copy.deepcopy(self.shuffle_rng)
         clone.dropout_rng = copy.deepcopy(self.dropout_rng)
         clone.dropout_masks, clone.dropout_step = self.dropout_masks, self.dropout_step
@@ -668,6 +753,17 @@ class Sequential:
     @params.setter
     def params(self, value):
         self._state = self._state._replace(params=value)
+
+    @property
+    def running(self):
+        """The flat vector of running statistics (BatchNorm's means and variances; see
+        :attr:`running_specs`), or None for a model that keeps none. ``fit`` replaces it after
+        every step that lands; ``state_dict()`` gives copies per tensor."""
+        return self._state.running
+
+    @running.setter
+    def running(self, value):
+        self._state = self._state._replace(running=value)
 
     @property
     def optimizer_state(self):
@@ -769,9 +865,21 @@ class Sequential:
         Returns:
             (loss, flat gradient, output), device arrays.
         """
+        return self.value_grad_and_running(x, target, loss, params, train, step, rows, start, grad_out, scale)[:3]
+
+    def value_grad_and_running(self, x, target, loss, params=None, train=False, step=None, rows=None, start=0,
+                               grad_out=None, scale=1.0, running=None):
+        """:meth:`value_and_grad`, and the running statistics updated by the batch (BatchNorm's,
+        in training; None for a model that keeps none, or out of training): what a training
+        step commits under its guard. ``running``: the statistics to start from (default: the
+        model's)."""
         ctx = self._train_context(step, rows, start) if train else self._context()
-        return self._loss_and_flat_grad(self.params if params is None else params, x, target, loss, ctx,
-                                        grad_out, scale)
+        collect = train and self.running_specs
+        if collect:
+            ctx = ctx.collecting()
+        value, grad, output = self._loss_and_flat_grad(self.params if params is None else params, x, target, loss,
+                                                       ctx, grad_out, scale, running)
+        return value, grad, output, (self._running_from_updates(ctx.updates) if collect else None)
 
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",

@@ -82,6 +82,7 @@ def test_from_pytorch_and_keras(tmp_path, capsys):
     assert result["keras_accuracy"] > 0.85 and result["torch_options_accuracy"] > 0.85
     printed = capsys.readouterr().out
     assert "Keras habits: 4 epochs" in printed and "per-sample losses of 3 rows" in printed
+    assert "BatchNorm running variances" in printed
     if "torch_difference" in result:
         assert result["torch_difference"] < 1e-12
     if "onnx_difference" in result:

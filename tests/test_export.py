@@ -19,20 +19,37 @@ HIDDEN = {
     "ELU": lambda: mx.ELU(0.7), "Softplus": mx.Softplus, "Identity": mx.Identity, "Softmax": mx.Softmax,
     "Dropout": lambda: mx.Dropout(0.5), "LayerNorm": lambda: mx.LayerNorm(6),
     "LayerNorm-noaffine": lambda: mx.LayerNorm(6, eps=1e-3, elementwise_affine=False),
+    "BatchNorm": lambda: mx.BatchNorm(6), "BatchNorm-momentum-None": lambda: mx.BatchNorm1d(6, momentum=None),
+    "BatchNorm-noaffine": lambda: mx.BatchNorm(6, eps=1e-3, affine=False),
+    "BatchNorm-untracked": lambda: mx.BatchNorm(6, eps=1e-3, momentum=0.3, track_running_stats=False),
 }
 #: the output kinds: probabilities of classes, of one binary label, and plain regression
 OUTPUTS = {"softmax": (3, [mx.Softmax]), "sigmoid": (1, [mx.Sigmoid]), "linear": (2, [])}
 
 
+def _randomized(model, seed):
+    """``model`` with every parameter random (so biases and the norms' weights are not their initial
+    zeros and ones), and BatchNorm's running statistics too: means normal, variances positive,
+    ``num_batches_tracked`` a count."""
+    rng = np.random.default_rng(seed)
+
+    def random(key, shape):
+        if key.endswith(".running_var"):
+            return rng.uniform(0.2, 3.0, size=shape)
+        if key.endswith(".num_batches_tracked"):
+            return rng.integers(1, 100, size=shape)
+        return rng.normal(size=shape)
+
+    return model.load_state_dict({key: random(key, value.shape) for key, value in model.state_dict().items()})
+
+
 def _model(hidden, output, dtype="float32", seed=0):
-    """Linear(4, 6) -> the hidden layer -> Linear(6, k) -> the output, with every parameter random
-    (so biases and LayerNorm's weights are not their initial zeros and ones)."""
+    """Linear(4, 6) -> the hidden layer -> Linear(6, k) -> the output, every weight and running
+    statistic random."""
     features, last = OUTPUTS[output]
     model = mx.Sequential(mx.Linear(4, 6), HIDDEN[hidden](), mx.Linear(6, features), *(cls() for cls in last),
                           dtype=dtype, seed=seed)
-    rng = np.random.default_rng(seed)
-    model.load_state_dict({key: rng.normal(size=value.shape) for key, value in model.state_dict().items()})
-    return model
+    return _randomized(model, seed)
 
 
 def _inputs(rows=9, dtype="float32"):
@@ -77,9 +94,8 @@ def test_onnx_file_computes_predict_float32(onnx, tmp_path, hidden, output):
 def test_onnx_float64_graph_of_every_layer(onnx, tmp_path, output):
     layers = [mx.Linear(4, 6)] + [make() for make in HIDDEN.values()]
     features, last = OUTPUTS[output]
-    model = mx.Sequential(*layers, mx.Linear(6, features), *(cls() for cls in last), dtype="float64", seed=2)
-    rng = np.random.default_rng(2)
-    model.load_state_dict({key: rng.normal(size=value.shape) for key, value in model.state_dict().items()})
+    model = _randomized(mx.Sequential(*layers, mx.Linear(6, features), *(cls() for cls in last), dtype="float64",
+                                      seed=2), 2)
     path = tmp_path / "model.onnx"
     export.export_onnx(model, path)
     proto = onnx.load(path)
@@ -143,6 +159,65 @@ def test_onnx_layer_norm_eps_is_float64_in_a_float64_graph(onnx, tmp_path, affin
                                rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.parametrize("hidden", ["BatchNorm", "BatchNorm-momentum-None", "BatchNorm-noaffine"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_onnx_batch_norm_computes_predict_s_numbers(onnx, tmp_path, hidden, dtype):
+    """With running statistics every operation is elementwise, in mlp_xp's order: the same numbers.
+    eps=1e-3 is a constant of the model's dtype (BatchNormalization's float32 attribute would be
+    1.00000005e-3), and the variances are ~eps, where that would show."""
+    model = _randomized(mx.Sequential(mx.Linear(6, 6), HIDDEN[hidden](), dtype=dtype), 5)
+    model.load_state_dict(dict(model.state_dict(), **{"0.weight": np.eye(6), "0.bias": np.zeros(6)}))  # (exact)
+    model.running = model.backend.asarray(numpy_of(model.running) * 1e-3, dtype=model.dtype)
+    X = np.random.default_rng(5).normal(size=(9, 6)).astype(dtype)
+    model.export_onnx(tmp_path / "model.onnx")
+    proto = onnx.load(tmp_path / "model.onnx")
+    assert "BatchNormalization" not in {node.op_type for node in proto.graph.node}
+    assert {"1.running_mean", "1.running_var"} <= {init.name for init in proto.graph.initializer}
+    expected = numpy_of(model.predict(X))
+    np.testing.assert_allclose(_run_onnx(tmp_path / "model.onnx", X), expected, rtol=1e-15 if dtype == "float64"
+                               else 1e-6, atol=1e-15 if dtype == "float64" else 1e-6)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("float64", 1e-13)])
+def test_onnx_untracked_batch_norm_normalises_each_batch_over_its_rows(onnx, tmp_path, dtype, tolerance):
+    """track_running_stats=False: the statistics of the batch given, of each feature (axis 0),
+    so a row's output depends on the rest of its batch, as predict's does."""
+    layer = mx.BatchNorm(6, eps=1e-3, affine=False, track_running_stats=False)
+    model = _randomized(mx.Sequential(mx.Linear(4, 6), layer, dtype=dtype), 6)
+    model.export_onnx(tmp_path / "model.onnx")
+    X = _inputs(rows=40, dtype=dtype) + np.arange(4, dtype=dtype) * 10
+    state = {key: numpy_of(value) for key, value in model.state_dict().items()}
+    for batch in (X[:2], X[:7], X):
+        got = _run_onnx(tmp_path / "model.onnx", batch)
+        np.testing.assert_allclose(got, numpy_of(model.predict(batch)), rtol=tolerance, atol=tolerance)
+        variance = (batch.astype(np.float64) @ state["0.weight"] + state["0.bias"]).var(axis=0)  # (per feature)
+        np.testing.assert_allclose(got.mean(axis=0), 0, atol=tolerance * 10)
+        np.testing.assert_allclose(got.var(axis=0), variance / (variance + 1e-3), rtol=tolerance * 10)
+    assert not np.allclose(_run_onnx(tmp_path / "model.onnx", X)[:2], _run_onnx(tmp_path / "model.onnx", X[:2]))
+
+
+def test_a_fitted_batch_norm_model_exports_its_running_statistics(onnx, torch, tmp_path):
+    """After fit the running statistics are the data's (not the initial zeros and ones): both exports use them."""
+    rng = np.random.default_rng(7)
+    X = (rng.normal(size=(96, 4)) * [1.0, 5.0, 0.1, 2.0] + [3.0, -2.0, 0.5, 10.0]).astype(np.float32)
+    y = (X[:, 0] > 3).astype(np.int64)
+    model = mx.Sequential(mx.Linear(4, 8), mx.BatchNorm(8, momentum=0.5), mx.ReLU(), mx.BatchNorm1d(8, momentum=None),
+                          mx.Linear(8, 2), mx.Softmax(), seed=7)
+    model.fit(X, y, mx.losses.CrossEntropy(), mx.optim.Adam(), epochs=2, batch_size=16, verbose=0)
+    state = {key: numpy_of(value) for key, value in model.state_dict().items()}
+    assert np.all(state["1.running_mean"] != 0) and np.all(state["1.running_var"] != 1)
+    assert state["3.num_batches_tracked"] == 12
+    model.export_onnx(tmp_path / "model.onnx")
+    np.testing.assert_allclose(_run_onnx(tmp_path / "model.onnx", X), numpy_of(model.predict(X)), rtol=1e-5,
+                               atol=1e-5)
+    model = model.to(dtype="float64")
+    net = model.to_torch()
+    assert net[3].num_batches_tracked.item() == 12 and net[1].momentum == 0.5 and net[3].momentum is None
+    with torch.no_grad():
+        got = net(torch.from_numpy(X.astype(np.float64))).numpy()
+    np.testing.assert_allclose(got, numpy_of(model.predict(X.astype(np.float64))), rtol=1e-14, atol=1e-15)
+
+
 def test_onnx_scaler_is_left_out_as_predict_leaves_it_out(onnx, tmp_path):
     X = _inputs() * 10 + 5
     model = _model("ReLU", "softmax")
@@ -183,11 +258,12 @@ def test_onnx_include_scaler_needs_a_fitted_scaler_of_the_right_width(onnx, tmp_
     assert not path.exists()
 
 
+@pytest.mark.parametrize("hidden", ["LayerNorm", "BatchNorm", "BatchNorm-untracked"])  # (ReduceMean changed at 18)
 @pytest.mark.parametrize("opset", [13, 17, 18, 21])
-def test_onnx_opsets(onnx, tmp_path, opset):
+def test_onnx_opsets(onnx, tmp_path, opset, hidden):
     if opset > onnx.defs.onnx_opset_version():
         pytest.skip(f"onnx {onnx.__version__} does not know opset {opset}")
-    model = _model("LayerNorm", "softmax")
+    model = _model(hidden, "softmax")
     path = tmp_path / "model.onnx"
     model.export_onnx(path, opset=opset)
     proto = onnx.load(path)
@@ -203,8 +279,9 @@ def test_onnx_bad_opset_is_refused(onnx, tmp_path, opset):
     assert not (tmp_path / "model.onnx").exists()
 
 
-def test_the_same_file_from_every_backend(onnx, tmp_path, backend):
-    reference = _model("LayerNorm", "softmax", dtype="float64")
+@pytest.mark.parametrize("hidden", ["LayerNorm", "BatchNorm-momentum-None"])
+def test_the_same_file_from_every_backend(onnx, tmp_path, backend, hidden):
+    reference = _model(hidden, "softmax", dtype="float64")
     reference.export_onnx(tmp_path / "numpy.onnx")
     model = reference.to(**backend.options)
     export.export_onnx(model, tmp_path / "other.onnx")
@@ -312,20 +389,30 @@ def test_to_torch_computes_predict_float64(torch, hidden, output):
 def test_to_torch_modules_and_state_dict_are_pytorch_s(torch):
     """The modules PyTorch users would write, and the state_dict keys of mx.save's files, W transposed."""
     layers = [mx.Linear(4, 6)] + [make() for make in HIDDEN.values()] + [mx.Linear(6, 2)]
-    model = mx.Sequential(*layers, dtype="float64", seed=3)
+    model = _randomized(mx.Sequential(*layers, dtype="float64", seed=3), 3)
     net = model.to_torch()
     nn = torch.nn
     expected = [nn.Linear, nn.Linear, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU,
-                nn.ELU, nn.Softplus, nn.Identity, nn.Softmax, nn.Dropout, nn.LayerNorm, nn.LayerNorm, nn.Linear]
+                nn.ELU, nn.Softplus, nn.Identity, nn.Softmax, nn.Dropout, nn.LayerNorm, nn.LayerNorm,
+                nn.BatchNorm1d, nn.BatchNorm1d, nn.BatchNorm1d, nn.BatchNorm1d, nn.Linear]
     assert [type(module) for module in net] == expected
     assert net[4].negative_slope == 0.2 and net[9].alpha == 0.7 and net[7].approximate == "tanh"
     assert net[12].dim == -1 and net[13].p == 0.5 and net[15].eps == 1e-3 and net[15].weight is None
+    batch_norms = [(net[i].eps, net[i].momentum, net[i].affine, net[i].track_running_stats) for i in range(16, 20)]
+    assert batch_norms == [(1e-5, 0.1, True, True), (1e-5, None, True, True), (1e-3, 0.1, False, True),
+                           (1e-3, 0.3, True, False)]
+    assert net[18].weight is None and net[19].running_mean is None and net[19].running_var is None
+    assert [net[i].running_mean.dtype for i in (16, 17, 18)] == [torch.float64] * 3
+    assert [net[i].num_batches_tracked.dtype for i in (16, 17, 18)] == [torch.int64] * 3
+    assert net[16].num_batches_tracked.item() == 0  # (the model keeps no count with a momentum)
     ours = model.state_dict()
     theirs = net.state_dict()
-    assert sorted(theirs) == sorted(ours)
+    # (BatchNorm1d always keeps num_batches_tracked when it tracks statistics; the model with momentum=None)
+    assert sorted(theirs) == sorted([*ours, "16.num_batches_tracked", "18.num_batches_tracked"])
+    assert numpy_of(ours["17.num_batches_tracked"]) >= 1  # (random: not the initial count)
     for key, value in ours.items():
         value = numpy_of(value)
-        np.testing.assert_array_equal(theirs[key].numpy(), value.T if value.ndim == 2 else value)
+        np.testing.assert_array_equal(theirs[key].numpy(), value.T if value.ndim == 2 else value, err_msg=key)
 
 
 def test_to_torch_float32_keeps_the_dtype(torch):
@@ -404,10 +491,7 @@ def _with_fused_activations(dtype):
                   mx.Linear(6, 6, activation="gelu", bias=False), mx.Linear(6, 3), mx.Softmax()]
     except TypeError:
         pytest.skip("this Linear has no activation argument")
-    model = mx.Sequential(*layers, dtype=dtype, seed=4)
-    rng = np.random.default_rng(4)
-    model.load_state_dict({key: rng.normal(size=value.shape) for key, value in model.state_dict().items()})
-    return model
+    return _randomized(mx.Sequential(*layers, dtype=dtype, seed=4), 4)
 
 
 def test_linear_with_an_activation_exports_it(onnx, tmp_path):

@@ -42,6 +42,8 @@ LAYER_CASES = [
     (mx.Dropout(0.3), FEATURES, _normal),
     (mx.LayerNorm(), FEATURES, _normal),
     (mx.LayerNorm(elementwise_affine=False), FEATURES, _normal),
+    (mx.BatchNorm(), FEATURES, _normal),  # (training mode: the batch's statistics)
+    (mx.BatchNorm(affine=False, track_running_stats=False), FEATURES, _normal),
 ]
 IDS = [repr(case[0]) for case in LAYER_CASES]
 

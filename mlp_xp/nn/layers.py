@@ -28,7 +28,8 @@ from ..ops import GenericOps
 
 __all__ = [
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "ELU",
-    "Softplus", "Identity", "Softmax", "Dropout", "LayerNorm", "ForwardContext", "ACTIVATIONS",
+    "Softplus", "Identity", "Softmax", "Dropout", "LayerNorm", "BatchNorm", "BatchNorm1d", "ForwardContext",
+    "ACTIVATIONS",
 ]
 
 
@@ -45,14 +46,23 @@ class ForwardContext:
             built without one gets the generic reference of ``xp``.
         keep: ``keep(shape, p) -> bool array``: Dropout's keep-mask drawn on the device (a
             counter-based hash of the step's key); preferred to ``uniform`` when set.
+        updates: a list, in a training step of a model with running statistics (BatchNorm):
+            each such layer appends the ``{name: array}`` of its updated statistics, in layer
+            order; None elsewhere (a gradient query, a layer run on its own), where they are
+            not updated.
     """
 
-    __slots__ = ("xp", "train", "uniform", "ops", "keep")
+    __slots__ = ("xp", "train", "uniform", "ops", "keep", "updates")
 
-    def __init__(self, xp, train=False, uniform=None, ops=None, keep=None):
+    def __init__(self, xp, train=False, uniform=None, ops=None, keep=None, updates=None):
         if ops is None:
             ops = GenericOps(xp)
         self.xp, self.train, self.uniform, self.ops, self.keep = xp, train, uniform, ops, keep
+        self.updates = updates
+
+    def collecting(self) -> "ForwardContext":
+        """A copy whose ``updates`` is a fresh list (contexts are shared between steps)."""
+        return ForwardContext(self.xp, self.train, self.uniform, self.ops, self.keep, [])
 
 
 class Layer:
@@ -70,6 +80,17 @@ class Layer:
         return {}
 
     def init_params(self, rng, in_features: int, family: str) -> dict:
+        return {}
+
+    def running_shapes(self, in_features: int) -> dict:
+        """{name: shape} of the running statistics this layer keeps (not trained by the
+        optimizer; BatchNorm's ``running_mean`` and ``running_var``). The model keeps them in a
+        second flat vector (:attr:`~mlp_xp.Sequential.running`) and hands them to ``forward``
+        among ``params``."""
+        return {}
+
+    def init_running(self, in_features: int) -> dict:
+        """{name: numpy.ndarray} of the running statistics' initial values (host, float64)."""
         return {}
 
     def forward(self, params: dict, x, ctx: ForwardContext):
@@ -484,10 +505,166 @@ class LayerNorm(Layer):
         return y, backward
 
 
-#: every layer class by name (used to rebuild a model from a config)
+class BatchNorm(Layer):
+    """Batch normalisation over the rows of a batch, for MLPs (PyTorch's ``BatchNorm1d`` on
+    (batch, features) input; ``mx.BatchNorm1d`` is this class).
+
+    In training each feature is normalised with the batch's mean and (biased) variance,
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, and the running statistics move
+    towards the batch's: ``running = (1 - momentum) * running + momentum * batch`` (the
+    variance unbiased, ``n / (n - 1)``), as in PyTorch. In evaluation (``predict``,
+    ``evaluate``, validation) the running statistics are used instead, so a row's output does
+    not depend on the rest of its batch. ``weight`` starts at ones and ``bias`` at zeros; the
+    running mean at zeros and variance at ones. The arguments are PyTorch's, in its order.
+
+    The running statistics are the model's :attr:`~mlp_xp.Sequential.running` vector (state_dict
+    keys ``"<index>.running_mean"``, ``"<index>.running_var"``), kept beside the parameters in
+    the training state: updated by the training step under the same guard as the weights (a
+    step that fails changes neither), saved and loaded with the model, carried by ``to``,
+    ``resume_from`` and the jitted JAX step. Under mixed precision they stay in float32 and
+    the statistics are computed in float32.
+
+    Args:
+        num_features: the number of features (checked against the layer's input when the model
+            is built); None takes it from the input.
+        eps: added to the variance; a finite number > 0.
+        momentum: the weight of each batch in the running statistics, in [0, 1] (PyTorch's
+            convention: Keras's ``momentum=0.99`` is ``momentum=0.01`` here); None for their
+            cumulative average over the batches seen (kept in ``num_batches_tracked``).
+        affine: learn ``weight`` and ``bias``.
+        track_running_stats: keep running statistics; False normalises with the batch's own
+            statistics in evaluation too.
+
+    Shape:
+        x: (batch, features) -> y: (batch, features). Training needs at least 2 rows per batch
+        (``fit`` checks its batches before the first step).
+
+    Example:
+        >>> import numpy as np, mlp_xp as mx
+        >>> model = mx.Sequential(mx.Linear(3, 4), mx.BatchNorm(4), mx.ReLU(), mx.Linear(4, 2), seed=0)
+        >>> sorted(key for key in model.state_dict() if key.startswith("1."))
+        ['1.bias', '1.running_mean', '1.running_var', '1.weight']
+        >>> X, y = np.random.default_rng(0).normal(size=(64, 3)), np.arange(64) % 2
+        >>> _ = model.fit(X, y, mx.losses.CrossEntropy(), mx.optim.Adam(), epochs=1, batch_size=16, verbose=0)
+        >>> bool(np.any(mx.to_numpy(model.state_dict()["1.running_mean"]) != 0))
+        True
+    """
+
+    _config_keys = ("num_features", "eps", "momentum", "affine", "track_running_stats")
+
+    def __init__(self, num_features=None, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        self.num_features = None if num_features is None else _check_features(num_features, "BatchNorm num_features")
+        self.eps = _check_finite_number(eps, "BatchNorm eps", minimum=0.0, strictly=True)
+        if momentum is not None:
+            momentum = _check_finite_number(momentum, "BatchNorm momentum", minimum=0.0)
+            if momentum > 1.0:
+                raise ValueError(f"BatchNorm momentum must be in [0, 1] (PyTorch's convention: the weight of each "
+                                 f"batch; Keras's momentum=0.99 is 0.01 here), or None, got {momentum!r}")
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+
+    def output_features(self, in_features):
+        if self.num_features is not None and in_features != self.num_features:
+            raise ValueError(f"normalizes {self.num_features} features but receives (batch, {in_features})")
+        return in_features
+
+    def param_shapes(self, in_features):
+        return {"weight": (in_features,), "bias": (in_features,)} if self.affine else {}
+
+    def init_params(self, rng, in_features, family):
+        if not self.affine:
+            return {}
+        shape = (in_features,)
+        return {"weight": initializers.ones(rng, shape, in_features, in_features),
+                "bias": initializers.zeros(rng, shape, in_features, in_features)}
+
+    def running_shapes(self, in_features):
+        if not self.track_running_stats:
+            return {}
+        shapes = {"running_mean": (in_features,), "running_var": (in_features,)}
+        if self.momentum is None:
+            shapes["num_batches_tracked"] = ()
+        return shapes
+
+    def init_running(self, in_features):
+        return {name: (initializers.ones if name == "running_var" else initializers.zeros)(None, shape, in_features,
+                                                                                            in_features)
+                for name, shape in self.running_shapes(in_features).items()}
+
+    def forward(self, params, x, ctx):
+        xp = ctx.xp
+        dtype = x.dtype
+        narrow = dtype not in (xp.float32, xp.float64)  # (mixed precision: statistics in float32)
+        if narrow:
+            x = xp.astype(x, xp.float32)
+        weight, bias = params.get("weight"), params.get("bias")
+        if narrow and self.affine:
+            weight, bias = xp.astype(weight, xp.float32), xp.astype(bias, xp.float32)
+        batch_statistics = ctx.train or not self.track_running_stats
+        if batch_statistics:
+            rows = x.shape[0]
+            if rows < 2:
+                raise ValueError(f"BatchNorm needs more than 1 row per batch to compute batch statistics, got "
+                                 f"input of shape {tuple(x.shape)}")
+            mean = xp.mean(x, axis=0)
+            centered = x - mean
+            squares = xp.sum(centered * centered, axis=0)
+            inv_std = 1.0 / xp.sqrt(squares / rows + self.eps)
+            if ctx.train and self.track_running_stats and ctx.updates is not None:
+                ctx.updates.append(self._updated(xp, params, mean, squares / (rows - 1)))
+        else:
+            running_mean, running_var = params["running_mean"], params["running_var"]
+            if running_mean.dtype != x.dtype:
+                running_mean, running_var = xp.astype(running_mean, x.dtype), xp.astype(running_var, x.dtype)
+            centered = x - running_mean
+            inv_std = 1.0 / xp.sqrt(running_var + self.eps)
+        x_hat = centered * inv_std
+        y = x_hat * weight + bias if self.affine else x_hat
+
+        def backward(dy, need_input_grad=True, out=None):
+            if narrow:
+                dy = xp.astype(dy, xp.float32)
+            grads = {}
+            if self.affine:
+                grads = {"weight": xp.sum(dy * x_hat, axis=0), "bias": xp.sum(dy, axis=0)}
+                dy = dy * weight
+            dx = None
+            if need_input_grad:
+                if batch_statistics:
+                    dx = inv_std * (dy - xp.mean(dy, axis=0) - x_hat * xp.mean(dy * x_hat, axis=0))
+                else:
+                    dx = dy * inv_std
+            if narrow:
+                grads = {name: xp.astype(grad, dtype) for name, grad in grads.items()}
+                dx = None if dx is None else xp.astype(dx, dtype)
+            return dx, grads
+
+        return (xp.astype(y, dtype) if narrow else y), backward
+
+    def _updated(self, xp, params, mean, variance):
+        """The running statistics moved towards the batch's (in their own dtype, float32 under
+        mixed precision)."""
+        running_mean, running_var = params["running_mean"], params["running_var"]
+        mean, variance = xp.astype(mean, running_mean.dtype), xp.astype(variance, running_var.dtype)
+        updated = {}
+        if self.momentum is None:  # the cumulative average: PyTorch's factor 1 / batches tracked
+            tracked = params["num_batches_tracked"] + 1.0
+            factor = 1.0 / tracked
+            updated["num_batches_tracked"] = tracked
+        else:
+            factor = self.momentum
+        updated["running_mean"] = (1.0 - factor) * running_mean + factor * mean
+        updated["running_var"] = (1.0 - factor) * running_var + factor * variance
+        return updated
+
+
+#: PyTorch's name for :class:`BatchNorm` (the same class)
+BatchNorm1d = BatchNorm
+
 #: the registry of layers by class name (what ``mx.save`` writes and ``mx.load`` reads)
 LAYER_TYPES = {cls.__name__: cls for cls in (Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, ELU,
-                                             Softplus, Identity, Softmax, Dropout, LayerNorm)}
+                                             Softplus, Identity, Softmax, Dropout, LayerNorm, BatchNorm)}
 #: the activations by their snake-case names (the command line's ``--activation``)
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU, "silu": SiLU,
                "elu": ELU, "softplus": Softplus}

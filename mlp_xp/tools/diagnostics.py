@@ -24,8 +24,8 @@ def layer_statistics(model, X, y=None, loss=None):
     Returns:
         One dict per layer: ``index``, ``layer`` (its repr), ``mean``, ``std`` of its output,
         ``grad_mean``, ``grad_std`` of d loss / d output (None without ``loss``), and
-        ``dead_fraction``: for ReLU, the fraction of units that output 0 for every sample
-        (they get no gradient and stop learning); None for other layers.
+        ``dead_fraction``: for ReLU and ``Linear(activation="relu")``, the fraction of units that
+        output 0 for every sample (they get no gradient and stop learning); None for other layers.
 
     Example:
         >>> import numpy as np, mlp_xp as mx
@@ -60,7 +60,7 @@ def layer_statistics(model, X, y=None, loss=None):
         if grads[index] is not None:
             gradient = to_numpy(grads[index])
             row["grad_mean"], row["grad_std"] = float(gradient.mean()), float(gradient.std())
-        if type(layer).__name__ in _RECTIFIERS:
+        if type(layer).__name__ in _RECTIFIERS or getattr(layer, "activation", None) == "relu":
             row["dead_fraction"] = float((values <= 0).all(axis=0).mean())
         rows.append(row)
     return rows

@@ -234,7 +234,8 @@ class EarlyStopping(Callback):
         patience: epochs without improvement to wait before stopping.
         min_delta: the least change that counts as an improvement.
         mode: "min", "max" or "auto" (max for accuracies, min otherwise).
-        restore_best_weights: at the end, put back the weights of the best epoch.
+        restore_best_weights: at the end, put back the weights of the best epoch (and its
+            BatchNorm running statistics).
 
     Attributes:
         best: the best value seen; ``best_epoch`` its epoch; ``stopped_epoch`` the epoch
@@ -255,7 +256,7 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.stopped_epoch = 0
         self.wait = 0
-        self._best_params = None
+        self._best_params = self._best_running = None
 
     def check_config(self, log_keys):
         _check_monitor(self.monitor, log_keys, "EarlyStopping")
@@ -268,6 +269,7 @@ class EarlyStopping(Callback):
             if self.restore_best_weights:
                 # a copy: on backends with fast paths, fit updates its parameter buffers in place
                 self._best_params = model.xp.asarray(model.params, copy=True)
+                self._best_running = model.running  # (BatchNorm's: a step replaces them, never writes them)
             return False
         self.wait += 1
         if self.wait > self.patience:
@@ -277,7 +279,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, model):
         if self.restore_best_weights and self._best_params is not None:
-            model.params = self._best_params
+            model.params, model.running = self._best_params, self._best_running
 
 
 class ModelCheckpoint(Callback):

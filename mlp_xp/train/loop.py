@@ -302,6 +302,24 @@ def _check_all_batches(model, batches, loss):
         checks.check_host_chunk(model, batches.X[start:start + rows], batches.y[start:start + rows], loss, start)
 
 
+def _check_batch_norm_rows(model, samples, batch_size):
+    """A batch of one row cannot be normalised by its own statistics: refuse, before the first
+    step, a run with BatchNorm in which one would occur (PyTorch fails at that batch)."""
+    from ..nn.layers import BatchNorm
+
+    index = next((index for index, layer in enumerate(model.layers) if isinstance(layer, BatchNorm)), None)
+    if index is None or samples == 0 or (samples % batch_size or batch_size) != 1:
+        return
+    layer = f"layer {index} ({model.layers[index]!r}) needs at least 2 rows per batch in training"
+    if samples == 1:
+        raise ValueError(f"{layer}, but there is 1 training row")
+    better = next(size for size in range(batch_size + 1, samples + 2) if samples % size != 1)
+    where = ("batch_size=1" if batch_size == 1 else
+             f"the last batch of each epoch has 1 row ({samples} rows, batch_size={batch_size})")
+    raise ValueError(f"{layer}, but {where}: use another batch_size (batch_size={better} leaves no batch of 1 row), "
+                     "or one row fewer or more")
+
+
 def _split_validation(model, x, target, fraction):
     """Hold out ``fraction`` of the rows, drawn with a generator seeded from the model's seed
     (stratified by class for integer labels), without touching the model's own generators."""
@@ -568,6 +586,10 @@ class _Run:
         batch_size = checks.check_positive_int(batch_size, "batch_size")
         verbose = _resolve_verbose(verbose)
         engine = distributed_module.resolve(distributed)
+        if engine is not None and model.running_specs:
+            from .step import batch_norm_distributed_error
+
+            raise ValueError(batch_norm_distributed_error(model))
         if engine is not None and not engine.is_main:
             verbose = 0  # one process prints
         if on_nonfinite not in ON_NONFINITE:
@@ -595,6 +617,8 @@ class _Run:
                 (x, target), validation = _split_validation(model, x, target, validation_split)
             samples = x.shape[0]
             steps_per_epoch = -(-samples // batch_size)
+        if self.epochs:
+            _check_batch_norm_rows(model, samples, X.batch_size if streaming else batch_size)
         weighting = sample_weight is not None or class_weight is not None
         if weighting:
             if streaming:
@@ -698,7 +722,8 @@ class _Run:
         """Every step of one epoch, reading the device at the epoch's end, at progress-bar
         refreshes, every ``sync_every`` steps, or after every step where that is free or needed."""
         model, train_step = self.model, self.train_step
-        if model.params is not self.state.params:  # a callback replaced them (EarlyStopping restores, ...)
+        if model.params is not self.state.params or model.running is not self.state.running:
+            # a callback replaced them (EarlyStopping restores, ...)
             self.state = model.train_state(self.optimizer, self.metric_list)
         self.state = cleared(model, self.state)
         steps = _Epoch(_progress_bar(self.verbose, epoch, self.last_epoch, self.samples))
@@ -865,6 +890,8 @@ class _Run:
             elif self.state.params is live:  # trained from now on: a copy, in case the hook keeps them
                 model.params = model.xp.asarray(model.params, copy=True)
                 self.state = self.state._replace(params=model.params)
+            if model.running is not self.state.running:  # (BatchNorm's, put in by the hook)
+                self.state = self.state._replace(running=model.running)
             if model.optimizer_state is not opt_state:  # (load_state_dict: a fresh optimizer state)
                 fresh = model.train_state(self.optimizer, self.metric_list)
                 self.state = fresh._replace(loss_sum=self.state.loss_sum, totals=self.state.totals)

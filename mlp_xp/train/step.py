@@ -77,6 +77,8 @@ class TrainState(NamedTuple):
         totals: each metric's running totals (see :mod:`mlp_xp.train.metrics`), or None before any.
         buffer: the flat gradient buffer the backward pass writes into (numpy's Ops; the generic
             in-place ones for a large model), or None.
+        running: the flat running statistics (BatchNorm's; see ``Sequential.running``), or None
+            for a model that keeps none. A step replaces them (a new array) where its update lands.
     """
 
     params: Any
@@ -86,6 +88,7 @@ class TrainState(NamedTuple):
     loss_sum: Any
     totals: tuple
     buffer: Any = None
+    running: Any = None
 
 
 def square_limit(dtype_name) -> float:
@@ -110,7 +113,7 @@ def init_state(model, optimizer, metrics=(), opt_state=None) -> TrainState:
         opt_state = optimizer.init(params)
     opt_state = opt_state._replace(count=ops.counter(opt_state.count))
     return TrainState(params, opt_state, ops.step_counter(model.dropout_step), Guard(ops.true(), opt_state.count),
-                      _zero(model), (None,) * len(metrics))
+                      _zero(model), (None,) * len(metrics), None, model.running)
 
 
 def cleared(model, state: TrainState, sums=True) -> TrainState:
@@ -118,8 +121,9 @@ def cleared(model, state: TrainState, sums=True) -> TrainState:
     guard = Guard(model.ops.true(), state.opt_state.count)
     if sums:
         return TrainState(state.params, state.opt_state, state.step, guard, _zero(model), (None,) * len(state.totals),
-                          state.buffer)
-    return TrainState(state.params, state.opt_state, state.step, guard, state.loss_sum, state.totals, state.buffer)
+                          state.buffer, state.running)
+    return TrainState(state.params, state.opt_state, state.step, guard, state.loss_sum, state.totals, state.buffer,
+                      state.running)
 
 
 def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradients=False, scaled=False):
@@ -147,6 +151,8 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
     model.check_loss(loss)
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be an mx.optim optimizer, got {optimizer!r}")
+    if engine is not None and model.running_specs:
+        raise ValueError(batch_norm_distributed_error(model))
     ops, xp = model.ops, model.xp
     buffer_size = model.num_parameters + (engine is not None)  # (+ the loss, all-reduced with the gradient)
     squares = any(field in SQUARED_STATE for field in
@@ -163,9 +169,11 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         buffer = state.buffer
         if buffer is None and (ops.mutable or large):
             buffer = xp.empty(buffer_size, dtype=model.dtype, device=model.device)
+        running = None
         if engine is None:
-            value, grad, output = model.value_and_grad(x, y, loss, state.params, train=True, step=state.step,
-                                                       grad_out=buffer, scale=scale)
+            value, grad, output, running = model.value_grad_and_running(
+                x, y, loss, state.params, train=True, step=state.step, grad_out=buffer, scale=scale,
+                running=state.running)
         else:
             value, grad, output, target, count = sharded_loss_and_grad(
                 model, engine, state.params, x, y, loss, state.step, buffer, scale)
@@ -178,6 +186,8 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         # the gradient buffer is used up by the update: it may keep the old parameters there
         undo = grad if buffer is not None else None  # (data-parallel: a view of the all-reduced buffer)
         params, opt_state, ok = guarded_update(optimizer, ops, grad, state.opt_state, state.params, ok, undo)
+        # the running statistics land with the update (a step that fails changes neither)
+        running = state.running if running is None else ops.select(ok, running, state.running)
         guard = Guard(ok, state.guard.since, checked)
         if ops.host_flags:
             loss_sum = state.loss_sum + value * rows if ok else state.loss_sum
@@ -186,10 +196,18 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         totals = state.totals
         if count and totals:
             totals = tuple([metric.update(total, output, target, xp) for metric, total in zip(metrics, totals)])
-        return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals, buffer), value
+        return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals, buffer, running), value
 
     train_step.ops = ops
     return train_step
+
+
+def batch_norm_distributed_error(model) -> str:
+    """The message refusing a data-parallel run of a model with BatchNorm running statistics."""
+    index = model.running_specs[0].layer_index
+    return (f"layer {index} ({model.layers[index]!r}) keeps running statistics, which data-parallel training "
+            "does not synchronise yet (each process would normalise its shard with its own statistics, so "
+            "the processes' models would drift apart): train it in one process, or use LayerNorm")
 
 
 def sharded_loss_and_grad(model, engine, params, x, target, loss, step=None, buffer=None, scale=1.0):
