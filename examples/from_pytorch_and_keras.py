@@ -29,18 +29,20 @@ def main(argv=None):
 
     # 1. Keras's way of writing it: activations inside Linear, BatchNorm after it, names for the loss and the
     #    optimizer, callbacks that see self.model, ReduceLROnPlateau, and model.stop_training from a LambdaCallback
-    #    (BatchNorm's momentum is PyTorch's, the weight of each batch: Keras's momentum=0.99 is 0.01 here)
+    #    (BatchNorm's momentum is PyTorch's, the weight of each batch: Keras's momentum=0.99 is 0.01 here);
+    #    class_weight="balanced" with the training accuracy also logged weighted (Keras's weighted_metrics)
     model = mx.Sequential(mx.Linear(64, 64, activation="relu"), mx.BatchNorm(64, momentum=0.1), mx.Dropout(0.1),
                           mx.Linear(64, 10), seed=0)
     seen = []
     history = model.fit(
         X_train, y_train, loss="cross_entropy", optimizer="adam", epochs=args.epochs, batch_size=32,
-        validation_data=(X_test, y_test), verbose=0,
+        validation_data=(X_test, y_test), verbose=0, class_weight="balanced", weighted_metrics=["accuracy"],
         callbacks=[mx.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1),
                    mx.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))])
     result["keras_accuracy"] = model.evaluate(X_test, y_test, "cross_entropy")["accuracy"]  # (running statistics)
     running_var = mx.to_numpy(model.state_dict()["1.running_var"])
     print(f"Keras habits: {len(seen)} epochs, learning rates {sorted(set(history['lr']), reverse=True)[:3]}, "
+          f"training accuracy {history['accuracy'][-1]:.3f} (weighted {history['weighted_accuracy'][-1]:.3f}), "
           f"test accuracy {result['keras_accuracy']:.3f}; BatchNorm running variances "
           f"{running_var.min():.2f}..{running_var.max():.2f}")
 

@@ -883,13 +883,15 @@ class Sequential:
 
     def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
             validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-            resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None):
+            resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None,
+            weighted_metrics=None):
         """Train with minibatches; see :func:`mlp_xp.train.loop.fit`."""
         return loop.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                             validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                             callbacks=callbacks, verbose=verbose, on_nonfinite=on_nonfinite,
                             resume_from=resume_from, distributed=distributed, sync_every=sync_every,
-                            sample_weight=sample_weight, class_weight=class_weight)
+                            sample_weight=sample_weight, class_weight=class_weight,
+                            weighted_metrics=weighted_metrics)
 
     def save(self, path, optimizer=None):
         """Write this model (and ``optimizer``'s state) to a file: :func:`mlp_xp.save`."""

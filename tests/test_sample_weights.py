@@ -1,6 +1,7 @@
 """fit(sample_weight=, class_weight=) with Keras's meaning: a batch's loss is sum_i w_i l_i / rows,
 compared with PyTorch computing that loss by hand (per-row losses times weights, mean), on every
-backend; class_weight "balanced" as scikit-learn's; training metrics and validation unweighted."""
+backend; class_weight "balanced" as scikit-learn's; metrics= and validation unweighted, and
+weighted_metrics= equal to scikit-learn's metrics with sample_weight."""
 
 import numpy as np
 import pytest
@@ -147,3 +148,81 @@ def test_class_weight_with_ignored_labels():
                   batch_size=16, verbose=0, **options)
         runs.append(mx.to_numpy(model.params))
     assert np.array_equal(runs[0], runs[1])
+
+
+def _fixed_fit(model, target, **options):
+    """One epoch at learning rate 0: every batch's output is the final model's, so the training
+    metrics are the metrics of ``predict`` on all rows."""
+    return model.fit(X, target, options.pop("loss"), mx.optim.SGD(lr=0.0), epochs=1, batch_size=16, verbose=0,
+                     **options)
+
+
+def test_weighted_metrics_equal_scikit_learn_s_with_sample_weight(backend):
+    """fit(weighted_metrics=) as Keras's weighted_metrics: each row's value times its weight over
+    the sum of the weights, equal to scikit-learn's metrics with sample_weight (JAX: the jitted step)."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    model = mx.Sequential(mx.Linear(5, 4), dtype="float64", seed=0, **backend.options)
+    balanced = LABELS.size / (3 * np.bincount(LABELS))
+    history = _fixed_fit(model, LABELS, loss="cross_entropy", sample_weight=WEIGHTS, class_weight="balanced",
+                         weighted_metrics=["accuracy", "top_2_accuracy"], metrics=["top_2_accuracy"])
+    scores = mx.to_numpy(model.predict(X))
+    row_weight = WEIGHTS * balanced[LABELS]
+    assert history["weighted_accuracy"][0] == pytest.approx(
+        metrics.accuracy_score(LABELS, scores.argmax(1), sample_weight=row_weight), rel=1e-13)
+    assert history["weighted_top_2_accuracy"][0] == pytest.approx(
+        metrics.top_k_accuracy_score(LABELS, scores, k=2, sample_weight=row_weight, labels=[0, 1, 2, 3]), rel=1e-13)
+    assert history["accuracy"][0] == pytest.approx(metrics.accuracy_score(LABELS, scores.argmax(1)), rel=1e-13)
+    assert history["weighted_accuracy"][0] != history["accuracy"][0]
+
+    model = mx.Sequential(mx.Linear(5, 2), dtype="float64", seed=0, **backend.options)
+    history = _fixed_fit(model, VALUES, loss="mse", sample_weight=WEIGHTS, weighted_metrics=["r2", "mae", "mse", "rmse"])
+    predicted = mx.to_numpy(model.predict(X))
+    expected = {"r2": metrics.r2_score(VALUES, predicted, sample_weight=WEIGHTS),
+                "mae": metrics.mean_absolute_error(VALUES, predicted, sample_weight=WEIGHTS),
+                "mse": metrics.mean_squared_error(VALUES, predicted, sample_weight=WEIGHTS)}
+    expected["rmse"] = np.sqrt(expected["mse"])
+    for name, value in expected.items():
+        assert history[f"weighted_{name}"][0] == pytest.approx(value, rel=1e-12), name
+
+
+def test_weighted_metrics_without_weights_are_the_metrics_and_have_no_validation_form():
+    model = mx.Sequential(mx.Linear(5, 2), dtype="float64", seed=0)
+    history = model.fit(X, VALUES, "mse", mx.optim.SGD(lr=0.05), epochs=2, batch_size=16, verbose=0, metrics="r2",
+                        weighted_metrics="r2", validation_data=(X[:8], VALUES[:8]))
+    assert list(history) == ["loss", "r2", "weighted_r2", "val_loss", "val_r2", "lr"]
+    np.testing.assert_allclose(history["weighted_r2"], history["r2"], rtol=1e-12)
+    stopper = mx.callbacks.EarlyStopping(monitor="weighted_r2", mode="max", patience=5)
+    model.fit(X, VALUES, "mse", "sgd", epochs=1, batch_size=16, verbose=0, weighted_metrics=["r2"], callbacks=[stopper])
+    assert stopper.best_epoch >= 1
+
+
+def test_weighted_metrics_are_checked_before_any_step():
+    class Median(mx.metrics.Metric):  # (no per-row form: not a mean of rows)
+        name = "median"
+
+        def update(self, totals, output, target, xp):
+            return totals
+
+    model = mx.Sequential(mx.Linear(5, 2), seed=0)
+    before = mx.to_numpy(model.params)
+    with pytest.raises(ValueError, match="unknown metric 'accuracyy'"):
+        model.fit(X, VALUES, "mse", "adam", verbose=0, weighted_metrics=["accuracyy"])
+    with pytest.raises(ValueError, match="metric 'accuracy' does not apply to MSE"):
+        model.fit(X, VALUES, "mse", "adam", verbose=0, weighted_metrics=["accuracy"])
+    with pytest.raises(ValueError, match="metric 'median' has no weighted form"):
+        model.fit(X, VALUES, "mse", "adam", verbose=0, weighted_metrics=[Median()])
+    np.testing.assert_array_equal(mx.to_numpy(model.params), before)
+
+
+def test_weighted_r2_merged_over_processes_equals_the_weighted_r2_of_all_rows():
+    rng = np.random.default_rng(1)
+    y = rng.normal(1e4, 3.0, size=(40, 2))
+    prediction, weights = y + rng.normal(size=(40, 2)), rng.uniform(0, 2, 40)
+    weights[7:12] = 0.0  # (a process whose rows all weigh 0)
+    metric, xp = mx.metrics.R2Score(), np
+    whole = metric.weighted_result(metric.weighted_update(None, prediction, y, weights, xp))
+    parts = [(metric.weighted_update(None, prediction[a:b], y[a:b], weights[a:b], xp), b - a)
+             for a, b in ((0, 7), (7, 12), (12, 30), (30, 40))]
+    assert metric.weighted_result(metric.weighted_merge(parts)) == pytest.approx(whole, rel=1e-12)
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    assert whole == pytest.approx(sklearn_metrics.r2_score(y, prediction, sample_weight=weights), rel=1e-9)

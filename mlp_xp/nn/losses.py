@@ -156,6 +156,11 @@ class Loss:
         """Number of correct predictions in the batch (0-d array); classification only."""
         raise TypeError(f"{type(self).__name__} has no accuracy")
 
+    def correct_rows(self, output, target, xp=None):
+        """Each row's share of correct predictions (1-D, of ``output``'s dtype; their sum is
+        :meth:`correct`): what a weighted accuracy weighs."""
+        raise TypeError(f"{type(self).__name__} has no accuracy")
+
     def config(self):
         return {key: getattr(self, key) for key in self._config_keys}
 
@@ -186,8 +191,12 @@ class Loss:
 
 
 def _class_correct(xp, output, target):
+    return xp.sum(_class_correct_rows(xp, output, target))
+
+
+def _class_correct_rows(xp, output, target):
     labels = target if target.ndim == 1 else xp.argmax(target, axis=-1)
-    return xp.sum(xp.astype(xp.argmax(output, axis=-1) == labels, output.dtype))
+    return xp.astype(xp.argmax(output, axis=-1) == labels, output.dtype)
 
 
 def _check_labels(xp, output, target, ignore_index=None):
@@ -354,6 +363,9 @@ class CrossEntropy(Loss):
     def correct(self, output, target, xp=None):
         return _class_correct(_namespace(xp, output), output, target)
 
+    def correct_rows(self, output, target, xp=None):
+        return _class_correct_rows(_namespace(xp, output), output, target)
+
 
 class BinaryCrossEntropy(Loss):
     """Sigmoid cross-entropy from logits: ``softplus(z) - y z`` per element; equal to
@@ -430,6 +442,11 @@ class BinaryCrossEntropy(Loss):
         target = xp.reshape(target, output.shape)
         hits = xp.astype((output > 0) == (target >= 0.5), output.dtype)
         return xp.sum(hits) / output.shape[1]
+
+    def correct_rows(self, output, target, xp=None):
+        xp = _namespace(xp, output)
+        target = xp.reshape(target, output.shape)
+        return xp.sum(xp.astype((output > 0) == (target >= 0.5), output.dtype), axis=-1) / output.shape[1]
 
 
 class _Elementwise(Loss):
@@ -610,6 +627,9 @@ class KLDivergence(Loss):
 
     def correct(self, output, target, xp=None):
         return _class_correct(_namespace(xp, output), output, target)
+
+    def correct_rows(self, output, target, xp=None):
+        return _class_correct_rows(_namespace(xp, output), output, target)
 
 
 LOSS_TYPES = {cls.__name__: cls for cls in (CrossEntropy, BinaryCrossEntropy, MSE, Huber, L1, SmoothL1, KLDivergence)}

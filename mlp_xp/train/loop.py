@@ -347,7 +347,8 @@ def _split_validation(model, x, target, fraction):
 
 def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
         validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-        resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None) -> History:
+        resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None,
+        weighted_metrics=None) -> History:
     """Train ``model`` in place with minibatch gradient steps.
 
     Every input, argument and callback configuration is checked before the first step.
@@ -406,8 +407,12 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
             :mod:`mlp_xp.train.weights`). In-memory data only; not with ``validation_split``.
         class_weight: ``{label: weight}`` for every class of the data, or ``"balanced"``
             (``rows / (classes * rows of the class)``, as scikit-learn's); classification losses
-            with integer labels; multiplies ``sample_weight``. Training metrics and the
-            validation loss stay unweighted.
+            with integer labels; multiplies ``sample_weight``. The metrics of ``metrics`` and the
+            validation loss stay unweighted (as Keras's).
+        weighted_metrics: metrics (names or objects, as ``metrics``) logged on the training
+            batches weighted by the rows' weights, as ``"weighted_<name>"`` (Keras's
+            ``weighted_metrics``: each row's value times its weight over the sum of the weights,
+            as scikit-learn's metrics with ``sample_weight``); without weights every row weighs 1.
 
     Returns:
         A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
@@ -425,7 +430,7 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
     with _training(model):
         run = _Run(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
                    metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every, sample_weight,
-                   class_weight)
+                   class_weight, weighted_metrics)
         history = History({key: [] for key in run.log_keys})
         history.first_epoch = run.first_epoch
         run.hooks.call("on_train_begin", model=model)
@@ -562,7 +567,7 @@ class _Run:
 
     def __init__(self, model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data,
                  validation_split, metrics, callbacks, verbose, on_nonfinite, resume_from, distributed, sync_every,
-                 sample_weight=None, class_weight=None):
+                 sample_weight=None, class_weight=None, weighted_metrics=None):
         from . import distributed as distributed_module
         from . import metrics as metrics_module
         from .callbacks import Hooks
@@ -595,6 +600,7 @@ class _Run:
         if on_nonfinite not in ON_NONFINITE:
             raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
         metric_list = metrics_module.resolve(metrics, loss)
+        weighted_list = metrics_module.resolve(weighted_metrics, loss, accuracy=False)
         self.hooks = Hooks(callbacks, main_process=engine is None or engine.is_main)
         if validation_split is not None and validation_data is not None:
             raise ValueError("give validation_data or validation_split, not both")
@@ -640,7 +646,8 @@ class _Run:
             validation = (x_val, checks.prepare_targets(model, validation_data[1], loss, x_val.shape[0],
                                                              name="validation y"))
         names = ["loss"] + [metric.name for metric in metric_list]
-        log_keys = names + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"]
+        log_keys = (names + [f"weighted_{metric.name}" for metric in weighted_list]
+                    + ([f"val_{name}" for name in names] if validation is not None else []) + ["lr"])
         if on_nonfinite == "skip_batch":
             log_keys.append("skipped_batches")
         scaling = model.precision.scaled  # float16: dynamic loss scaling skips steps whose gradients overflow
@@ -656,7 +663,7 @@ class _Run:
                 _check_replicas(model, engine, samples, validation, loss=loss, optimizer=optimizer,
                                 epochs=self.epochs, batch_size=X.batch_size if streaming else batch_size,
                                 steps_per_epoch=steps_per_epoch, shuffle=shuffle, on_nonfinite=on_nonfinite,
-                                sync_every=sync_every, metrics=metric_list)
+                                sync_every=sync_every, metrics=metric_list + weighted_list)
             optimizer.lr = resolve(optimizer.lr, steps_per_epoch, self.epochs)
         except Exception:
             if undo is not None:  # (a refused call changes nothing: the resume is undone)
@@ -673,6 +680,11 @@ class _Run:
         if weighting:
             loss = weights_module.WeightedLoss(loss, labels, shape)
             metric_list = [weights_module.UnpackedMetric(metric, labels, shape) for metric in metric_list]
+        if weighted_list:
+            from .weights import WeightedMetric
+
+            metric_list = metric_list + [WeightedMetric(metric, labels, shape) if weighting else WeightedMetric(metric)
+                                         for metric in weighted_list]
         self.model, self.loss, self.optimizer, self.metric_list = model, loss, optimizer, metric_list
         self.engine, self.x, self.target, self.validation, self.samples = engine, x, target, validation, samples
         self.batch_size, self.shuffle, self.steps_per_epoch = batch_size, shuffle, steps_per_epoch
@@ -853,7 +865,7 @@ class _Run:
                         steps.bar.close()
                     raise
                 steps.stop_reason = str(error)  # ("stop": the run ends here, with this epoch's logs)
-                values = {name: float("nan") for name in ["loss"] + [metric.name for metric in self.metric_list]}
+                values = {name: float("nan") for name in ["loss"] + [metric.name for metric in self.eval_metrics]}
             for key, value in values.items():
                 logs[f"val_{key}"] = value
         updates = model.optimizer_state.count if model.optimizer_state is not None else 0

@@ -61,6 +61,26 @@ class Metric:
         present = [totals for totals, _ in parts if totals is not None]
         return tuple(sum(values) for values in zip(*present)) if present else None
 
+    # the weighted form (``fit(weighted_metrics=...)``): by default a weighted mean of row values
+
+    def row_values(self, output, target, xp):
+        """Each row's value (1-D): the metric is their mean, and its weighted form their
+        weighted mean."""
+        raise TypeError(f"metric {self.name!r} has no weighted form")
+
+    def weighted_update(self, totals, output, target, weights, xp):
+        """``update`` with each row weighted by ``weights`` (1-D, the output's dtype)."""
+        return _add(totals, (xp.sum(self.row_values(output, target, xp) * weights), xp.sum(weights)))
+
+    def weighted_result(self, totals) -> float:
+        """The weighted metric from its totals (NaN where every weight was 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(_host(totals[0]) / _host(totals[1]))
+
+    def weighted_merge(self, parts):
+        """:meth:`merge` for the weighted totals (sums by default)."""
+        return Metric.merge(self, parts)
+
     def bind(self, loss):
         """This metric for ``loss``; raises ValueError where it makes no sense."""
         if loss.target_kind not in self.target_kinds:
@@ -99,6 +119,9 @@ class Accuracy(Metric):
         correct = self.loss.correct(output, target, xp)
         return (correct,) if totals is None else (totals[0] + correct,)
 
+    def row_values(self, output, target, xp):
+        return self.loss.correct_rows(output, target, xp)
+
     def result(self, totals, count):
         return float(_host(totals[0])) / count
 
@@ -119,16 +142,16 @@ class TopKAccuracy(Metric):
         self.name = f"top_{self.k}_accuracy"
 
     def update(self, totals, output, target, xp):
+        return _add(totals, (xp.sum(self.row_values(output, target, xp)),))
+
+    def row_values(self, output, target, xp):
         classes = output.shape[-1]
-        if target.ndim == 1:
-            labels = target
-        else:
-            labels = xp.argmax(target, axis=-1)
+        labels = target if target.ndim == 1 else xp.argmax(target, axis=-1)
         columns = xp.arange(classes, dtype=labels.dtype, device=array_api_compat.device(output))
         one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(columns, (1, -1)), output.dtype)
         true_score = xp.sum(output * one_hot, axis=-1, keepdims=True)
         above = xp.sum(xp.astype(output > true_score, output.dtype), axis=-1)
-        return _add(totals, (xp.sum(xp.astype(above < self.k, output.dtype)),))
+        return xp.astype(above < self.k, output.dtype)
 
     def result(self, totals, count):
         return float(_host(totals[0])) / count
@@ -145,6 +168,9 @@ class MeanAbsoluteError(Metric):
     def update(self, totals, output, target, xp):
         return _add(totals, (xp.sum(xp.abs(output - target)) / output.shape[-1],))
 
+    def row_values(self, output, target, xp):
+        return xp.sum(xp.abs(output - target), axis=-1) / output.shape[-1]
+
     def result(self, totals, count):
         return float(_host(totals[0])) / count
 
@@ -158,6 +184,10 @@ class MeanSquaredError(Metric):
         residual = output - target
         return _add(totals, (xp.sum(residual * residual) / output.shape[-1],))
 
+    def row_values(self, output, target, xp):
+        residual = output - target
+        return xp.sum(residual * residual, axis=-1) / output.shape[-1]
+
     def result(self, totals, count):
         return float(_host(totals[0])) / count
 
@@ -169,6 +199,9 @@ class RootMeanSquaredError(MeanSquaredError):
 
     def result(self, totals, count):
         return math.sqrt(super().result(totals, count))
+
+    def weighted_result(self, totals):
+        return math.sqrt(super().weighted_result(totals))
 
 
 class R2Score(Metric):
@@ -211,11 +244,37 @@ class R2Score(Metric):
 
     def result(self, totals, count):
         _, first, second, residual = (_host(value) for value in totals)
+        return _r2(first, second, residual, count)
+
+    def weighted_update(self, totals, output, target, weights, xp):
+        """scikit-learn's ``r2_score(sample_weight=)``: sums weighted, the mean the weighted one."""
+        shift = xp.mean(target, axis=0) if totals is None else totals[0]
+        centered = target - shift
+        residual = output - target
+        column = xp.reshape(weights, (-1, 1))
+        values = (shift, xp.sum(column * centered, axis=0), xp.sum(column * centered * centered, axis=0),
+                  xp.sum(column * residual * residual, axis=0), xp.sum(weights))
+        return values if totals is None else (shift,) + tuple(t + v for t, v in zip(totals[1:], values[1:]))
+
+    def weighted_result(self, totals):
+        _, first, second, residual, weight = (_host(value) for value in totals)
+        return _r2(first, second, residual, weight)
+
+    def weighted_merge(self, parts):
+        """:meth:`merge`, each part counted by its sum of weights."""
+        present = [(totals[:4], float(_host(totals[4]))) for totals, _ in parts if totals is not None]
+        merged = self.merge([part for part in present if part[1] > 0])
+        return None if merged is None else merged + (sum(weight for _, weight in present),)
+
+
+def _r2(first, second, residual, count):
+    """The mean over outputs of ``1 - SS_res / SS_tot`` from sums about a shift (``count``: the rows,
+    or their sum of weights)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
         total = second - first * first / count
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scores = np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0),
-                              np.where(residual == 0, 1.0, 0.0))
-        return float(np.mean(scores))
+        scores = np.where(total > 0, 1.0 - residual / np.where(total > 0, total, 1.0),
+                          np.where(residual == 0, 1.0, 0.0))
+    return float(np.mean(scores))
 
 
 _NAMES = {
@@ -244,12 +303,12 @@ def get(metric) -> Metric:
                      "or an mx.metrics.Metric")
 
 
-def resolve(metrics, loss) -> list:
-    """The metrics to log for ``loss``: accuracy first for classification losses, then each of
-    ``metrics`` once, each checked against the loss."""
+def resolve(metrics, loss, accuracy=True) -> list:
+    """The metrics to log for ``loss``: accuracy first for classification losses (with
+    ``accuracy``), then each of ``metrics`` once, each checked against the loss."""
     if isinstance(metrics, (str, Metric)):
         metrics = [metrics]
-    resolved = [Accuracy().bind(loss)] if loss.target_kind != "regression" else []
+    resolved = [Accuracy().bind(loss)] if accuracy and loss.target_kind != "regression" else []
     for metric in metrics or ():
         bound = get(metric).bind(loss)
         if bound.name not in {existing.name for existing in resolved}:

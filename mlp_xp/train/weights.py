@@ -5,8 +5,11 @@ an elementwise loss such as MSE) times its weight, averaged over the batch's row
 "sum over batch size"), and its gradient the same way. ``class_weight`` (a {label: weight}
 mapping over the class labels, or ``"balanced"``: ``rows / (classes * rows of the class)``, as
 scikit-learn's) gives each row the weight of its class; with both, a row's weight is their
-product. The training metrics (accuracy...) stay unweighted, as Keras's ``metrics`` are; the
-validation loss is unweighted.
+product. The training metrics of ``metrics=`` (accuracy...) stay unweighted, as Keras's
+``metrics`` are; ``fit(weighted_metrics=[...])`` logs them weighted too, as Keras's
+``weighted_metrics`` (``"weighted_accuracy"``...: each row's value times its weight, over the sum of
+the weights; scikit-learn's ``accuracy_score`` / ``r2_score``... with ``sample_weight``). The
+validation loss and metrics are unweighted.
 
 The weights go to the device once per fit, packed as one more column of the targets, so that
 batches, shuffling, data-parallel shards and ``jax.jit`` carry them with no new plumbing: the
@@ -20,8 +23,9 @@ import numbers
 import numpy as np
 
 from ..nn.losses import Loss
+from .metrics import Metric
 
-__all__ = ["row_weights", "pack", "WeightedLoss", "UnpackedMetric"]
+__all__ = ["row_weights", "pack", "WeightedLoss", "UnpackedMetric", "WeightedMetric"]
 
 
 def row_weights(sample_weight, class_weight, labels, loss, samples):
@@ -159,3 +163,39 @@ class UnpackedMetric:
 
     def __repr__(self):
         return repr(self.metric)
+
+
+class WeightedMetric:
+    """A training metric weighted by the rows' weights (Keras's ``weighted_metrics``), logged as
+    ``"weighted_<name>"``; with ``labels`` None the targets carry no weights (a fit without
+    sample_weight or class_weight) and every row weighs 1."""
+
+    def __init__(self, metric, labels=None, shape=()):
+        self.metric, self.labels, self.shape = metric, labels, tuple(shape)
+        self.name = f"weighted_{metric.name}"
+        kind = type(metric)
+        if kind.row_values is Metric.row_values and kind.weighted_update is Metric.weighted_update:
+            raise ValueError(f"metric {metric.name!r} has no weighted form (a Metric gives row_values, or "
+                             "weighted_update and weighted_result)")
+
+    def update(self, totals, output, packed, xp):
+        if self.labels is None:
+            return self.metric.weighted_update(totals, output, packed, xp.ones(output.shape[0], dtype=output.dtype,
+                                                                           device=_device(output)), xp)
+        target, weights = _unpack(xp, packed, self.labels, self.shape)
+        return self.metric.weighted_update(totals, output, target, xp.astype(weights, output.dtype), xp)
+
+    def result(self, totals, count):
+        return self.metric.weighted_result(totals)
+
+    def merge(self, parts):
+        return self.metric.weighted_merge(parts)
+
+    def __repr__(self):
+        return f"WeightedMetric({self.metric!r})"
+
+
+def _device(array):
+    import array_api_compat
+
+    return array_api_compat.device(array)
