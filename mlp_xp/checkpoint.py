@@ -155,7 +155,8 @@ def save(model, path, optimizer=None):
         ValueError: ``optimizer`` has no state in this model (it was never passed to ``fit``),
             or its learning rate is a plain function rather than an ``mx.optim.schedules`` one.
     """
-    tensors = {key: np.ascontiguousarray(to_numpy(value)) for key, value in model.state_dict().items()}
+    # (np.require, not ascontiguousarray: a 0-d tensor, BatchNorm's num_batches_tracked, stays 0-d)
+    tensors = {key: np.require(to_numpy(value), requirements="C") for key, value in model.state_dict().items()}
     metadata = {
         "format": "mlp_xp",
         "format_version": io.FORMAT_VERSION,

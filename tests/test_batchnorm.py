@@ -222,11 +222,12 @@ def test_fit_stopped_by_a_non_finite_step_keeps_finite_running_statistics():
     assert np.all(np.isfinite(numpy_of(model.running))) and np.all(np.isfinite(numpy_of(model.params)))
 
 
-def test_save_load_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("momentum", [0.1, None])  # (None: num_batches_tracked, a 0-d tensor in the file)
+def test_save_load_and_resume_exactly(tmp_path, momentum):
     X, y = _data()
-    whole = _model()
+    whole = _model(momentum=momentum)
     whole.fit(X, y, "cross_entropy", mx.optim.Adam(lr=1e-2), epochs=4, batch_size=16, verbose=0)
-    first = _model()
+    first = _model(momentum=momentum)
     optimizer = mx.optim.Adam(lr=1e-2)
     first.fit(X, y, "cross_entropy", optimizer, epochs=2, batch_size=16, verbose=0)
     path = tmp_path / "half.safetensors"
@@ -234,7 +235,7 @@ def test_save_load_and_resume_exactly(tmp_path):
     loaded = mx.load(path)
     np.testing.assert_array_equal(numpy_of(loaded.running), numpy_of(first.running))
     np.testing.assert_array_equal(numpy_of(loaded.predict(X)), numpy_of(first.predict(X)))
-    resumed = _model()
+    resumed = _model(momentum=momentum)
     resumed.fit(X, y, "cross_entropy", mx.optim.Adam(lr=1e-2), epochs=2, batch_size=16, verbose=0,
                 resume_from=path)
     np.testing.assert_array_equal(numpy_of(resumed.params), numpy_of(whole.params))
@@ -413,3 +414,40 @@ def test_layer_statistics_runs_batchnorm_in_evaluation_and_counts_dead_units_of_
     normalized = numpy_of(model.forward(model.backend.asarray(X, dtype=model.dtype), stop=2))
     assert rows[1]["mean"] == pytest.approx(float(normalized.mean()), rel=1e-6)
     assert rows[1]["dead_fraction"] is None
+
+
+def test_inputs_too_large_for_the_running_statistics_stop_with_the_statistic_named():
+    X, y = _data()
+    model = _model(dtype="float32")
+    with pytest.raises(mx.NonFiniteError, match=r"'1.running_var' overflowed float32.*Scale the inputs"):
+        model.fit(X * 1e20, y, "cross_entropy", "adam", epochs=1, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(numpy_of(model.running)))  # (the statistics before the refused step: saveable)
+    model.load_state_dict(model.state_dict())
+
+
+def test_untracked_statistics_in_predict_take_a_last_row_with_the_chunk_before(exact_backend):
+    X, y = _data(65)
+    model = _model(exact_backend, track_running_stats=False)
+    model.fit(X[:64], y[:64], "cross_entropy", "adam", epochs=1, batch_size=16, verbose=0,
+              validation_data=(X, y))  # (validation in chunks of 1024 and a last one of 1: 65 rows)
+    whole = numpy_of(model.predict(X, batch_size=32))
+    np.testing.assert_allclose(whole[32:], numpy_of(model.predict(X[32:], batch_size=33)), rtol=1e-12)
+    assert np.isfinite(model.evaluate(X, y, "cross_entropy", batch_size=16)["loss"])
+    with pytest.raises(ValueError, match=r"BatchNorm\(num_features=8.*needs more than 1 row"):
+        model.predict(X[:1])
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_a_batch_hook_that_puts_in_running_statistics_has_them_kept(backend_name):
+    if backend_name == "jax":
+        pytest.importorskip("jax")
+    X, y = _data(32)
+    model = _model(backend_name, dtype="float32")
+    marker = model.backend.asarray(np.full(model.num_running, 2.0), dtype=model.dtype)
+
+    class Put(mx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.running = marker
+
+    model.fit(X, y, "cross_entropy", "adam", epochs=1, batch_size=16, verbose=0, callbacks=[Put()])
+    np.testing.assert_array_equal(numpy_of(model.running), 2.0)  # (the last batch's: no step after it)

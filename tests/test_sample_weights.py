@@ -226,3 +226,20 @@ def test_weighted_r2_merged_over_processes_equals_the_weighted_r2_of_all_rows():
     assert metric.weighted_result(metric.weighted_merge(parts)) == pytest.approx(whole, rel=1e-12)
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
     assert whole == pytest.approx(sklearn_metrics.r2_score(y, prediction, sample_weight=weights), rel=1e-9)
+
+
+def test_a_weighted_metric_without_a_weighted_form_is_refused_before_a_resume(tmp_path):
+    class Median(mx.metrics.Metric):
+        name = "median"
+
+    model = mx.Sequential(mx.Linear(5, 2), seed=0)
+    optimizer = mx.optim.Adam()
+    model.fit(X, VALUES, "mse", optimizer, epochs=2, verbose=0)
+    mx.save(model, tmp_path / "m.safetensors", optimizer)
+    fresh = mx.Sequential(mx.Linear(5, 2), seed=0)
+    before = mx.to_numpy(fresh.params)
+    with pytest.raises(ValueError, match="has no weighted form"):
+        fresh.fit(X, VALUES, "mse", mx.optim.Adam(), epochs=1, verbose=0, weighted_metrics=[Median()],
+                  resume_from=tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(mx.to_numpy(fresh.params), before)
+    assert fresh.epoch == 0

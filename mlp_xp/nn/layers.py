@@ -533,7 +533,8 @@ class BatchNorm(Layer):
             cumulative average over the batches seen (kept in ``num_batches_tracked``).
         affine: learn ``weight`` and ``bias``.
         track_running_stats: keep running statistics; False normalises with the batch's own
-            statistics in evaluation too.
+            statistics in evaluation too (so ``predict`` and ``evaluate`` outputs depend on their
+            ``batch_size``, as in PyTorch; a last chunk of one row joins the one before it).
 
     Shape:
         x: (batch, features) -> y: (batch, features). Training needs at least 2 rows per batch
@@ -605,7 +606,7 @@ class BatchNorm(Layer):
         if batch_statistics:
             rows = x.shape[0]
             if rows < 2:
-                raise ValueError(f"BatchNorm needs more than 1 row per batch to compute batch statistics, got "
+                raise ValueError(f"{self!r} needs more than 1 row per batch to compute batch statistics, got "
                                  f"input of shape {tuple(x.shape)}")
             mean = xp.mean(x, axis=0)
             centered = x - mean

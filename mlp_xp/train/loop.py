@@ -90,6 +90,19 @@ def _batches(count, batch_size):
     return [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
 
 
+def _inference_batches(model, count, batch_size):
+    """The chunks ``predict`` and ``evaluate`` run: ``_batches``, except that a BatchNorm that
+    normalises with the batch's own statistics (``track_running_stats=False``) cannot take a
+    last chunk of one row, which then joins the chunk before it."""
+    from ..nn.layers import BatchNorm
+
+    batches = _batches(count, batch_size)
+    if len(batches) > 1 and batches[-1][1] - batches[-1][0] == 1 and any(
+            isinstance(layer, BatchNorm) and not layer.track_running_stats for layer in model.layers):
+        batches[-2:] = [(batches[-2][0], count)]
+    return batches
+
+
 def _first_non_finite_parameter(model, params):
     xp = model.xp
     for spec in model.param_specs:
@@ -195,10 +208,13 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
 
     generic = GenericOps(model.xp, model.device)
     # (host-drawn masks cannot be drawn again: the generator has moved on; then without Dropout)
-    value, grad, _ = model.value_and_grad(x, target, loss, kept.params, train=model.dropout_masks == "device",
-                                          step=kept.step, scale=model.loss_scale.scale)
+    value, grad, _, running = model.value_grad_and_running(
+        x, target, loss, kept.params, train=model.dropout_masks == "device", step=kept.step,
+        scale=model.loss_scale.scale, running=kept.running)
     if value_finite is None:
         value_finite = bool(generic.finite(value))
+    if value_finite and running is not None and not bool(generic.all_finite(running)):
+        return _running_overflow_error(model, epoch, step, running)
     if not value_finite or not bool(generic.all_finite(grad)) or model.precision.scaled:
         return _non_finite_error(model, epoch, step, kept.params, x, skipped, gradient=value_finite)
     limit = square_limit(model.dtype_name)
@@ -215,6 +231,16 @@ def _diagnose(model, loss, optimizer, kept, epoch, step, x, target, skipped=0, v
         if not bool(model.xp.max(getattr(new_state, field)) < float("inf")):
             return _state_overflow_error(model, epoch, step, field)
     return _non_finite_error(model, epoch, step, kept.params, x, skipped, gradient=True)
+
+
+def _running_overflow_error(model, epoch, step, running):
+    xp = model.xp
+    key = next(spec.key for spec in model.running_specs
+               if not bool(xp.all(xp.isfinite(running[spec.offset:spec.offset + spec.size]))))
+    return NonFiniteError(f"non-finite running statistic at epoch {epoch}, step {step}: {key!r} overflowed "
+                          f"{model.dtype_name} in this batch (its inputs are too large); the step was refused and "
+                          "the model keeps its weights and statistics from before it. Scale the inputs, or train in "
+                          "float64", epoch=epoch, step=step, name=key)
 
 
 def _update_overflow_error(model, epoch, step, parameter, skipped=0):
@@ -601,6 +627,8 @@ class _Run:
             raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
         metric_list = metrics_module.resolve(metrics, loss)
         weighted_list = metrics_module.resolve(weighted_metrics, loss, accuracy=False)
+        for metric in weighted_list:
+            metrics_module.check_weighted(metric)
         self.hooks = Hooks(callbacks, main_process=engine is None or engine.is_main)
         if validation_split is not None and validation_data is not None:
             raise ValueError("give validation_data or validation_split, not both")
@@ -891,7 +919,11 @@ class _Run:
         into the model (EarlyStopping's best ones, say) has them trained from then on."""
         model = self.model
         if not (self.copy_for_hooks and self.hooks.has(hook)):
-            return self.hooks.call(hook, model=model, **values)
+            try:
+                return self.hooks.call(hook, model=model, **values)
+            finally:  # (a hook that put in other weights or statistics: trained from now on)
+                if model.params is not self.state.params or model.running is not self.state.running:
+                    self.state = self.state._replace(params=model.params, running=model.running)
         live, opt_state = model.params, model.optimizer_state
         handed = model.params = model.xp.asarray(live, copy=True)
         try:
@@ -951,7 +983,7 @@ def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024, wha
     samples = x.shape[0]
     weighted = getattr(loss, "batch_weight", None)
     weight_sum = 0
-    for start, stop in _batches(samples, batch_size):
+    for start, stop in _inference_batches(model, samples, batch_size):
         output = model.forward(x[start:stop, ...], loss=loss)
         target_batch = target[start:stop, ...]
         weight = weighted(xp, output, target_batch) if weighted is not None else None
@@ -994,7 +1026,8 @@ def predict(model, X, batch_size=1024):
     """
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     x = checks.prepare_inputs(model, X)
-    outputs = [model.forward(x[start:stop, ...]) for start, stop in _batches(x.shape[0], batch_size)]
+    outputs = [model.forward(x[start:stop, ...])
+               for start, stop in _inference_batches(model, x.shape[0], batch_size)]
     output = outputs[0] if len(outputs) == 1 else model.xp.concat(outputs, axis=0)
     if not bool(model.xp.all(model.xp.isfinite(output))):
         raise _non_finite_output_error(model, x, batch_size, "predict")
@@ -1011,7 +1044,7 @@ def _non_finite_output_error(model, x, batch_size, what, loss=None):
         return NonFiniteError(f"{what}: an output is not finite, and parameter {parameter!r} is not finite "
                               "either: load or train finite weights", name=parameter)
     row = None
-    for start, stop in _batches(x.shape[0], batch_size):  # (Array API only: argmax finds the first bad row)
+    for start, stop in _inference_batches(model, x.shape[0], batch_size):  # (argmax finds the first bad row)
         bad_rows = ~xp.all(xp.isfinite(model.forward(x[start:stop, ...], loss=loss)), axis=1)
         if bool(xp.any(bad_rows)):
             row = start + int(xp.argmax(xp.astype(bad_rows, xp.int32)))

@@ -193,7 +193,8 @@ class MeanSquaredError(Metric):
 
 
 class RootMeanSquaredError(MeanSquaredError):
-    """Square root of the mean squared error."""
+    """Square root of the mean squared error over all outputs (for several outputs, scikit-learn's
+    ``root_mean_squared_error`` averages each output's instead)."""
 
     name = "rmse"
 
@@ -265,6 +266,14 @@ class R2Score(Metric):
         present = [(totals[:4], float(_host(totals[4]))) for totals, _ in parts if totals is not None]
         merged = self.merge([part for part in present if part[1] > 0])
         return None if merged is None else merged + (sum(weight for _, weight in present),)
+
+
+def check_weighted(metric):
+    """ValueError unless ``metric`` has a weighted form (``fit(weighted_metrics=)``)."""
+    kind = type(metric)
+    if kind.row_values is Metric.row_values and kind.weighted_update is Metric.weighted_update:
+        raise ValueError(f"metric {metric.name!r} has no weighted form (a Metric gives row_values, or "
+                         "weighted_update and weighted_result)")
 
 
 def _r2(first, second, residual, count):

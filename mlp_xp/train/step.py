@@ -182,6 +182,8 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
             ok = ops.both(ok, ops.below(grad, limit))
         elif check_gradients or scaled:
             ok = ops.both(ok, ops.all_finite(grad))
+        if running is not None:  # (BatchNorm's statistics land with the update, or neither does)
+            ok = ops.both(ok, ops.all_finite(running))
         checked = ok
         # the gradient buffer is used up by the update: it may keep the old parameters there
         undo = grad if buffer is not None else None  # (data-parallel: a view of the all-reduced buffer)

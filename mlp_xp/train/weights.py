@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 
 from ..nn.losses import Loss
-from .metrics import Metric
+from .metrics import check_weighted
 
 __all__ = ["row_weights", "pack", "WeightedLoss", "UnpackedMetric", "WeightedMetric"]
 
@@ -173,10 +173,7 @@ class WeightedMetric:
     def __init__(self, metric, labels=None, shape=()):
         self.metric, self.labels, self.shape = metric, labels, tuple(shape)
         self.name = f"weighted_{metric.name}"
-        kind = type(metric)
-        if kind.row_values is Metric.row_values and kind.weighted_update is Metric.weighted_update:
-            raise ValueError(f"metric {metric.name!r} has no weighted form (a Metric gives row_values, or "
-                             "weighted_update and weighted_result)")
+        check_weighted(metric)
 
     def update(self, totals, output, packed, xp):
         if self.labels is None:
