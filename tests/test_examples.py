@@ -71,10 +71,12 @@ def test_backends(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert "max |p - p_numpy| = 0.0e+00" in lines["array_api_strict"]
-    for backend in ("torch", "jax"):
+    # torch 2.13's float64 exp on 2 intra-op threads is off by up to ~3e-9 in some processes on the 2-vCPU CI
+    # machine (measured: torch.exp of a (1797, 10) tensor; exact with torch.set_num_threads(1)): not ours
+    for backend, tolerance in (("torch", 1e-8), ("jax", 1e-10)):
         if importlib.util.find_spec(backend) is not None:
             assert "max |p - p_numpy|" in lines[backend], lines[backend]
-            assert float(lines[backend].split("= ")[1].split(",")[0]) < 1e-10
+            assert float(lines[backend].split("= ")[1].split(",")[0]) < tolerance, lines[backend]
 
 
 def test_from_pytorch_and_keras(tmp_path, capsys):
