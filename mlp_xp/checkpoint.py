@@ -87,6 +87,8 @@ def data_to_json(data):
             out[key] = [_plain(value) for value in getattr(data, key)]
     if data.target_name is not None:
         out["target_name"] = str(data.target_name)
+    if data.table is not None:
+        out["table"] = data.table.to_json()
     return out
 
 
@@ -105,6 +107,13 @@ def data_from_json(text, model):
             info[key] = tuple(values[key])
     if "target_name" in values:
         info["target_name"] = str(values["target_name"])
+    if "table" in values:
+        from .data.tables import TableInfo
+
+        info["table"] = TableInfo.from_json(values["table"])
+        if len(info["table"].plan.feature_names) != model.in_features:
+            raise ValueError(f"its table plan makes {len(info['table'].plan.feature_names)} features, the model "
+                             f"takes {model.in_features}")
     if info.get("scaler") is not None and info["scaler"].mean.size != model.in_features:
         raise ValueError(f"its input scaler has {info['scaler'].mean.size} features, the model takes "
                          f"{model.in_features}")

@@ -24,8 +24,9 @@ TASKS = ("auto", "classification", "regression")
 DEFAULT_COMPARE = ("numpy:float64", "numpy:float32", "numpy:tf32", "numpy:bfloat16", "numpy:float16",
                    "array_api_strict:float32", "torch:float32", "torch:bfloat16", "jax:float32", "cupy:float32",
                    "cupy:tf32", "cupy:float16", "cupy:bfloat16")
-#: integer targets with more distinct values than this are taken as a regression target by --task auto
-MAX_AUTO_CLASSES = 100
+#: whole-number targets with more distinct values than this are taken as a regression target by --task auto
+MAX_AUTO_CLASSES = 20
+MISSING_CHOICES = ("error", "drop", "mean", "median")
 
 
 class UsageError(ValueError):
@@ -97,11 +98,24 @@ def build_parser():
     train.add_argument("--target", default=None, help="the target: a CSV column (default: the last one), an .npz "
                        "key (default: y), or the .npy file of targets for .npy features")
     train.add_argument("--features", default=None, help="comma-separated CSV feature columns (default: every "
-                       "column but the target)")
-    train.add_argument("--task", choices=TASKS, default="auto", help="auto: classification for integer or text "
-                       f"targets (up to {MAX_AUTO_CLASSES} classes), regression for other numbers")
+                       "column but the target, the --drop ones and index or id columns)")
+    train.add_argument("--drop", default=None, help="comma-separated CSV columns to leave out")
+    train.add_argument("--missing", choices=MISSING_CHOICES, default="error",
+                       help="missing values (empty, NA, nan, ?...): error names the columns; drop the rows; fill "
+                       "features with the training rows' mean or median (text: the most frequent category) and "
+                       "drop rows whose target is missing")
+    train.add_argument("--task", choices=TASKS, default="auto", help="auto: classification for text or True/False "
+                       f"targets and for whole numbers with at most {MAX_AUTO_CLASSES} distinct values that are "
+                       "not sparse; regression for other numbers")
     _add_model_flags(train, epochs=20)
     train.add_argument("--dropout", type=_fraction, default=0.0, help="dropout after each hidden layer")
+    train.add_argument("--weight-decay", type=_number(float, lambda value: 0 <= value < float("inf"), ">= 0"),
+                       default=None, help="the optimizer's weight decay (default: its own, 0 but for adamw)")
+    train.add_argument("--class-weight", choices=("balanced",), default=None,
+                       help="weigh each class by rows / (classes x rows of the class) in the loss")
+    train.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                       help="hold out 10%% of the training rows and stop when their loss has not improved for "
+                       "this many epochs, keeping the best epoch's weights")
     train.add_argument("--test-size", type=_fraction, default=0.25,
                        help="fraction held out to validate each epoch and test at the end (0: none)")
     train.add_argument("--no-standardize", action="store_true",
@@ -124,6 +138,8 @@ def build_parser():
                          "other columns are ignored), .npz (array X) or .npy")
     predict.add_argument("--output", default=None, help="write the predictions to this CSV (default: stdout)")
     predict.add_argument("--proba", action="store_true", help="also write each class's probability")
+    predict.add_argument("--id", default=None, help="a CSV column copied into the output's first column (default: "
+                         "the index or id column the model left out in training, if the file has it)")
     _add_backend_flags(predict, dtype=False)
 
     evaluate = commands.add_parser("evaluate", formatter_class=formatter, help="score a saved model on labelled data",
@@ -190,34 +206,194 @@ def _check_training_memory(model, batch_size, widths):
 # ---------------------------------------------------------------------------- data
 
 
-def _load_training_data(args):
+def _csv_like(path):
+    return os.path.splitext(path)[1].lower() in (".csv", ".tsv", ".txt")
+
+
+def _names(text, flag):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"{flag} takes comma-separated column names, got {text!r}")
+    return names
+
+
+class _Data:
+    """Training data ready for a model: the split, the encoded target, what was done and why."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def _training_data(args):
+    """The data of ``mlp-xp train``: read, columns chosen, missing values handled, the task chosen,
+    the target encoded, the rows split, and (CSV) the feature columns encoded by a TablePlan fitted
+    on the training rows."""
     import numpy as np
 
     from .data import datasets
 
+    notes = []
     if args.data is None:
         if args.target is not None:
             raise UsageError("--target needs --data (the bundled digits have their own labels)")
         X, y = datasets.load_digits()
-        return datasets.Table(X, y, tuple(f"pixel_{i}" for i in range(X.shape[1])), "digit"), "digits"
-    features = None
+        return _split_arrays(args, X, y, tuple(f"pixel_{i}" for i in range(X.shape[1])), "digit", "digits", notes)
+    for flag in ("features", "drop"):
+        if getattr(args, flag) is not None and not _csv_like(args.data):
+            raise UsageError(f"--{flag} takes column names of a CSV file")
+    if args.missing != "error" and not _csv_like(args.data):
+        raise UsageError("--missing applies to CSV files (.npz and .npy data are numbers already)")
+    if not _csv_like(args.data):
+        table = datasets.load_table(args.data, target=args.target)
+        y = np.asarray(table.y)
+        if y.dtype.kind not in "biufUS" and y.dtype != object:
+            raise UsageError(f"the target has dtype {y.dtype}; give numbers or text labels")
+        return _split_arrays(args, table.X, y, table.feature_names, table.target_name,
+                             os.path.basename(args.data), notes)
+    return _split_table(args, notes)
+
+
+def _split_table(args, notes):
+    import numpy as np
+
+    from .data import tables
+
+    if not os.path.isfile(args.data):
+        raise FileNotFoundError(f"no such data file: {args.data!r}")
+    raw = tables.read_csv(args.data)
+    header = list(raw.header)
+    target = args.target if args.target is not None else header[-1]
+    if target not in header:
+        raise UsageError(f"{args.data!r} has no column {target!r} for --target; its columns are {header}")
+    dropped = _names(args.drop, "--drop") if args.drop is not None else []
+    unknown = [name for name in dropped if name not in header]
+    if unknown:
+        raise UsageError(f"--drop names column(s) {unknown} that {args.data!r} does not have; it has {header}")
+    ids = {}
     if args.features is not None:
-        features = [name.strip() for name in args.features.split(",") if name.strip()]
-        if not features or os.path.splitext(args.data)[1].lower() not in (".csv", ".tsv", ".txt"):
-            raise UsageError("--features takes comma-separated column names of a CSV file")
-        if args.target is not None and args.target in features:
-            raise UsageError(f"--features lists the target {args.target!r}")
-    table = datasets.load_table(args.data, target=args.target, features=features)
-    if len(table.X) < 2:
-        raise UsageError(f"{args.data!r} holds {len(table.X)} row(s): too few to train on")
-    y = np.asarray(table.y)
-    if y.dtype.kind not in "biufUS" and y.dtype != object:
-        raise UsageError(f"the target has dtype {y.dtype}; give numbers or text labels")
-    return table, os.path.basename(args.data)
+        features = _names(args.features, "--features")
+        if target in features:
+            origin = "--target" if args.target is not None else "the target (the last column, by default)"
+            raise UsageError(f"--features lists {target!r}, which is {origin}: leave it out, or name another "
+                             "--target")
+        unknown = [name for name in features if name not in header]
+        if unknown:
+            raise UsageError(f"--features names column(s) {unknown} that {args.data!r} does not have; it has "
+                             f"{header}")
+        features = [name for name in features if name not in dropped]
+    else:
+        candidates = [name for name in header if name != target and name not in dropped]
+        ids = tables.index_columns(raw, candidates)
+        features = [name for name in candidates if name not in ids]
+        for name, why in ids.items():
+            notes.append(f"left out column {name!r}: it {why} (--features to choose the columns yourself)")
+    if not features:
+        raise UsageError(f"{args.data!r} has no feature column left (target {target!r}, columns {header})")
+    counts = tables.missing_counts(raw, features + [target])
+    if counts and args.missing == "error":
+        listed = ", ".join(f"{name!r} {count} of {raw.rows} rows" for name, count in counts.items())
+        raise UsageError(f"{args.data!r} has missing values (empty, NA, nan, ?...): {listed}; choose --missing "
+                         "drop (leave those rows out) or --missing mean / median (fill the features), or fill them")
+    keep = np.ones(raw.rows, dtype=bool)
+    if target in counts:
+        keep &= ~tables.missing_rows(raw, [target])
+        notes.append(f"left out {counts[target]} row(s) whose target {target!r} is missing")
+    if args.missing == "drop":
+        lost = tables.missing_rows(raw, features) & keep
+        if lost.any():
+            notes.append(f"left out {int(lost.sum())} row(s) with missing features (--missing drop)")
+        keep &= ~lost
+    elif args.missing in ("mean", "median") and set(counts) - {target}:
+        filled = ", ".join(f"{name!r} ({count})" for name, count in counts.items() if name != target)
+        notes.append(f"filled missing values with the training rows' {args.missing} (text: the most frequent "
+                     f"category): {filled}")
+    if not keep.all():
+        raw = raw.take(keep)
+    if raw.rows < 2:
+        raise UsageError(f"{args.data!r} has {raw.rows} usable row(s): too few to train on")
+    y = raw.columns[target]
+    if y.dtype == object:
+        y = np.array(y.tolist(), dtype=str)
+    return _split_arrays(args, raw, y, None, target, os.path.basename(args.data), notes, features=features,
+                         ids=tuple(ids))
+
+
+def _split_arrays(args, X, y, feature_names, target_name, source, notes, features=None, ids=()):
+    """Task, encoded target and split of ``X`` (an array, or with ``features`` a RawTable whose
+    feature columns a TablePlan fitted on the training rows encodes)."""
+    import numpy as np
+
+    import mlp_xp as mx
+    from .data import datasets, tables
+
+    if len(y) < 2:
+        raise UsageError(f"{source!r} holds {len(y)} row(s): too few to train on")
+    task, why = _choose_task(y, args.task)
+    classification = task == "classification"
+    classes = None
+    if classification:
+        if y.dtype.kind == "f":
+            y = y.astype(np.int64)  # (whole numbers: labels 3, not 3.0)
+        y, classes = mx.datasets.encode_labels(y)
+        if len(classes) < 2:
+            raise UsageError(f"the target {target_name!r} has a single class {classes.tolist()[0]!r}: "
+                             "nothing to learn")
+    else:
+        y = y.astype(np.float64)
+    if args.test_size:
+        if classification:
+            _check_class_sizes(args.test_size, y, classes, target_name, why)
+        try:
+            train, test = datasets.split_indices(len(y), args.test_size, y if classification else None, args.seed)
+        except ValueError as error:
+            raise UsageError(f"--test-size {args.test_size}: {error}") from None
+    else:
+        train, test = np.arange(len(y)), None
+    plan = None
+    if features is not None:
+        raw = X
+        try:
+            plan = tables.TablePlan.fit(raw.take(train), features, "error" if args.missing == "drop" else args.missing)
+            X_train = plan.transform(raw.take(train), repr(source))[0]
+            X_test = None if test is None else plan.transform(raw.take(test), repr(source))[0]
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        categories = [f"{column.name!r}: {len(column.categories)} categories" for column in plan.columns
+                      if column.kind == "category"]
+        if categories:
+            notes.append(f"one-hot encoded {len(categories)} text column(s) into one feature per category: "
+                         + ", ".join(categories))
+        feature_names = plan.feature_names
+    else:
+        X = np.asarray(X)
+        X_train, X_test = X[train], (None if test is None else X[test])
+    return _Data(source=source, notes=notes, task=task, why=why, classification=classification, classes=classes,
+                 X_train=X_train, X_test=X_test, y_train=y[train], y_test=None if test is None else y[test],
+                 feature_names=tuple(feature_names or ()), target_name=target_name, plan=plan, ids=ids)
+
+
+def _check_class_sizes(test_size, codes, classes, target_name, why):
+    """A stratified split keeps every class on both sides: refuse, naming the label, where one is too small."""
+    import numpy as np
+
+    from .data.datasets import _test_count
+
+    counts = np.bincount(codes, minlength=len(classes))
+    count = _test_count(test_size, len(codes))
+    for code, members in enumerate(counts):
+        take = int(round(members * count / len(codes)))
+        if not 0 < take < members:
+            label = classes[code].item() if isinstance(classes[code], np.generic) else classes[code]
+            hint = ("--task regression if the target is a quantity, " if why.startswith("whole") else "")
+            raise UsageError(f"class {label!r} of the target {target_name!r} has {members} row(s): too few to "
+                             f"keep it in both the training and the test rows of --test-size {test_size}; use "
+                             f"{hint}another --test-size (0: no test rows), or more data")
 
 
 def _choose_task(y, requested):
-    """("classification" | "regression", why) for a target array."""
+    """("classification" | "regression", why) for a target array: text and True/False targets are
+    classes; whole numbers are classes when they take at most MAX_AUTO_CLASSES distinct values that
+    are not sparse (their range at most twice their count); other numbers are a regression."""
     import numpy as np
 
     y = np.asarray(y)
@@ -234,12 +410,16 @@ def _choose_task(y, requested):
         return "classification", "--task classification"
     if text:
         return "classification", "text labels"
-    if y.ndim == 1 and y.dtype.kind in "iu":
-        distinct = len(np.unique(y))
-        if distinct <= MAX_AUTO_CLASSES:
-            return "classification", "integer labels"
-        return "regression", (f"{distinct} distinct integer values (more than {MAX_AUTO_CLASSES}); "
-                              "--task classification to override")
+    if y.ndim == 1 and (y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)))):
+        values = np.unique(y)
+        span = float(values[-1] - values[0]) + 1
+        if len(values) > MAX_AUTO_CLASSES:
+            return "regression", (f"whole numbers with {len(values)} distinct values, more than {MAX_AUTO_CLASSES}; "
+                                  "--task classification to override")
+        if span > 2 * len(values):
+            return "regression", (f"whole numbers, {len(values)} distinct values spread over {values[0]:g}.."
+                                  f"{values[-1]:g}; --task classification to override")
+        return "classification", f"whole numbers with {len(values)} distinct values; --task regression to override"
     return "regression", "numeric target"
 
 
@@ -263,15 +443,14 @@ def _build_model(args, in_features, out_features, classification, **model_option
 
 
 def _optimizer(args):
-    return OPTIMIZERS[args.optimizer](lr=args.lr)
+    options = {} if getattr(args, "weight_decay", None) is None else {"weight_decay": args.weight_decay}
+    return OPTIMIZERS[args.optimizer](lr=args.lr, **options)
 
 
 # ---------------------------------------------------------------------------- commands
 
 
 def train(args):
-    import numpy as np
-
     import mlp_xp as mx
 
     engine = mx.distributed.resolve(None if args.distributed == "off" else args.distributed)
@@ -282,26 +461,14 @@ def train(args):
     _check_plotting(args.plot)
     _prepare_backend(args.backend, args.dtype)
 
-    table, source = _load_training_data(args)
-    task, why = _choose_task(table.y, args.task)
-    classification = task == "classification"
-    X, y = table.X, np.asarray(table.y)
-    classes = None
-    if classification:
-        y, classes = mx.datasets.encode_labels(y)
-        if len(classes) < 2:
-            raise UsageError(f"the target {table.target_name!r} has a single class {classes.tolist()[0]!r}: "
-                             "nothing to learn")
-    else:
-        y = y.astype(np.float64)
-    if args.test_size:
-        try:
-            X_train, X_test, y_train, y_test = mx.datasets.train_test_split(
-                X, y, test_size=args.test_size, seed=args.seed, stratify=classification)
-        except ValueError as error:
-            raise UsageError(f"--test-size {args.test_size}: {error}") from None
-    else:
-        X_train, X_test, y_train, y_test = X, None, y, None
+    data = _training_data(args)
+    classification, classes = data.classification, data.classes
+    X_train, X_test, y_train, y_test = data.X_train, data.X_test, data.y_train, data.y_test
+    if args.class_weight is not None and not classification:
+        raise UsageError("--class-weight needs a classification target; this one is a regression "
+                         f"({data.why})")
+    if args.early_stopping is not None and len(y_train) < 10:
+        raise UsageError(f"--early-stopping holds out 10% of the {len(y_train)} training rows: too few")
 
     scaler = target_scaler = None
     if not args.no_standardize:
@@ -310,30 +477,42 @@ def train(args):
             target_scaler = mx.datasets.Standardizer().fit(y_train)
     transform = (lambda data: data) if scaler is None else scaler.transform
     transform_y = (lambda data: data) if target_scaler is None else target_scaler.transform
-    outputs = len(classes) if classification else (1 if y.ndim == 1 else y.shape[1])
+    outputs = len(classes) if classification else (1 if y_train.ndim == 1 else y_train.shape[1])
 
-    model = _build_model(args, X.shape[1], outputs, classification, backend=args.backend, device=args.device,
+    model = _build_model(args, X_train.shape[1], outputs, classification, backend=args.backend, device=args.device,
                          dtype=args.dtype)
     _check_training_memory(model, args.batch_size, args.layers)
     model.data = model.data._replace(scaler=scaler, target_scaler=target_scaler,
                                      classes=None if classes is None else tuple(classes.tolist()),
-                                     feature_names=table.feature_names or None, target_name=table.target_name)
+                                     feature_names=data.feature_names or None, target_name=data.target_name,
+                                     table=None if data.plan is None else _table_info(data.plan, data.ids))
     loss = mx.losses.CrossEntropy() if classification else mx.losses.MSE()
     metrics = [] if classification else ["mae", "r2"]
     if not args.quiet:
         kind = f"classification, {len(classes)} classes" if classification else "regression"
         test = f" / {len(X_test)} test" if X_test is not None else ""
         where = f" x {engine.size} processes" if engine is not None else ""
-        print(f"{source}: {len(X_train)} train{test} samples, {X.shape[1]} features; target "
-              f"{table.target_name!r}: {kind} ({why}); {model.num_parameters} parameters on {args.backend} "
+        print(f"{data.source}: {len(X_train)} train{test} samples, {X_train.shape[1]} features; target "
+              f"{data.target_name!r}: {kind} ({data.why}); {model.num_parameters} parameters on {args.backend} "
               f"{args.dtype}{where}", flush=True)
-    validation = None if X_test is None else (transform(X_test), transform_y(y_test))
+        for note in data.notes:
+            print(f"note: {note}", flush=True)
+    options = {"validation_data": None if X_test is None else (transform(X_test), transform_y(y_test))}
+    callbacks = []
+    if args.early_stopping is not None:  # (validated on rows of the training part: the test rows stay unseen)
+        options = {"validation_split": 0.1}
+        callbacks.append(mx.callbacks.EarlyStopping(monitor="val_loss", patience=args.early_stopping,
+                                                    restore_best_weights=True))
+    optimizer = _optimizer(args)
     verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
-    history = model.fit(transform(X_train), transform_y(y_train), loss=loss, optimizer=_optimizer(args),
-                        epochs=args.epochs, batch_size=args.batch_size, validation_data=validation,
-                        metrics=metrics, verbose=verbose, distributed=engine)
+    history = model.fit(transform(X_train), transform_y(y_train), loss=loss, optimizer=optimizer,
+                        epochs=args.epochs, batch_size=args.batch_size, metrics=metrics, verbose=verbose,
+                        distributed=engine, callbacks=callbacks, class_weight=args.class_weight, **options)
     if engine is not None and not engine.is_main:
         return 0
+    if callbacks and not args.quiet and callbacks[0].stopped_epoch:
+        print(f"early stopping: stopped after epoch {callbacks[0].stopped_epoch}, kept the weights of epoch "
+              f"{callbacks[0].best_epoch}", flush=True)
     scored_X, scored_y, split = (X_test, y_test, "test") if X_test is not None else (X_train, y_train, "train")
     result = _score(model, transform(scored_X), scored_y, classification)
     print(f"{split} " + ", ".join(f"{key} {value:.4f}" for key, value in result.items()), flush=True)
@@ -342,14 +521,20 @@ def train(args):
         if not args.quiet:
             print(f"saved: {args.save}")
     if args.json:
-        _write_json(args.json, {"data": source, "task": task, "target": table.target_name,
-                                "classes": model.data.classes, "args": vars(args),
+        _write_json(args.json, {"data": data.source, "task": data.task, "target": data.target_name,
+                                "classes": model.data.classes, "notes": data.notes, "args": vars(args),
                                 "history": dict(history), split: result})
     if args.plot:
         history.plot(args.plot)
         if not args.quiet:
             print(f"written: {args.plot}")
     return 0
+
+
+def _table_info(plan, ids):
+    from .data.tables import TableInfo
+
+    return TableInfo(plan, tuple(ids))
 
 
 def _score(model, X, y, classification):
@@ -400,19 +585,77 @@ def _load_model(args):
     return mx.load(args.model, backend=args.backend, device=args.device)
 
 
-def _features_for(model, path, target=None, need_target=False):
-    from .data import datasets
+def _features_for(model, path, target=None, need_target=False, id_column=None):
+    """(X scaled for the model, the target as read or None, the id column's (name, values) or None).
 
-    names = model.data.feature_names
-    csv_like = os.path.splitext(path)[1].lower() in (".csv", ".tsv", ".txt")
+    A model trained on a CSV table by ``mlp-xp train`` (``model.data.table``) reads the file's
+    columns by name and encodes them as in training; others read numeric features."""
+    import numpy as np
+
+    from .data import datasets, tables
+
+    info = model.data.table
+    csv_like = _csv_like(path)
+    if id_column is not None and not csv_like:
+        raise UsageError("--id takes a column name of a CSV file")
     if target is None and need_target:
         target = model.data.target_name if csv_like or os.path.splitext(path)[1].lower() == ".npz" else None
-    table = datasets.load_table(path, target=target, features=names if csv_like and names else None,
-                                need_target=need_target)
-    if table.X.shape[1] != model.in_features:
-        raise UsageError(f"{path!r} has {table.X.shape[1]} features, the model takes {model.in_features}")
+    identity = None
+    if info is not None and csv_like:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such data file: {path!r}")
+        header = tables.csv_header(path)
+        plan = info.plan
+        names = [column.name for column in plan.columns]
+        lacking = [name for name in names if name not in header]
+        if lacking:
+            raise UsageError(f"{path!r} lacks the feature column(s) {lacking} the model was trained on; it has "
+                             f"{header}")
+        if need_target and target not in header:
+            raise UsageError(f"{path!r} has no column {target!r} for the target; its columns are {header}")
+        if id_column is not None and id_column not in header:
+            raise UsageError(f"{path!r} has no column {id_column!r} for --id; its columns are {header}")
+        if id_column is None:
+            id_column = next((name for name in info.ids if name in header), None)
+        wanted = list(dict.fromkeys(names + ([target] if need_target else [])
+                                    + ([id_column] if id_column is not None else [])))
+        text = [column.name for column in plan.columns if column.kind == "category"]
+        if id_column is not None:
+            text.append(id_column)
+        if need_target and any(isinstance(label, str) for label in model.data.classes or ()):
+            text.append(target)
+        raw = tables.read_csv(path, wanted, text_columns=text)
+        if need_target:  # (rows without a target cannot be scored)
+            lost = tables.missing_rows(raw, [target])
+            if lost.any():
+                print(f"mlp-xp: note: left out {int(lost.sum())} row(s) whose target {target!r} is missing",
+                      file=sys.stderr)
+                raw = raw.take(~lost)
+        X, unseen = plan.transform(raw, repr(path))
+        for name, count in unseen.items():
+            print(f"mlp-xp: note: {count} row(s) of column {name!r} hold a category the model was not trained on "
+                  "(encoded as none of its categories)", file=sys.stderr)
+        y = None
+        if need_target:
+            y = raw.columns[target]
+            if y.dtype == object:
+                y = np.array(y.tolist(), dtype=str)
+            elif np.all(y == np.round(y)) and model.data.classes is not None:
+                y = y.astype(np.int64)
+        if id_column is not None:
+            identity = (id_column, ["" if value is None else value for value in raw.columns[id_column]])
+    else:
+        names = model.data.feature_names
+        table = datasets.load_table(path, target=target, features=names if csv_like and names else None,
+                                    need_target=need_target)
+        X, y = table.X, table.y
+        if id_column is not None:
+            raw = tables.read_csv(path, [id_column], text_columns=[id_column])
+            identity = (id_column, ["" if value is None else value for value in raw.columns[id_column]])
+    if X.shape[1] != model.in_features:
+        raise UsageError(f"{path!r} has {X.shape[1]} features, the model takes {model.in_features}")
     scaler = model.data.scaler
-    return table, (table.X if scaler is None else scaler.transform(table.X))
+    return (X if scaler is None else scaler.transform(X)), y, identity
 
 
 def predict(args):
@@ -424,7 +667,7 @@ def predict(args):
 
     _check_output(args.output, "--output")
     model = _load_model(args)
-    _, X = _features_for(model, args.data)
+    X, _, identity = _features_for(model, args.data, id_column=args.id)
     output = np.asarray(mx.to_numpy(model.predict(X)), dtype=np.float64)
     classes = model.data.classes
     name = model.data.target_name or "prediction"
@@ -438,6 +681,9 @@ def predict(args):
         values = _regression_output(model, X)
         header = [name] if values.shape[1] == 1 else [f"{name}_{i}" for i in range(values.shape[1])]
         rows = (row.tolist() for row in values)
+    if identity is not None:  # (the id first, as it was in the input)
+        header = [identity[0]] + header
+        rows = ([ident] + row for ident, row in zip(identity[1], rows))
     file = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
         writer = csv.writer(file, lineterminator="\n")
@@ -456,9 +702,9 @@ def evaluate(args):
 
     _check_output(args.json, "--json")
     model = _load_model(args)
-    table, X = _features_for(model, args.data, target=args.target, need_target=True)
+    X, y, _ = _features_for(model, args.data, target=args.target, need_target=True)
     classes = model.data.classes
-    y = np.asarray(table.y)
+    y = np.asarray(y)
     if classes is not None:
         index = {label: code for code, label in enumerate(classes)}
         labels = y.tolist()

@@ -59,6 +59,9 @@ class DataInfo(NamedTuple):
         classes: the original class labels (output ``i`` is ``classes[i]``), or None.
         feature_names: the input columns, in order, or None.
         target_name: the target column, or None.
+        table: a :class:`mlp_xp.data.tables.TableInfo` for a model trained on a CSV table by
+            ``mlp-xp train``: how its columns become the features (one-hot categories, fill values,
+            True/False), which ``mlp-xp predict`` / ``evaluate`` apply; or None.
 
     Example:
         >>> import numpy as np, mlp_xp as mx
@@ -73,6 +76,7 @@ class DataInfo(NamedTuple):
     classes: Any = None
     feature_names: Any = None
     target_name: Any = None
+    table: Any = None
 
 
 class Summary(str):

@@ -165,7 +165,7 @@ def test_npz_and_npy_pairs(tmp_path, capsys):
     np.save(tmp_path / "X.npy", FEATURES)
     np.save(tmp_path / "y.npy", PRICE)
     status, out, _ = _run(["train", "--data", str(tmp_path / "data.npz"), "--epochs", "20"], capsys)
-    assert status == 0 and "classification, 2 classes (integer labels)" in out
+    assert status == 0 and "classification, 2 classes (whole numbers with 2 distinct values" in out
     status, out, _ = _run(["train", "--data", str(tmp_path / "X.npy"), "--target", str(tmp_path / "y.npy"),
                            "--epochs", "5", "--save", str(tmp_path / "m.safetensors")], capsys)
     assert status == 0 and "target 'y': regression" in out
@@ -176,18 +176,18 @@ def test_npz_and_npy_pairs(tmp_path, capsys):
 def test_the_task_follows_the_target_and_can_be_overridden(tmp_path, capsys):
     many = _write_csv(tmp_path / "many.csv", {"a": FEATURES[:, 0], "count": np.arange(N) * 7})
     status, out, _ = _run(["train", "--data", many, "--epochs", "1"], capsys)
-    assert status == 0 and "regression (240 distinct integer values" in out
+    assert status == 0 and "regression (whole numbers with 240 distinct values, more than 20" in out
     few = _write_csv(tmp_path / "few.csv", {"a": FEATURES[:, 0], "grade": (FEATURES[:, 0] > 0).astype(int) + 1})
     status, out, _ = _run(["train", "--data", few, "--epochs", "1", "--task", "regression"], capsys)
     assert status == 0 and "regression (--task regression)" in out
     status, _, err = _run(["train", "--data", str(tmp_path / "many.csv"), "--epochs", "1", "--task",
                            "classification"], capsys)
-    _one_line_error(status, err, 2, "leaves none of it in the")  # 240 classes of one sample each
+    _one_line_error(status, err, 2, "has 1 row(s): too few to keep it in both")  # 240 classes of one sample each
 
 
 @pytest.mark.parametrize("columns,args,message", [
-    ({"a": ["1", "x"] * 10, "y": [0, 1] * 10}, [], "line 3, column 'a': 'x' is not a finite number"),
-    ({"a": ["1", ""] * 10, "y": [0, 1] * 10}, [], "line 3, column 'a': '' is empty"),
+    ({"a": ["1", "2", "x"] * 10, "y": [0, 1, 1] * 10}, [], "line 4, column 'a': 'x' is not a number, where most"),
+    ({"a": ["1", ""] * 10, "y": [0, 1] * 10}, [], "has missing values (empty, NA, nan, ?...): 'a' 10 of 20 rows"),
     ({"a": [1.0] * 20, "y": [0, 1] * 10}, ["--target", "label"], "has no column 'label'"),
     ({"a": [1.0] * 20, "y": [3] * 20}, [], "single class 3"),
     ({"a": [1.0] * 20, "y": ["x", "y"] * 10}, ["--task", "regression"], "needs a numeric target"),
