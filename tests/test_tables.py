@@ -78,6 +78,14 @@ def test_the_reader_takes_quotes_semicolons_blank_lines_and_names_bad_lines(tmp_
         tables.read_csv(str(tmp_path / "r.csv"), columns=["z"])
 
 
+def test_a_latin_1_file_reads(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("ville,température\nMontréal,-5\nSète,12\n".encode("latin-1"))
+    table = tables.read_csv(str(path))
+    assert table.header == ("ville", "température") and table.columns["ville"].tolist() == ["Montréal", "Sète"]
+    assert tables.csv_header(str(path)) == ["ville", "température"]
+
+
 def test_index_columns_are_found():
     n = 12
     table = tables.RawTable(("", "id", "count", "x", "Unnamed: 0"), {

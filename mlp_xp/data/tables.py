@@ -8,7 +8,8 @@ missing) or, once a value is not a number, as text. The peak memory is about twi
 array of the result; numeric tables read at tens of MB/s (``benchmarks/csv_read.py``).
 
 A value is missing when its cell is empty or one of :data:`MISSING` ("NA", "N/A", "nan", "null",
-"None", "?"; any case), as pandas and R write missing values.
+"None", "?"; any case), as pandas and R write missing values. A file that is not UTF-8 is read as
+Latin-1 (every byte a character), as older spreadsheets and R on Windows write text.
 
 Preprocessing (:class:`TablePlan`), fitted on the training rows and saved with a model:
 
@@ -106,18 +107,27 @@ def read_csv(path, columns=None, text_columns=()) -> RawTable:
             another number of fields than the header (named by its line).
     """
     text = set(text_columns)
+    encoding = "utf-8-sig"
     for _ in range(1000):
         try:
-            return _read(path, columns, text)
+            return _read(path, columns, text, encoding)
         except _NotNumbers as found:
             text.add(found.column)
-    raise AssertionError("unreachable")  # (each restart adds a column to text; there are fewer)
+        except UnicodeDecodeError:
+            if encoding == "latin-1":
+                raise
+            encoding = "latin-1"  # (every byte is a character: what Windows spreadsheets and R may write)
+    raise AssertionError("unreachable")  # (each restart adds a column to text, or changes the encoding once)
 
 
 def csv_header(path) -> list:
     """The column names of a CSV file (its first non-blank row)."""
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        return _header(path, file)[1]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            return _header(path, file)[1]
+    except UnicodeDecodeError:
+        with open(path, newline="", encoding="latin-1") as file:
+            return _header(path, file)[1]
 
 
 def _header(path, file):
@@ -140,8 +150,8 @@ def _header(path, file):
     raise ValueError(f"{path!r} needs a header row and at least one data row")
 
 
-def _read(path, wanted, text):
-    with open(path, newline="", encoding="utf-8-sig") as file:
+def _read(path, wanted, text, encoding):
+    with open(path, newline="", encoding=encoding) as file:
         dialect, header, line = _header(path, file)
         names = header if wanted is None else list(wanted)
         unknown = [name for name in names if name not in header]
