@@ -119,7 +119,12 @@ class Comparison:
         return text
 
     def plot(self, path=None):
-        """Loss curves and their divergence from the reference, per step (needs matplotlib)."""
+        """Loss curves and their divergence from the reference, per step (needs matplotlib).
+
+        As :meth:`mlp_xp.History.plot`: with ``path``, writes a bare ``matplotlib.figure.Figure``
+        there (matplotlib's backend and pyplot untouched) and returns it; without, shows it with
+        pyplot (inline in a notebook, else a window) and returns None, so that a notebook
+        displays it once."""
         from .._plotting import new_figure
 
         figure, (losses, divergence) = new_figure("Comparison.plot", 2, (11, 4), window=path is None)
@@ -137,8 +142,14 @@ class Comparison:
             if axis.lines:
                 axis.legend(fontsize=8)
         figure.tight_layout()
-        if path is not None:
-            figure.savefig(path, dpi=120)
+        if path is None:
+            import matplotlib.pyplot as plt
+
+            plt.show()
+            if not plt.isinteractive():  # show has returned: its window was closed, or none opened (Agg)
+                plt.close(figure)
+            return None
+        figure.savefig(path, dpi=120)
         return figure
 
 

@@ -53,12 +53,17 @@ class History(dict):
 
         Losses go in one panel and accuracies in another, training solid and validation dashed.
 
+        Neither matplotlib's backend nor pyplot's figures change: a figure written to a file is a
+        bare ``matplotlib.figure.Figure``, so a notebook's inline plots keep working.
+
         Args:
-            path: write the figure to this file (PNG, SVG, PDF by extension); None opens a window.
+            path: write the figure to this file (PNG, SVG, PDF by extension); None shows it with
+                pyplot (inline in a Jupyter notebook, else a window).
             keys: which history keys to draw (default: every loss and accuracy).
 
         Returns:
-            The matplotlib Figure.
+            The Figure written to ``path``; None once shown, since a returned Figure would be
+            displayed a second time as a notebook cell's value.
         """
         from .._plotting import new_figure
 
@@ -77,12 +82,14 @@ class History(dict):
             axis.grid(alpha=0.3)
             axis.legend()
         figure.tight_layout()
-        if path is not None:
-            figure.savefig(path, dpi=120)
-        else:
+        if path is None:
             import matplotlib.pyplot as plt
 
             plt.show()
+            if not plt.isinteractive():  # show has returned: its window was closed, or none opened (Agg)
+                plt.close(figure)
+            return None
+        figure.savefig(path, dpi=120)
         return figure
 
 
@@ -261,9 +268,16 @@ ON_NONFINITE = ("raise", "skip_batch", "stop")
 
 
 def _progress_bar(verbose, epoch, epochs, samples):
+    """tqdm.auto's bar for ``verbose=1``: a widget in a Jupyter notebook with ipywidgets, else text.
+    In a notebook without ipywidgets tqdm.auto falls back to the text bar itself, but on its first
+    import warns "TqdmWarning: IProgress not found": the fallback is fine, the warning is not."""
     if verbose != 1:
         return None
-    from tqdm.auto import tqdm
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "IProgress not found")
+        from tqdm.auto import tqdm
 
     return tqdm(total=samples, desc=f"epoch {epoch}/{epochs}", unit="sample", unit_scale=True, leave=True,
                 dynamic_ncols=True)
@@ -273,12 +287,16 @@ def _in_notebook():
     """True inside a Jupyter kernel, where stderr is not a terminal but a bar still shows."""
     shell = sys.modules.get("IPython")
     try:
-        return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+        # (a subclass too: Colab's shell is one)
+        return shell is not None and any(cls.__name__ == "ZMQInteractiveShell"
+                                         for cls in type(shell.get_ipython()).__mro__)
     except Exception:
         return False
 
 
 def _resolve_verbose(verbose):
+    """fit's ``verbose``; "auto" is 1 (a bar) where someone watches: stderr is a terminal, or a
+    Jupyter kernel (IPython's ZMQInteractiveShell), whose stderr is not a terminal."""
     if verbose == "auto":
         return 1 if sys.stderr.isatty() or _in_notebook() else 0
     if verbose not in (0, 1, 2):
@@ -403,9 +421,13 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         callbacks: ``mx.callbacks`` objects, or any with some of the hooks listed in
             :mod:`mlp_xp.train.callbacks` (Keras-style signatures are accepted). Epochs and steps
             are numbered from 1.
-        verbose: 1 a progress bar per epoch (samples/s, running loss, then validation
-            metrics), 2 one line per epoch, 0 silent; "auto" is 1 on a terminal or in a
-            Jupyter notebook and 0 otherwise.
+        verbose: 1 a tqdm progress bar per epoch on stderr (samples/s, running loss, then
+            validation metrics; in a Jupyter notebook a widget with ipywidgets installed, else
+            the same text bar as on a terminal, with no warning), 2 one line per epoch on
+            stdout, 0 silent. "auto" (the default) is 1 when stderr is a terminal or in a
+            Jupyter notebook (an IPython ``ZMQInteractiveShell`` kernel: Jupyter Notebook and Lab,
+            VS Code), and 0 otherwise (stderr redirected to a file or pipe: scripts in the
+            background, CI, pytest). With ``distributed``, only the main process prints.
         on_nonfinite: what a NaN/inf loss, gradient or parameter does: "raise" (default)
             raises :class:`~mlp_xp.NonFiniteError`; "skip_batch" drops that batch's update and
             goes on (counted in ``history["skipped_batches"]``); "stop" ends training and
