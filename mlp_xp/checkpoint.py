@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,11 @@ from . import io, optim
 from ._backend import to_numpy
 from .nn.layers import LAYER_TYPES
 from .optim import schedules
+
+if TYPE_CHECKING:
+    from ._types import PathLike
+    from .model import Sequential
+    from .optim.optimizers import Optimizer
 
 __all__ = ["save", "resume", "build_layers", "restore_weights", "restore_optimizer", "data_from_json",
            "precision_from_json"]
@@ -150,7 +156,7 @@ def _epoch(value):
     return int(value)
 
 
-def save(model, path, optimizer=None):
+def save(model: Sequential, path: PathLike, optimizer: Optimizer | None = None) -> None:
     """Write ``model`` (and the state of ``optimizer``, if given) to a safetensors file.
 
     Args:

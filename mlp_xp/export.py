@@ -71,6 +71,7 @@ import json
 import math
 import numbers
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,6 +79,10 @@ from . import io
 from ._backend import to_numpy
 from .nn.layers import (ACTIVATIONS, ELU, GELU, BatchNorm, Dropout, Identity, LayerNorm, LeakyReLU, Linear, ReLU,
                         Sigmoid, SiLU, Softmax, Softplus, Tanh)
+
+if TYPE_CHECKING:
+    from ._types import PathLike
+    from .model import Sequential
 
 __all__ = ["export_onnx", "to_torch", "DEFAULT_OPSET", "MIN_OPSET"]
 
@@ -311,7 +316,8 @@ def _ir_version(onnx, opset):
     return onnx.IR_VERSION
 
 
-def export_onnx(model, path, opset=None, include_scaler=False):
+def export_onnx(model: Sequential, path: PathLike, opset: int | None = None,
+                include_scaler: bool = False) -> None:
     """Write ``model`` to an ONNX file that computes what ``model.predict`` does.
 
     The graph's input is ``"input"`` (batch, in_features) and its output ``"output"`` (batch,
@@ -366,7 +372,7 @@ def export_onnx(model, path, opset=None, include_scaler=False):
     io._write_atomically(path, lambda temporary: onnx.save_model(proto, temporary))
 
 
-def to_torch(model):
+def to_torch(model: Sequential) -> Any:
     """An equivalent ``torch.nn.Sequential``: the same layers and weights, in the model's dtype,
     on the CPU, in evaluation mode, computing what ``model.predict`` does (float64: equal to
     about 1e-15).

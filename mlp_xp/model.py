@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, NamedTuple
+from types import ModuleType
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -23,9 +24,19 @@ from ._backend import Backend, check_memory, resolve_backend, resolve_dtype_name
 from ._errors import ShapeError
 from .nn.layers import Dropout, ForwardContext, Layer, Linear, Sigmoid, Softmax
 from .nn.losses import Loss
+from ._types import ArrayLike, PathLike
+from .optim.optimizers import Optimizer
+from .train.loop import History
+from .train.metrics import Metric
 from .train.step import TrainState
 
 __all__ = ["Sequential", "ParamSpec", "DataInfo"]
+
+# for type checkers: a ``backend`` (a name, "numpy", "torch", ..., or a namespace module); a ``dtype`` ("float32",
+# "float64", or a dtype object of any backend); the ``metrics`` of fit and evaluate (names or metric objects)
+BackendLike = str | ModuleType | Backend
+DTypeLike = Any
+Metrics = str | Metric | Sequence[str | Metric]
 
 
 class ParamSpec(NamedTuple):
@@ -118,7 +129,9 @@ class Sequential:
         (4, 8)
     """
 
-    def __init__(self, *layers, backend="numpy", device=None, dtype="float32", seed=0, precision=None):
+    def __init__(self, *layers: Layer | Sequence[Layer], backend: BackendLike = "numpy", device: Any = None,
+                 dtype: DTypeLike = "float32", seed: int = 0,
+                 precision: str | precisions.Precision | None = None) -> None:
         self._setup(layers, resolve_backend(backend, device), dtype, seed, precision)
         # weights are drawn on the host in float64 one layer at a time, into a vector of the model's
         # dtype: the peak is that vector plus the largest layer in float64, checked before allocating
@@ -327,16 +340,16 @@ class Sequential:
 
         self._ops = value if value is not None else ops.GenericOps(self.xp, self.device)
 
-    def __len__(self):
+    def __len__(self) -> int:
         """The number of layers."""
         return len(self.layers)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> Any:
         """``model[i]`` is the i-th layer (its weights: ``state_dict()[f"{i}.weight"]``);
         a slice gives a tuple of layers."""
         return self.layers[index]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
 
     def __repr__(self):
@@ -345,7 +358,7 @@ class Sequential:
         return (f"Sequential({layers}, backend={self.backend.name!r}, dtype={self.dtype_name!r}{precision}, "
                 f"seed={self.seed})")
 
-    def summary(self) -> "Summary":
+    def summary(self) -> Summary:
         """A table of the layers, their output shapes and parameter counts.
 
         The result is a string that shows as the table when it is the value of a notebook
@@ -375,7 +388,7 @@ class Sequential:
 
     # ------------------------------------------------------------------ forward / backward
 
-    def layer_params(self, params=None):
+    def layer_params(self, params: Any = None) -> list[dict[str, Any]]:
         """Per-layer dicts {name: array} of the flat ``params`` (default: the model's), as reshaped
         slices (views where the backend has views), with the model's running statistics (a
         BatchNorm's): what each layer's ``forward`` takes."""
@@ -387,7 +400,7 @@ class Sequential:
             per_layer[index] = {**per_layer[index], **statistics}
         return per_layer
 
-    def layers_before_loss(self, loss) -> int:
+    def layers_before_loss(self, loss: Loss) -> int:
         """How many layers produce what ``loss`` takes: all of them, or all but a final
         Softmax/Sigmoid that the loss folds in (it takes logits)."""
         return self._loss_forward_stop(loss)
@@ -577,7 +590,8 @@ class Sequential:
                     grad_out[spec.offset:spec.offset + spec.size] = xp.reshape(grads[spec.name], (-1,))
         return grad_out
 
-    def loss_and_grad(self, X, y, loss, train=False):
+    def loss_and_grad(self, X: ArrayLike, y: ArrayLike, loss: Loss,
+                      train: bool = False) -> tuple[float, dict[str, Any]]:
         """The mean loss on (X, y) and its exact gradient, keyed like the parameters of ``state_dict``.
 
         Args:
@@ -600,7 +614,7 @@ class Sequential:
             self.dropout_step += 1  # the next call draws fresh masks
         return float(value), self._unflatten(flat)
 
-    def check_loss(self, loss):
+    def check_loss(self, loss: Loss) -> None:
         """Raise TypeError/ValueError where ``loss`` does not fit this model's output."""
         if not isinstance(loss, Loss):
             hint = " (did you pass the class instead of an instance?)" if isinstance(loss, type) else ""
@@ -621,7 +635,7 @@ class Sequential:
         return {spec.key: xp.asarray(xp.reshape(flat[spec.offset:spec.offset + spec.size], spec.shape), copy=True)
                 for spec in self.param_specs}
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Copies of the parameters: {"<layer index>.weight": (in, out), "<index>.bias": (out,), ...},
         and of the running statistics (``"<index>.running_mean"``, ``"<index>.running_var"`` of a
         BatchNorm), as PyTorch's ``state_dict`` holds its buffers."""
@@ -634,7 +648,7 @@ class Sequential:
         order = [spec.key for spec in sorted(self.param_specs + self.running_specs, key=lambda spec: spec.layer_index)]
         return {key: tensors[key] for key in order}  # (layer by layer, as PyTorch's)
 
-    def load_state_dict(self, state_dict: dict):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> Sequential:
         """Replace the parameters (and running statistics) with ``state_dict`` (arrays of any
         backend), keyed as :meth:`state_dict` keys them.
 
@@ -686,7 +700,8 @@ class Sequential:
                 raise ValueError(f"{source} {spec.key!r} has values too large for {self.dtype_name} (largest "
                                  f"finite is {np.finfo(self.dtype_name).max:.3g}): they would become inf")
 
-    def to(self, backend=None, device=None, dtype=None, precision=None) -> "Sequential":
+    def to(self, backend: BackendLike | None = None, device: Any = None, dtype: DTypeLike | None = None,
+           precision: str | precisions.Precision | None = None) -> Sequential:
         """A copy with the same weights and generator states on another backend/device/dtype/precision
         (the precision is kept unless the dtype changes).
 
@@ -789,7 +804,7 @@ class Sequential:
     def dropout_step(self, value):
         self._state = self._state._replace(step=int(value))
 
-    def set_optimizer(self, optimizer, state=None):
+    def set_optimizer(self, optimizer: Optimizer | None, state: Any = None) -> None:
         """Hold ``optimizer`` and its ``state`` (None: to be initialised by the next ``fit``)."""
         self._optimizer = optimizer
         self._state = self._state._replace(opt_state=state)
@@ -804,7 +819,7 @@ class Sequential:
     def loss_scale(self, value):
         self._loss_scale = value
 
-    def train_state(self, optimizer=None, metrics=()):
+    def train_state(self, optimizer: Optimizer | None = None, metrics: Sequence[Metric] = ()) -> TrainState:
         """A :class:`mlp_xp.train.step.TrainState` starting from this model: its parameters, the state
         of ``optimizer`` (default :attr:`optimizer`; a fresh state for another optimizer or where
         none is held), its step count. :meth:`set_train_state` puts one back."""
@@ -816,7 +831,7 @@ class Sequential:
         held = self.optimizer_state if optimizer is self._optimizer else None
         return init_state(self, optimizer, metrics, held)
 
-    def set_train_state(self, state, optimizer=None):
+    def set_train_state(self, state: TrainState, optimizer: Optimizer | None = None) -> None:
         """Hold ``state`` (a TrainState) as the model's record: its parameters, optimizer state
         and step count, in one assignment (read the guard first, ``bool(state.guard.ok)``: the
         parameters of a failed step are the frozen ones)."""
@@ -835,7 +850,7 @@ class Sequential:
             cached = self._compiled_steps[key] = (tuple(objects), make())
         return cached[1]
 
-    def forward(self, x, params=None, loss=None, stop=None):
+    def forward(self, x: Any, params: Any = None, loss: Loss | None = None, stop: int | None = None) -> Any:
         """The output of the model for ``x`` (an array of this backend, already checked), in
         evaluation mode.
 
@@ -850,8 +865,9 @@ class Sequential:
             stop = self._loss_forward_stop(loss)
         return self._forward(self.params if params is None else params, x, self._context(), stop)[0]
 
-    def value_and_grad(self, x, target, loss, params=None, train=False, step=None, rows=None, start=0,
-                       grad_out=None, scale=1.0):
+    def value_and_grad(self, x: Any, target: Any, loss: Loss, params: Any = None, train: bool = False,
+                       step: int | None = None, rows: int | None = None, start: int = 0, grad_out: Any = None,
+                       scale: Any = 1.0) -> tuple[Any, Any, Any]:
         """The mean loss of one batch, its gradient as one flat vector and the output the loss was
         computed from, all on the device: the seam a training step is built on.
 
@@ -871,8 +887,10 @@ class Sequential:
         """
         return self.value_grad_and_running(x, target, loss, params, train, step, rows, start, grad_out, scale)[:3]
 
-    def value_grad_and_running(self, x, target, loss, params=None, train=False, step=None, rows=None, start=0,
-                               grad_out=None, scale=1.0, running=None):
+    def value_grad_and_running(self, x: Any, target: Any, loss: Loss, params: Any = None, train: bool = False,
+                               step: int | None = None, rows: int | None = None, start: int = 0,
+                               grad_out: Any = None, scale: Any = 1.0,
+                               running: Any = None) -> tuple[Any, Any, Any, Any]:
         """:meth:`value_and_grad`, and the running statistics updated by the batch (BatchNorm's,
         in training; None for a model that keeps none, or out of training): what a training
         step commits under its guard. ``running``: the statistics to start from (default: the
@@ -885,11 +903,96 @@ class Sequential:
                                                        ctx, grad_out, scale, running)
         return value, grad, output, (self._running_from_updates(ctx.updates) if collect else None)
 
-    def fit(self, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, validation_data=None,
-            validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
-            resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None,
-            weighted_metrics=None):
-        """Train with minibatches; see :func:`mlp_xp.train.loop.fit`."""
+    def fit(self, X: ArrayLike, y: ArrayLike | None, loss: Loss | str, optimizer: Optimizer | str, epochs: int = 1,
+            batch_size: int = 32, shuffle: bool = True, validation_data: Sequence[ArrayLike] | None = None,
+            validation_split: float | None = None, metrics: Metrics | None = None,
+            callbacks: Iterable[object] | None = None, verbose: int | Literal["auto"] = "auto",
+            on_nonfinite: Literal["raise", "skip_batch", "stop"] = "raise", resume_from: PathLike | None = None,
+            distributed: str | Any | None = None, sync_every: int | None = None,
+            sample_weight: ArrayLike | None = None,
+            class_weight: Mapping[Any, float] | Literal["balanced"] | None = None,
+            weighted_metrics: Metrics | None = None) -> History:
+        """Train this model in place with minibatch gradient steps.
+
+        Every input, argument and callback configuration is checked before the first step.
+        Calling ``fit`` again with the same optimizer object continues its state (moments, step
+        count).
+
+        Args:
+            X: (samples, in_features) inputs: numpy, lists, or arrays of any backend; or an
+                :class:`mlp_xp.data.datasets.Batches` (then ``y`` is None) to stream host data to the
+                device one batch at a time, for data larger than device memory.
+            y: targets as ``loss`` takes them.
+            loss: an ``mx.losses`` loss.
+            optimizer: an ``mx.optim`` optimizer. A schedule as its ``lr`` that counts epochs
+                (``per="epoch"``) or has no ``total_steps`` is completed from this run's length.
+            epochs: passes over the data.
+            batch_size: samples per step (the last batch may be smaller); with a Batches, its own
+                batch_size applies.
+            shuffle: reshuffle each epoch with the model's seeded generator.
+            validation_data: optional (X_val, y_val), evaluated after each epoch.
+            validation_split: or a fraction of (X, y) to hold out for validation, drawn with the
+                model's seed (stratified by class for integer labels); not with a Batches.
+            metrics: more metrics to log, by name or :mod:`mlp_xp.train.metrics` object: "mae", "mse",
+                "rmse", "r2" (regression), "accuracy", "top_k_accuracy" / "top_3_accuracy"
+                (classification). Accuracy is always logged for classification losses.
+            callbacks: ``mx.callbacks`` objects, or any with some of the hooks listed in
+                :mod:`mlp_xp.train.callbacks` (Keras-style signatures are accepted). Epochs and steps
+                are numbered from 1.
+            verbose: 1 a tqdm progress bar per epoch on stderr (samples/s, running loss, then
+                validation metrics; in a Jupyter notebook a widget with ipywidgets installed, else
+                the same text bar as on a terminal, with no warning), 2 one line per epoch on
+                stdout, 0 silent. "auto" (the default) is 1 when stderr is a terminal or in a
+                Jupyter notebook (an IPython ``ZMQInteractiveShell`` kernel: Jupyter Notebook and Lab,
+                VS Code), and 0 otherwise (stderr redirected to a file or pipe: scripts in the
+                background, CI, pytest). With ``distributed``, only the main process prints.
+            on_nonfinite: what a NaN/inf loss, gradient or parameter does: "raise" (default)
+                raises :class:`~mlp_xp.NonFiniteError`; "skip_batch" drops that batch's update and
+                goes on (counted in ``history["skipped_batches"]``); "stop" ends training and
+                records the reason in ``history.stop_reason``. In every case the model keeps its
+                last finite weights.
+            resume_from: a checkpoint written by ``mx.save(model, path, optimizer=...)`` (or
+                ``callbacks.ModelCheckpoint``): its weights, optimizer state and random-generator
+                states are loaded first (all or nothing), so training continues exactly where it
+                stopped. ``epochs`` more epochs run, numbered after the checkpoint's; a schedule that
+                leaves its length open continues the checkpoint's (see
+                :func:`mlp_xp.optim.schedules.continue_schedule`).
+            distributed: data-parallel training over processes (see :mod:`mlp_xp.train.distributed`):
+                None (one process), "auto" (MPI when started by ``mpiexec`` with several
+                processes), "mpi", "nccl", or an engine object. Each process must pass the same
+                data, arguments and model (compared at the start, in one collective: a difference is a
+                ValueError on every process); one all-reduce per step keeps them identical.
+            sync_every: on a device backend, also read the loss and the non-finite guard every this
+                many steps (None: only at each epoch's end and at progress-bar refreshes). Each
+                read waits for the device; between reads the steps queue up without a host
+                round-trip. On numpy reading costs nothing and happens after every step, as it does
+                with ``on_nonfinite="skip_batch"``, float16 loss scaling, or an ``on_batch_end``
+                callback.
+            sample_weight: one weight >= 0 per row of X (Keras's meaning: a batch's loss is
+                ``sum_i w_i l_i / rows``, each row's loss times its weight; see
+                :mod:`mlp_xp.train.weights`). In-memory data only; not with ``validation_split``.
+            class_weight: ``{label: weight}`` for every class of the data, or ``"balanced"``
+                (``rows / (classes * rows of the class)``, as scikit-learn's); classification losses
+                with integer labels; multiplies ``sample_weight``. The metrics of ``metrics`` and the
+                validation loss stay unweighted (as Keras's).
+            weighted_metrics: metrics (names or objects, as ``metrics``) logged on the training
+                batches weighted by the rows' weights, as ``"weighted_<name>"`` (Keras's
+                ``weighted_metrics``: each row's value times its weight over the sum of the weights,
+                as scikit-learn's metrics with ``sample_weight``); without weights every row weighs 1.
+
+        Returns:
+            A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
+            "val_..." for each of those with validation, and "lr" (the learning rate of the
+            epoch's last update).
+
+        Raises:
+            ValueError / ShapeError / TypeError: bad inputs, arguments or callbacks, before any step.
+            RuntimeError: the model is being trained by another fit (another thread's, or a callback's).
+            NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
+                non-finite parameter or activation. The optimizer state is reset. On a device
+                backend it is raised at the first read after the failing step (the updates after
+                it were frozen on the device, so nothing is lost in between).
+        """
         return loop.fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                             validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                             callbacks=callbacks, verbose=verbose, on_nonfinite=on_nonfinite,
@@ -897,23 +1000,24 @@ class Sequential:
                             sample_weight=sample_weight, class_weight=class_weight,
                             weighted_metrics=weighted_metrics)
 
-    def save(self, path, optimizer=None):
+    def save(self, path: PathLike, optimizer: Optimizer | None = None) -> None:
         """Write this model (and ``optimizer``'s state) to a file: :func:`mlp_xp.save`."""
         checkpoint.save(self, path, optimizer)
 
-    def export_onnx(self, path, opset=None, include_scaler=False):
+    def export_onnx(self, path: PathLike, opset: int | None = None, include_scaler: bool = False) -> None:
         """Write this model to an ONNX file computing what ``predict`` does: :func:`mlp_xp.export.export_onnx`."""
         from . import export
 
         export.export_onnx(self, path, opset=opset, include_scaler=include_scaler)
 
-    def to_torch(self):
+    def to_torch(self) -> Any:
         """An equivalent ``torch.nn.Sequential`` (a copy, in eval mode): :func:`mlp_xp.export.to_torch`."""
         from . import export
 
         return export.to_torch(self)
 
-    def load_checkpoint(self, path, optimizer, steps_per_epoch=None, updates=None):
+    def load_checkpoint(self, path: PathLike, optimizer: Optimizer, steps_per_epoch: int | None = None,
+                        updates: int | None = None) -> Callable[[], Any]:
         """Put the weights, generator states and ``optimizer``'s state of a file written with
         ``optimizer=`` into this model (same architecture): what ``fit(resume_from=path)`` does
         before its first step (all or nothing; see :func:`mlp_xp.checkpoint.resume`, and
@@ -921,22 +1025,59 @@ class Sequential:
         the resumed run's). Returns a function that undoes it."""
         return checkpoint.resume(self, path, optimizer, steps_per_epoch=steps_per_epoch, updates=updates)
 
-    def evaluate(self, X, y, loss, batch_size=1024, metrics=None) -> dict:
-        """Mean loss, accuracy for classification and ``metrics``; see :func:`mlp_xp.train.loop.evaluate`.
-        An output or loss that overflows raises :class:`~mlp_xp.NonFiniteError`."""
+    def evaluate(self, X: ArrayLike, y: ArrayLike, loss: Loss | str, batch_size: int = 1024,
+                 metrics: Metrics | None = None) -> dict[str, float]:
+        """Mean loss over (X, y) in evaluation mode, accuracy for classification losses, and
+        each of ``metrics`` (see :mod:`mlp_xp.train.metrics`).
+
+        A model ending in Softmax/Sigmoid evaluated with the matching cross-entropy is scored
+        from its logits, exactly as in training. ``loss`` may be a name, as in ``fit``
+        ("cross_entropy", "mse", ...).
+
+        Args:
+            X: (samples, in_features) inputs: numpy, lists, or arrays of any backend.
+            y: targets as ``loss`` takes them.
+            loss: an ``mx.losses`` loss, or its name.
+            batch_size: rows per forward pass (it bounds the memory used).
+            metrics: more metrics, by name or :mod:`mlp_xp.train.metrics` object, as in ``fit``.
+
+        Returns:
+            {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy, plus
+            one float per metric.
+
+        Raises:
+            NonFiniteError: an output or the loss is NaN or infinite (the inputs are checked finite,
+                so the forward pass overflowed, e.g. float16 on inputs beyond its range); names the
+                first such row and the first layer whose output is not finite, as ``fit`` does.
+        """
         return loop.evaluate(self, X, y, loss, batch_size=batch_size, metrics=metrics)
 
-    def predict(self, X, batch_size=1024):
-        """Outputs in evaluation mode; see :func:`mlp_xp.train.loop.predict`. An output that
-        overflows raises :class:`~mlp_xp.NonFiniteError` naming the row and the layer."""
+    def predict(self, X: ArrayLike, batch_size: int = 1024) -> Any:
+        """The model's outputs (probabilities after Softmax/Sigmoid) for X, in evaluation mode.
+
+        Args:
+            X: (samples, in_features) inputs: numpy, lists, or arrays of any backend.
+            batch_size: rows per forward pass (it bounds the memory used).
+
+        Returns:
+            An array of the model's backend, shape (samples, out_features); ``mx.to_numpy``
+            turns it into numpy.
+
+        Raises:
+            NonFiniteError: an output is NaN or infinite (the inputs are checked finite, so the
+                forward pass overflowed, e.g. float16 on inputs beyond its range); names the first
+                such row and the first layer whose output is not finite, as ``fit`` does. The check
+                costs one reduction and one read of the device per call.
+        """
         return loop.predict(self, X, batch_size=batch_size)
 
-    def __call__(self, X):
+    def __call__(self, X: ArrayLike) -> Any:
         """``model(X)`` is ``model.predict(X)``: outputs in evaluation mode."""
         return self.predict(X)
 
 
-def load(path, backend="numpy", device=None, dtype=None):
+def load(path: PathLike, backend: BackendLike = "numpy", device: Any = None,
+         dtype: DTypeLike | None = None) -> Sequential:
     """Rebuild a model saved by :func:`mlp_xp.save`.
 
     Args:

@@ -1,5 +1,5 @@
 """The package's layout shows the architecture: subpackages stack without cycles, and every
-import points down the stack that README.md's "Layout" section draws."""
+import points down the stack that docs/architecture.md's "Layout" section draws."""
 
 import ast
 import pathlib
@@ -18,12 +18,14 @@ STACK = [
     ("mlp_xp.data",),
     ("mlp_xp.nn", "mlp_xp.optim"),
     ("mlp_xp.ops",),
-    ("mlp_xp._backend", "mlp_xp._errors", "mlp_xp._interrupts", "mlp_xp._math", "mlp_xp._plotting"),
+    ("mlp_xp._backend", "mlp_xp._errors", "mlp_xp._interrupts", "mlp_xp._math", "mlp_xp._plotting",
+     "mlp_xp._types"),
 ]
 
 
 def _import_graph():
-    """mlp_xp's modules and the mlp_xp modules each imports (at the top or inside functions)."""
+    """mlp_xp's modules and the mlp_xp modules each imports (at the top or inside functions; not those
+    under ``if TYPE_CHECKING:``, which only a type checker runs: a signature may name a class above)."""
     root = pathlib.Path(mx.__file__).resolve().parent
     graph = {}
     for path in root.rglob("*.py"):
@@ -31,7 +33,13 @@ def _import_graph():
         name = ".".join(("mlp_xp",) + parts).removesuffix(".__init__")
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         targets = graph.setdefault(name, set())
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                       for inner in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package.split(".")[:len(package.split(".")) - node.level + 1]
                 if node.module:
@@ -93,4 +101,4 @@ def test_the_stack_has_the_subpackages_it_names():
         assert (root / package / "__init__.py").is_file(), package
     assert sorted(path.name for path in root.glob("*.py")) == [
         "__init__.py", "__main__.py", "_backend.py", "_errors.py", "_interrupts.py", "_math.py", "_plotting.py",
-        "checkpoint.py", "cli.py", "export.py", "io.py", "model.py", "sklearn.py"]
+        "_types.py", "checkpoint.py", "cli.py", "export.py", "io.py", "model.py", "sklearn.py"]

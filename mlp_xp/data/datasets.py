@@ -15,12 +15,15 @@ import csv
 import gzip
 import os
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["load_digits", "load_mnist", "load_idx", "train_test_split", "split_indices", "standardize",
            "Standardizer", "encode_labels", "Batches", "Table", "load_table"]
+
+from .._types import ArrayLike, PathLike  # noqa: E402 (for type checkers; here for the signatures below)
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MNIST_FILES = {
@@ -29,7 +32,7 @@ MNIST_FILES = {
 }
 
 
-def load_idx(path):
+def load_idx(path: PathLike) -> NDArray[Any]:
     """Read one IDX file (the MNIST format), gzipped or not, checking its header against its size.
 
     Returns:
@@ -69,7 +72,8 @@ def _find(directory, stem):
     raise FileNotFoundError(f"{stem}[.gz] not found in {directory!r}")
 
 
-def load_mnist(path):
+def load_mnist(path: PathLike) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64],
+                                         NDArray[np.int64]]:
     """MNIST or Fashion-MNIST (same format) from files you downloaded.
 
     Args:
@@ -137,7 +141,7 @@ class Batches:
         [4, 4, 2]
     """
 
-    def __init__(self, X, y, batch_size=32):
+    def __init__(self, X: ArrayLike, y: ArrayLike, batch_size: int = 32) -> None:
         from .checks import host_labels
 
         # numpy arrays (memory-mapped ones included) are used as they are; lists, DataFrames and
@@ -154,10 +158,10 @@ class Batches:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.X, self.y, self.batch_size = X, y, batch_size
 
-    def __len__(self):
+    def __len__(self) -> int:
         return -(-len(self.X) // self.batch_size)
 
-    def epoch(self, rng, shuffle=True):
+    def epoch(self, rng: np.random.Generator, shuffle: bool = True) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]:
         """Yield (X_batch, y_batch) numpy arrays for one pass, shuffled with ``rng``."""
         count = len(self.X)
         order = rng.permutation(count) if shuffle else None
@@ -169,7 +173,7 @@ class Batches:
             yield np.asarray(self.X[rows]), np.asarray(self.y[rows])
 
 
-def load_digits():
+def load_digits() -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """The digits data set.
 
     Returns:
@@ -201,7 +205,8 @@ def _test_count(test_size, n, name="test_size"):
     return count
 
 
-def split_indices(n, test_size, labels=None, seed=0):
+def split_indices(n: int, test_size: float, labels: ArrayLike | None = None,
+                  seed: int = 0) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Row indices (train, test) of a seeded split of ``n`` samples.
 
     Args:
@@ -241,7 +246,8 @@ def split_indices(n, test_size, labels=None, seed=0):
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def train_test_split(X, y, test_size=0.25, seed=0, stratify=True):
+def train_test_split(X: ArrayLike, y: ArrayLike, test_size: float = 0.25, seed: int = 0,
+                     stratify: bool = True) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
     """Split into train and test sets with a seeded shuffle.
 
     Args:
@@ -296,7 +302,7 @@ class Standardizer:
         [[5.0, 7.0]]
     """
 
-    def __init__(self, mean=None, scale=None):
+    def __init__(self, mean: ArrayLike | None = None, scale: ArrayLike | None = None) -> None:
         if (mean is None) != (scale is None):
             raise ValueError("give both mean and scale, or neither")
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64).reshape(-1)
@@ -314,7 +320,7 @@ class Standardizer:
         array = host_features(X, name)
         return array.reshape(-1, 1) if array.ndim == 1 else array
 
-    def fit(self, X):
+    def fit(self, X: ArrayLike) -> Standardizer:
         """Learn per-feature mean and standard deviation from ``X`` (samples, features); returns self."""
         rows = self._rows(X)
         if rows.ndim != 2 or rows.shape[0] == 0:
@@ -335,7 +341,7 @@ class Standardizer:
         if rows.ndim != 2 or rows.shape[1] != self.mean.size:
             raise ValueError(f"the Standardizer was fitted on {self.mean.size} features, got shape {rows.shape}")
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[np.float64]:
         """``(X - mean) / scale`` as float64, in X's shape (1-D stays 1-D).
 
         Raises:
@@ -345,11 +351,11 @@ class Standardizer:
         return self._apply(X, "transform", lambda rows: (rows - self.mean) / self.scale,
                            lambda rows: (rows * 0.5 - self.mean * 0.5) / (self.scale * 0.5))
 
-    def fit_transform(self, X):
+    def fit_transform(self, X: ArrayLike) -> NDArray[np.float64]:
         """``fit(X)`` then ``transform(X)``."""
         return self.fit(X).transform(X)
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> NDArray[np.float64]:
         """Undo ``transform``: ``X * scale + mean``.
 
         Raises:
@@ -399,7 +405,7 @@ def _mean_and_std(rows):
     return mean, std
 
 
-def standardize(X_train, *others, return_scaler=False):
+def standardize(X_train: ArrayLike, *others: ArrayLike, return_scaler: bool = False) -> Any:
     """Scale features to zero mean and unit variance using the training set's statistics.
 
     Constant features are centred and left unscaled; a 1-D array is one feature.
@@ -428,7 +434,7 @@ def standardize(X_train, *others, return_scaler=False):
     return scaled[0] if not others else tuple(scaled)
 
 
-def encode_labels(y):
+def encode_labels(y: ArrayLike) -> tuple[NDArray[np.int64], NDArray[Any]]:
     """Class labels of any kind (strings, integers, booleans) as codes 0..C-1, like
     scikit-learn's ``LabelEncoder``.
 
@@ -545,7 +551,8 @@ def _numeric_features(array, path):
     return array.astype(np.float64)
 
 
-def load_table(path, target=None, features=None, need_target=True):
+def load_table(path: PathLike, target: PathLike | None = None, features: Sequence[str] | None = None,
+               need_target: bool = True) -> Table:
     """Read features and a target from a CSV, ``.npz`` or ``.npy`` file.
 
     - CSV: a header row names the columns; ``target`` is a column name (default: the

@@ -23,54 +23,59 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
     "lecun_uniform", "lecun_normal", "zeros", "ones", "get", "NAMES",
 ]
 
+#: for type checkers: ``init(rng, shape, fan_in, fan_out) -> numpy.ndarray``
+Initializer = Callable[[np.random.Generator, tuple[int, ...], int, int], NDArray[Any]]
 
-def glorot_uniform(rng, shape, fan_in, fan_out):
+
+def glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, size=shape)
 
 
-def glorot_normal(rng, shape, fan_in, fan_out):
+def glorot_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """N(0, 2 / (fan_in + fan_out))."""
     return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
 
 
-def he_uniform(rng, shape, fan_in, fan_out):
+def he_uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """U(-a, a) with a = sqrt(6 / fan_in) (He et al., 2015)."""
     limit = math.sqrt(6.0 / fan_in)
     return rng.uniform(-limit, limit, size=shape)
 
 
-def he_normal(rng, shape, fan_in, fan_out):
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """N(0, 2 / fan_in)."""
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
 
 
-def lecun_uniform(rng, shape, fan_in, fan_out):
+def lecun_uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """U(-a, a) with a = sqrt(3 / fan_in)."""
     limit = math.sqrt(3.0 / fan_in)
     return rng.uniform(-limit, limit, size=shape)
 
 
-def lecun_normal(rng, shape, fan_in, fan_out):
+def lecun_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """N(0, 1 / fan_in)."""
     return rng.normal(0.0, math.sqrt(1.0 / fan_in), size=shape)
 
 
-def zeros(rng, shape, fan_in, fan_out):
+def zeros(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """All zeros (biases; a zero weight matrix never breaks symmetry, so avoid it for W)."""
     return np.zeros(shape)
 
 
-def ones(rng, shape, fan_in, fan_out):
+def ones(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> NDArray[np.float64]:
     """All ones (LayerNorm scales)."""
     return np.ones(shape)
 
@@ -88,7 +93,7 @@ NAMES = {
 FAMILY_DEFAULTS = {"he": he_normal, "glorot": glorot_uniform, "lecun": lecun_normal}
 
 
-def get(init):
+def get(init: str | Initializer) -> Initializer:
     """An initializer from a name in ``NAMES`` or a callable with the signature above."""
     if callable(init):
         return init

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from typing import Any, Callable, SupportsIndex
 
 from .. import _math
 from . import initializers
@@ -54,7 +55,8 @@ class ForwardContext:
 
     __slots__ = ("xp", "train", "uniform", "ops", "keep", "updates")
 
-    def __init__(self, xp, train=False, uniform=None, ops=None, keep=None, updates=None):
+    def __init__(self, xp: Any, train: bool = False, uniform: Callable[..., Any] | None = None, ops: Any = None,
+                 keep: Callable[..., Any] | None = None, updates: list[dict[str, Any]] | None = None) -> None:
         if ops is None:
             ops = GenericOps(xp)
         self.xp, self.train, self.uniform, self.ops, self.keep = xp, train, uniform, ops, keep
@@ -170,7 +172,8 @@ class Linear(Layer):
     activation = None
     _activation = None
 
-    def __init__(self, in_features, out_features, bias=True, init=None, activation=None):
+    def __init__(self, in_features: SupportsIndex | None, out_features: SupportsIndex, bias: bool = True,
+                 init: str | initializers.Initializer | None = None, activation: str | None = None) -> None:
         self.in_features = None if in_features is None else _check_features(in_features, "in_features")
         self.out_features = _check_features(out_features, "out_features")
         self.bias = bool(bias)
@@ -274,7 +277,7 @@ class LeakyReLU(_Elementwise):
     _config_keys = ("negative_slope",)
     init_family = "he"
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = _check_finite_number(negative_slope, "LeakyReLU negative_slope")
 
     def _forward(self, xp, x):
@@ -351,7 +354,7 @@ class ELU(_Elementwise):
     _config_keys = ("alpha",)
     init_family = "he"
 
-    def __init__(self, alpha=1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = _check_finite_number(alpha, "ELU alpha")
 
     def _forward(self, xp, x):
@@ -412,7 +415,7 @@ class Dropout(Layer):
 
     _config_keys = ("p",)
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5) -> None:
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout p must be a number in [0, 1), got {p!r}")
         self.p = float(p)
@@ -458,7 +461,8 @@ class LayerNorm(Layer):
 
     _config_keys = ("normalized_shape", "eps", "elementwise_affine")
 
-    def __init__(self, normalized_shape=None, eps=1e-5, elementwise_affine=True):
+    def __init__(self, normalized_shape: SupportsIndex | tuple[SupportsIndex] | None = None, eps: float = 1e-5,
+                 elementwise_affine: bool = True) -> None:
         if isinstance(normalized_shape, (tuple, list)):
             if len(normalized_shape) != 1:
                 raise ValueError(f"LayerNorm normalizes the last dimension only: normalized_shape must be an int "
@@ -553,7 +557,8 @@ class BatchNorm(Layer):
 
     _config_keys = ("num_features", "eps", "momentum", "affine", "track_running_stats")
 
-    def __init__(self, num_features=None, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+    def __init__(self, num_features: SupportsIndex | None = None, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True) -> None:
         self.num_features = None if num_features is None else _check_features(num_features, "BatchNorm num_features")
         self.eps = _check_finite_number(eps, "BatchNorm eps", minimum=0.0, strictly=True)
         if momentum is not None:

@@ -31,6 +31,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
 from .. import _math
 from .layers import Sigmoid, Softmax
 from ..ops.generic import target_distribution, sigmoid_cross_entropy, softmax_cross_entropy
@@ -38,6 +40,11 @@ from ..ops.generic import target_distribution, sigmoid_cross_entropy, softmax_cr
 __all__ = ["Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber", "L1", "SmoothL1", "KLDivergence"]
 
 REDUCTIONS = ("mean", "sum", "none")
+#: for type checkers: a ``reduction``
+Reduction = Literal["mean", "sum", "none"]
+
+if TYPE_CHECKING:
+    from .._types import ArrayLike
 
 
 def _namespace(xp, *arrays):
@@ -115,7 +122,7 @@ class Loss:
     reduction = "mean"
     _config_keys: tuple = ()
 
-    def value_and_grad(self, output, target, xp=None):
+    def value_and_grad(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> tuple[Any, Any]:
         """The loss over the batch and its gradient with respect to ``output``.
 
         Args:
@@ -129,7 +136,7 @@ class Loss:
         """
         raise NotImplementedError
 
-    def value(self, output, target, xp=None):
+    def value(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> Any:
         """The loss over the batch, reduced by ``reduction`` (a 0-d array for "mean")."""
         return self.value_and_grad(output, target, xp)[0]
 
@@ -268,7 +275,8 @@ class CrossEntropy(Loss):
     target_kind = "class"
     _config_keys = ("label_smoothing", "weight", "ignore_index", "reduction")
 
-    def __init__(self, label_smoothing=0.0, weight=None, ignore_index=None, reduction="mean"):
+    def __init__(self, label_smoothing: float = 0.0, weight: Sequence[float] | ArrayLike | None = None,
+                 ignore_index: int | None = None, reduction: Reduction = "mean") -> None:
         label_smoothing = _real_number(label_smoothing, "label_smoothing")
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
@@ -296,7 +304,7 @@ class CrossEntropy(Loss):
         boolean "some label is bad" (the caller makes the loss NaN)."""
         return _check_labels(xp, output, target, self.ignore_index)
 
-    def value_and_grad(self, output, target, xp=None):
+    def value_and_grad(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> tuple[Any, Any]:
         xp = _namespace(xp, output)
         self._check_length(self.weight, "weight", output.shape[-1], "classes")
         bad = self.check_labels(xp, output, target)
@@ -314,7 +322,7 @@ class CrossEntropy(Loss):
         self.check_fit(output.shape[-1])
         return self._general(ops.xp, output, target, "mean", training=True)
 
-    def value(self, output, target, xp=None):
+    def value(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> Any:
         if not self._plain:
             return self.value_and_grad(output, target, xp)[0]
         xp = _namespace(xp, output)
@@ -390,7 +398,8 @@ class BinaryCrossEntropy(Loss):
     target_kind = "binary"
     _config_keys = ("pos_weight", "weight", "reduction")
 
-    def __init__(self, pos_weight=None, weight=None, reduction="mean"):
+    def __init__(self, pos_weight: float | Sequence[float] | ArrayLike | None = None,
+                 weight: float | Sequence[float] | ArrayLike | None = None, reduction: Reduction = "mean") -> None:
         self.pos_weight = _weights(pos_weight, "BinaryCrossEntropy pos_weight")
         self.weight = _weights(weight, "BinaryCrossEntropy weight")
         self.reduction = _check_reduction(reduction, "BinaryCrossEntropy")
@@ -404,7 +413,7 @@ class BinaryCrossEntropy(Loss):
         self._check_length(self.pos_weight, "pos_weight", outputs, "outputs", allow_one=True)
         self._check_length(self.weight, "weight", outputs, "outputs", allow_one=True)
 
-    def value_and_grad(self, output, target, xp=None):
+    def value_and_grad(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> tuple[Any, Any]:
         xp = _namespace(xp, output)
         target = xp.reshape(target, output.shape)
         if self._plain:
@@ -454,10 +463,10 @@ class _Elementwise(Loss):
 
     _config_keys = ("reduction",)
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: Reduction = "mean") -> None:
         self.reduction = _check_reduction(reduction, type(self).__name__)
 
-    def value_and_grad(self, output, target, xp=None):
+    def value_and_grad(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> tuple[Any, Any]:
         xp = _namespace(xp, output)
         return self._value_and_grad(xp, output - xp.reshape(target, output.shape), self.reduction,
                                     output.shape[0] * output.shape[1])
@@ -503,7 +512,7 @@ class Huber(_Elementwise):
 
     _config_keys = ("delta", "reduction")
 
-    def __init__(self, delta=1.0, reduction="mean"):
+    def __init__(self, delta: float = 1.0, reduction: Reduction = "mean") -> None:
         delta = _real_number(delta, "Huber delta")
         if not delta > 0 or delta == float("inf"):
             raise ValueError(f"Huber delta must be > 0 and finite, got {delta!r}")
@@ -542,7 +551,7 @@ class SmoothL1(_Elementwise):
 
     _config_keys = ("beta", "reduction")
 
-    def __init__(self, beta=1.0, reduction="mean"):
+    def __init__(self, beta: float = 1.0, reduction: Reduction = "mean") -> None:
         beta = _real_number(beta, "SmoothL1 beta")
         if not beta >= 0 or beta == float("inf"):
             raise ValueError(f"SmoothL1 beta must be >= 0 and finite, got {beta!r}")
@@ -586,13 +595,13 @@ class KLDivergence(Loss):
     target_kind = "class"
     _config_keys = ("log_target", "reduction")
 
-    def __init__(self, log_target=False, reduction="mean"):
+    def __init__(self, log_target: bool = False, reduction: Reduction = "mean") -> None:
         if not isinstance(log_target, bool):
             raise ValueError(f"KLDivergence log_target must be True or False, got {log_target!r}")
         self.log_target = log_target
         self.reduction = _check_reduction(reduction, "KLDivergence")
 
-    def value_and_grad(self, output, target, xp=None):
+    def value_and_grad(self, output: ArrayLike, target: ArrayLike, xp: Any = None) -> tuple[Any, Any]:
         xp = _namespace(xp, output)
         if target.ndim == 1:
             if self.log_target:

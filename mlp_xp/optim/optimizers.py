@@ -84,7 +84,8 @@ class Optimizer:
     #: follow the gradient uphill (torch's ``maximize``)
     maximize = False
 
-    def __init__(self, lr, weight_decay=0.0, clip_norm=None, maximize=False):
+    def __init__(self, lr: schedules.LearningRate, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 maximize: bool = False) -> None:
         if not callable(lr) and getattr(lr, "shape", None) == ():  # a 0-d array (torch's tensor lr): its value
             lr = float(lr)
         if not callable(lr):
@@ -114,7 +115,7 @@ class Optimizer:
             raise ValueError(f"the learning-rate schedule {self.lr!r} gave lr={lr!r} at update {count}")
         return lr
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         raise NotImplementedError
 
     def apply(self, ops, grads, state, params, ok, undo=None):
@@ -136,7 +137,7 @@ class Optimizer:
                   for name, new, old in zip(new_state._fields, new_state, state)]
         return ops.select(ok, new_params, params), type(new_state)(*fields), ok
 
-    def update(self, grads, state, params, xp=None):
+    def update(self, grads: Any, state: Any, params: Any, xp: Any = None) -> tuple[Any, Any]:
         """The pure form of :meth:`apply`: new parameters and state, nothing written in place."""
         if type(self).apply is Optimizer.apply:
             raise NotImplementedError(f"{type(self).__name__} defines neither apply nor update")
@@ -220,8 +221,9 @@ class SGD(Optimizer):
 
     _config_keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay", "clip_norm", "maximize")
 
-    def __init__(self, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None, dampening=0.0,
-                 maximize=False):
+    def __init__(self, lr: schedules.LearningRate = 1e-3, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, clip_norm: float | None = None, dampening: float = 0.0,
+                 maximize: bool = False) -> None:
         super().__init__(lr, weight_decay, clip_norm, maximize)
         self.momentum = _check_non_negative("momentum", momentum)
         self.dampening = _check_non_negative("dampening", dampening)
@@ -229,7 +231,7 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires momentum > 0 and zero dampening")
         self.nesterov = bool(nesterov)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         import array_api_compat
 
         buffer = array_api_compat.array_namespace(params).zeros_like(params) if self.momentum else None
@@ -278,8 +280,9 @@ class Adam(Optimizer):
     #: weight decay applied to the parameters (AdamW) instead of added to the gradient
     decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None, amsgrad=False,
-                 maximize=False):
+    def __init__(self, lr: schedules.LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(lr, weight_decay, clip_norm, maximize)
         if not isinstance(amsgrad, (bool, _np_bool_types())):
             raise ValueError(f"amsgrad must be True or False, got {amsgrad!r}")
@@ -293,7 +296,7 @@ class Adam(Optimizer):
         self.betas = (float(beta1), float(beta2))
         self.eps = _check_non_negative("eps", eps)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         import array_api_compat
 
         xp = array_api_compat.array_namespace(params)
@@ -333,8 +336,9 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, clip_norm=None, amsgrad=False,
-                 maximize=False):
+    def __init__(self, lr: schedules.LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None, amsgrad: bool = False,
+                 maximize: bool = False) -> None:
         super().__init__(lr, betas, eps, weight_decay, clip_norm, amsgrad, maximize)
 
 
@@ -364,8 +368,9 @@ class RMSprop(Optimizer):
 
     _config_keys = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay", "clip_norm", "maximize")
 
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
-                 clip_norm=None, maximize=False):
+    def __init__(self, lr: schedules.LearningRate = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 centered: bool = False, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 maximize: bool = False) -> None:
         super().__init__(lr, weight_decay, clip_norm, maximize)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -374,7 +379,7 @@ class RMSprop(Optimizer):
         self.momentum = _check_non_negative("momentum", momentum)
         self.centered = bool(centered)
 
-    def init(self, params):
+    def init(self, params: Any) -> Any:
         import array_api_compat
 
         xp = array_api_compat.array_namespace(params)
@@ -398,7 +403,8 @@ def _update_overridden(cls) -> bool:
     return cls.__mro__.index(owner["update"]) < cls.__mro__.index(owner["apply"])  # (a mixin's update too)
 
 
-def guarded_update(optimizer, ops, grads, state, params, ok, undo=None):
+def guarded_update(optimizer: Optimizer, ops: Any, grads: Any, state: Any, params: Any, ok: Any,
+                   undo: Any = None) -> tuple[Any, Any, Any]:
     """What a training step calls: ``optimizer.apply(...)``, or, for a subclass that overrides
     only the pure ``update`` of a built-in optimizer (the 0.3 contract), that ``update`` on the
     generic ops, guarded (:meth:`Optimizer.apply`'s default)."""

@@ -35,11 +35,14 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Callable, Literal, Sequence, SupportsFloat
 
 __all__ = ["constant", "step", "multistep", "cosine", "cosine_warm_restarts", "one_cycle", "warmup", "Schedule",
            "resolve", "continue_schedule"]
 
 PER = ("step", "epoch")
+#: for type checkers: a learning rate: a number (or a 0-d array), a schedule or a function of the update count
+LearningRate = SupportsFloat | Callable[[int], float]
 
 
 def _check_length(value, name, optional=False):
@@ -74,7 +77,7 @@ class Schedule:
         steps_per_epoch: updates per epoch, needed with ``per="epoch"``; ``fit`` sets it.
     """
 
-    per: str = "step"
+    per: Literal["step", "epoch"] = "step"
     steps_per_epoch: int | None = None
 
     def __post_init__(self):
@@ -168,7 +171,7 @@ class multistep(Schedule):
     """
 
     lr: float
-    milestones: tuple
+    milestones: Sequence[int]
     gamma: float = 0.1
 
     def __post_init__(self):
@@ -311,7 +314,7 @@ class one_cycle(Schedule):
     max_lr: float
     total_steps: int | None = None
     pct_start: float = 0.3
-    anneal_strategy: str = "cos"
+    anneal_strategy: Literal["cos", "linear"] = "cos"
     div_factor: float = 25.0
     final_div_factor: float = 1e4
     three_phase: bool = False
@@ -397,7 +400,7 @@ class warmup(Schedule):
         [0.2, 0.25, 0.3, 0.35, 0.4]
     """
 
-    base: object
+    base: LearningRate
     warmup_steps: int
     start_factor: float | None = None
     end_factor: float = 1.0
@@ -450,7 +453,7 @@ class warmup(Schedule):
 OPEN_LENGTH = (cosine, one_cycle)
 
 
-def resolve(schedule, steps_per_epoch: int, epochs: int):
+def resolve(schedule: LearningRate, steps_per_epoch: int, epochs: int) -> LearningRate:
     """``schedule`` with what ``fit`` knows filled in: ``steps_per_epoch`` for ``per="epoch"``
     and a missing ``cosine`` or ``one_cycle`` ``total_steps`` (the run's ``epochs * steps_per_epoch``
     steps, or ``epochs`` epochs; inside ``warmup``, less the warmup). Numbers, plain functions and
@@ -533,7 +536,8 @@ def _open_epochs(schedule):
     return isinstance(schedule, warmup) and _open_epochs(schedule.base)
 
 
-def continue_schedule(given, saved, count: int, steps_per_epoch=None, updates=None):
+def continue_schedule(given: LearningRate, saved: LearningRate, count: int, steps_per_epoch: int | None = None,
+                      updates: int | None = None) -> LearningRate:
     """The learning rate a fit resumed from a checkpoint at update ``count`` trains with, where
     ``given`` is its optimizer's ``lr``, ``saved`` the checkpoint's (resolved) one, and
     ``steps_per_epoch`` and ``updates`` the resumed run's (None: not known).

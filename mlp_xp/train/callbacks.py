@@ -46,6 +46,10 @@ import inspect
 import math
 import os
 import string
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+if TYPE_CHECKING:
+    from ..data.datasets import PathLike
 
 __all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "ReduceLROnPlateau",
            "LambdaCallback", "CSVLogger"]
@@ -65,6 +69,8 @@ HOOK_NAMES = {
     "on_batch_end": ("on_train_batch_end", "on_batch_end"),
 }
 _ALIASES = {"batch": "step", "iteration": "step"}
+#: for type checkers: a callback's ``mode``
+Mode = Literal["auto", "min", "max"]
 
 
 def _mode(monitor, mode):
@@ -242,7 +248,8 @@ class EarlyStopping(Callback):
             training stopped in (0 if it ran to the end).
     """
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0, mode: Mode = "auto",
+                 restore_best_weights: bool = False) -> None:
         self.monitor = monitor
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be an int >= 0, got {patience!r}")
@@ -299,7 +306,8 @@ class ModelCheckpoint(Callback):
 
     main_process_only = True
 
-    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", save_optimizer=True):
+    def __init__(self, path: PathLike, monitor: str = "val_loss", save_best_only: bool = False, mode: Mode = "auto",
+                 save_optimizer: bool = True) -> None:
         self.path = os.fspath(path)
         self.monitor = monitor
         self.save_best_only = bool(save_best_only)
@@ -357,7 +365,7 @@ class LearningRateScheduler(Callback):
         >>> halve_every_10 = mx.callbacks.LearningRateScheduler(lambda epoch: 0.1 * 0.5 ** ((epoch - 1) // 10))
     """
 
-    def __init__(self, schedule):
+    def __init__(self, schedule: Callable[[int], float] | Callable[[int, float], float]) -> None:
         from ..optim.schedules import Schedule
 
         if isinstance(schedule, Schedule):
@@ -452,8 +460,8 @@ class ReduceLROnPlateau(Callback):
     #: torch's ``eps``: a reduction smaller than this is not applied
     eps = 1e-8
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0,
-                 min_lr=0.0, verbose=0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: Mode = "auto",
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, verbose: int = 0) -> None:
         self.monitor = monitor
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.0 <= factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau factor must be a number in [0, 1) (the lr is multiplied by it), "
@@ -527,8 +535,10 @@ class LambdaCallback(Callback):
     _KERAS = {"on_epoch_begin": ("epoch",), "on_epoch_end": ("epoch",), "on_train_begin": (),
               "on_train_end": (), "on_train_batch_begin": ("batch",), "on_train_batch_end": ("batch",)}
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
-                 on_train_batch_begin=None, on_train_batch_end=None):
+    def __init__(self, on_epoch_begin: Callable[..., Any] | None = None, on_epoch_end: Callable[..., Any] | None = None,
+                 on_train_begin: Callable[..., Any] | None = None, on_train_end: Callable[..., Any] | None = None,
+                 on_train_batch_begin: Callable[..., Any] | None = None,
+                 on_train_batch_end: Callable[..., Any] | None = None) -> None:
         given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end, "on_train_begin": on_train_begin,
                  "on_train_end": on_train_end, "on_train_batch_begin": on_train_batch_begin,
                  "on_train_batch_end": on_train_batch_end}
@@ -564,7 +574,7 @@ class CSVLogger(Callback):
 
     main_process_only = True
 
-    def __init__(self, path, append=False):
+    def __init__(self, path: PathLike, append: bool = False) -> None:
         self.path = os.fspath(path)
         self.append = bool(append)
         self._keys = None
