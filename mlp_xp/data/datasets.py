@@ -11,7 +11,6 @@ downloads anything. ``Batches`` streams host arrays to the device one batch at a
 
 from __future__ import annotations
 
-import csv
 import gzip
 import os
 from importlib import resources
@@ -475,16 +474,11 @@ class Table(NamedTuple):
     target_name: Any
 
 
-def _parse_number(text):
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _target_values(texts):
     """A CSV column as int64 (all integers), float64 (all numbers) or strings."""
-    numbers = [_parse_number(text) for text in texts]
+    from .tables import _float_or_none
+
+    numbers = [_float_or_none(text) for text in texts]
     if all(number is not None and np.isfinite(number) for number in numbers):
         as_int = all(text.strip().lstrip("+-").isdigit() for text in texts)
         return np.array([int(text) for text in texts], dtype=np.int64) if as_int else np.array(numbers)
@@ -492,23 +486,12 @@ def _target_values(texts):
 
 
 def _read_csv(path, target, features, need_target):
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        sample = file.read(64 * 1024)
-        file.seek(0)
-        try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        rows = [row for row in csv.reader(file, dialect) if row and any(cell.strip() for cell in row)]
-    if len(rows) < 2:
-        raise ValueError(f"{path!r} needs a header row and at least one data row")
-    header = [name.strip() for name in rows[0]]
-    if len(set(header)) != len(header):
-        raise ValueError(f"{path!r} has duplicate column names in its header: {header}")
-    body = rows[1:]
-    for number, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{path!r} line {number} has {len(row)} fields, the header has {len(header)}")
+    """A CSV's numeric features and its target, read by :func:`mlp_xp.data.tables.read_csv` (streamed,
+    numpy's C parser for numeric chunks); text and missing feature values are errors naming them
+    (``mlp-xp train`` encodes those: :mod:`mlp_xp.data.tables`)."""
+    from . import tables
+
+    header = tables.csv_header(path)
     if target is None and need_target:
         target = header[-1]
     if target is not None and target not in header:
@@ -519,24 +502,34 @@ def _read_csv(path, target, features, need_target):
     missing = [name for name in names if name not in header]
     if missing:
         raise ValueError(f"{path!r} lacks the feature column(s) {missing} the model was trained on; it has {header}")
-    X = np.empty((len(body), len(names)))
+    raw = tables.read_csv(path, list(dict.fromkeys(names + ([target] if target is not None else []))),
+                          text_columns=[target] if target is not None else [])
+    X = np.empty((raw.rows, len(names)))
     for column, name in enumerate(names):
-        index = header.index(name)
-        for line, row in enumerate(body):
-            value = _parse_number(row[index])
-            if value is None or not np.isfinite(value):
-                shown = row[index].strip()
-                raise ValueError(f"{path!r} line {line + 2}, column {name!r}: {shown!r} is "
-                                 + ("empty" if not shown else "not a finite number")
-                                 + ": features must be numbers (encode text columns, fill missing values)")
-            X[line, column] = value
+        values = raw.columns[name]
+        if values.dtype == object:
+            row = next(row for row, value in enumerate(values)
+                       if value is None or tables._float_or_none(value) is None)
+            shown = "" if values[row] is None else values[row]
+            raise ValueError(f"{path!r} line {raw.lines[row]}, column {name!r}: {shown!r} is "
+                             + ("missing" if values[row] is None else "not a number")
+                             + ": features must be numbers (encode text columns, fill missing values; "
+                             "mlp-xp train does both)")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"{path!r} line {raw.lines[row]}, column {name!r}: "
+                             + ("the value is missing" if np.isnan(values[row]) else f"{values[row]} is not finite")
+                             + ": features must be finite numbers (fill missing values; mlp-xp train --missing "
+                             "does)")
+        X[:, column] = values
     y = None
     if target is not None:
-        texts = [row[header.index(target)] for row in body]
-        empty = [line + 2 for line, text in enumerate(texts) if not text.strip()]
-        if empty:
-            raise ValueError(f"{path!r} line {empty[0]}: the target {target!r} is empty")
-        y = _target_values(texts)
+        texts = raw.columns[target]
+        lost = [row for row, text in enumerate(texts) if text is None]
+        if lost:
+            raise ValueError(f"{path!r} line {raw.lines[lost[0]]}: the target {target!r} is missing")
+        y = _target_values(list(texts))
     return Table(X, y, tuple(names), target)
 
 
