@@ -393,87 +393,10 @@ def fit(model, X, y, loss, optimizer, epochs=1, batch_size=32, shuffle=True, val
         validation_split=None, metrics=None, callbacks=None, verbose="auto", on_nonfinite="raise",
         resume_from=None, distributed=None, sync_every=None, sample_weight=None, class_weight=None,
         weighted_metrics=None) -> History:
-    """Train ``model`` in place with minibatch gradient steps.
+    """Train ``model`` in place with minibatch gradient steps: what :meth:`mlp_xp.Sequential.fit` does.
 
-    Every input, argument and callback configuration is checked before the first step.
-    Calling ``fit`` again with the same optimizer object continues its state (moments, step
-    count).
-
-    Args:
-        model: a :class:`~mlp_xp.Sequential`.
-        X: (samples, in_features) inputs: numpy, lists, or arrays of any backend; or an
-            :class:`mlp_xp.data.datasets.Batches` (then ``y`` is None) to stream host data to the
-            device one batch at a time, for data larger than device memory.
-        y: targets as ``loss`` takes them.
-        loss: an ``mx.losses`` loss.
-        optimizer: an ``mx.optim`` optimizer. A schedule as its ``lr`` that counts epochs
-            (``per="epoch"``) or has no ``total_steps`` is completed from this run's length.
-        epochs: passes over the data.
-        batch_size: samples per step (the last batch may be smaller); with a Batches, its own
-            batch_size applies.
-        shuffle: reshuffle each epoch with the model's seeded generator.
-        validation_data: optional (X_val, y_val), evaluated after each epoch.
-        validation_split: or a fraction of (X, y) to hold out for validation, drawn with the
-            model's seed (stratified by class for integer labels); not with a Batches.
-        metrics: more metrics to log, by name or :mod:`mlp_xp.train.metrics` object: "mae", "mse",
-            "rmse", "r2" (regression), "accuracy", "top_k_accuracy" / "top_3_accuracy"
-            (classification). Accuracy is always logged for classification losses.
-        callbacks: ``mx.callbacks`` objects, or any with some of the hooks listed in
-            :mod:`mlp_xp.train.callbacks` (Keras-style signatures are accepted). Epochs and steps
-            are numbered from 1.
-        verbose: 1 a tqdm progress bar per epoch on stderr (samples/s, running loss, then
-            validation metrics; in a Jupyter notebook a widget with ipywidgets installed, else
-            the same text bar as on a terminal, with no warning), 2 one line per epoch on
-            stdout, 0 silent. "auto" (the default) is 1 when stderr is a terminal or in a
-            Jupyter notebook (an IPython ``ZMQInteractiveShell`` kernel: Jupyter Notebook and Lab,
-            VS Code), and 0 otherwise (stderr redirected to a file or pipe: scripts in the
-            background, CI, pytest). With ``distributed``, only the main process prints.
-        on_nonfinite: what a NaN/inf loss, gradient or parameter does: "raise" (default)
-            raises :class:`~mlp_xp.NonFiniteError`; "skip_batch" drops that batch's update and
-            goes on (counted in ``history["skipped_batches"]``); "stop" ends training and
-            records the reason in ``history.stop_reason``. In every case the model keeps its
-            last finite weights.
-        resume_from: a checkpoint written by ``mx.save(model, path, optimizer=...)`` (or
-            ``callbacks.ModelCheckpoint``): its weights, optimizer state and random-generator
-            states are loaded first (all or nothing), so training continues exactly where it
-            stopped. ``epochs`` more epochs run, numbered after the checkpoint's; a schedule that
-            leaves its length open continues the checkpoint's (see
-            :func:`mlp_xp.optim.schedules.continue_schedule`).
-        distributed: data-parallel training over processes (see :mod:`mlp_xp.train.distributed`):
-            None (one process), "auto" (MPI when started by ``mpiexec`` with several
-            processes), "mpi", "nccl", or an engine object. Each process must pass the same
-            data, arguments and model (compared at the start, in one collective: a difference is a
-            ValueError on every process); one all-reduce per step keeps them identical.
-        sync_every: on a device backend, also read the loss and the non-finite guard every this
-            many steps (None: only at each epoch's end and at progress-bar refreshes). Each
-            read waits for the device; between reads the steps queue up without a host
-            round-trip. On numpy reading costs nothing and happens after every step, as it does
-            with ``on_nonfinite="skip_batch"``, float16 loss scaling, or an ``on_batch_end``
-            callback.
-        sample_weight: one weight >= 0 per row of X (Keras's meaning: a batch's loss is
-            ``sum_i w_i l_i / rows``, each row's loss times its weight; see
-            :mod:`mlp_xp.train.weights`). In-memory data only; not with ``validation_split``.
-        class_weight: ``{label: weight}`` for every class of the data, or ``"balanced"``
-            (``rows / (classes * rows of the class)``, as scikit-learn's); classification losses
-            with integer labels; multiplies ``sample_weight``. The metrics of ``metrics`` and the
-            validation loss stay unweighted (as Keras's).
-        weighted_metrics: metrics (names or objects, as ``metrics``) logged on the training
-            batches weighted by the rows' weights, as ``"weighted_<name>"`` (Keras's
-            ``weighted_metrics``: each row's value times its weight over the sum of the weights,
-            as scikit-learn's metrics with ``sample_weight``); without weights every row weighs 1.
-
-    Returns:
-        A :class:`History`: per epoch "loss", "accuracy" (classification), each metric,
-        "val_..." for each of those with validation, and "lr" (the learning rate of the
-        epoch's last update).
-
-    Raises:
-        ValueError / ShapeError / TypeError: bad inputs, arguments or callbacks, before any step.
-        RuntimeError: the model is being trained by another fit (another thread's, or a callback's).
-        NonFiniteError: with ``on_nonfinite="raise"``; names the epoch, step and the first
-            non-finite parameter or activation. The optimizer state is reset. On a device
-            backend it is raised at the first read after the failing step (the updates after
-            it were frozen on the device, so nothing is lost in between).
+    Its docstring documents every argument, what it returns and what it raises (one copy, there: it
+    is what ``help(model.fit)`` shows).
     """
     with _training(model):
         run = _Run(model, X, y, loss, optimizer, epochs, batch_size, shuffle, validation_data, validation_split,
@@ -965,22 +888,8 @@ class _Run:
 
 
 def evaluate(model, X, y, loss, batch_size=1024, metrics=None) -> dict:
-    """Mean loss over (X, y) in evaluation mode, accuracy for classification losses, and
-    each of ``metrics`` (see :mod:`mlp_xp.train.metrics`).
-
-    A model ending in Softmax/Sigmoid evaluated with the matching cross-entropy is scored
-    from its logits, exactly as in training. ``loss`` may be a name, as in ``fit``
-    ("cross_entropy", "mse", ...).
-
-    Returns:
-        {"loss": float} plus {"accuracy": float} for CrossEntropy / BinaryCrossEntropy, plus
-        one float per metric.
-
-    Raises:
-        NonFiniteError: an output or the loss is NaN or infinite (the inputs are checked finite,
-            so the forward pass overflowed, e.g. float16 on inputs beyond its range); names the
-            first such row and the first layer whose output is not finite, as ``fit`` does.
-    """
+    """Mean loss, accuracy for classification losses and ``metrics``: what
+    :meth:`mlp_xp.Sequential.evaluate` does (its docstring documents the arguments)."""
     from . import metrics as metrics_module
 
     loss = _named_loss(loss)
@@ -1034,18 +943,8 @@ def _evaluate_prepared(model, x, target, loss, metric_list, batch_size=1024, wha
 
 
 def predict(model, X, batch_size=1024):
-    """The model's outputs (probabilities after Softmax/Sigmoid) for X, in evaluation mode.
-
-    Returns:
-        An array of the model's backend, shape (samples, out_features); ``mx.to_numpy``
-        turns it into numpy.
-
-    Raises:
-        NonFiniteError: an output is NaN or infinite (the inputs are checked finite, so the
-            forward pass overflowed, e.g. float16 on inputs beyond its range); names the first
-            such row and the first layer whose output is not finite, as ``fit`` does. The check
-            costs one reduction and one read of the device per call.
-    """
+    """The model's outputs in evaluation mode: what :meth:`mlp_xp.Sequential.predict` does (its
+    docstring documents the arguments)."""
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     x = checks.prepare_inputs(model, X)
     outputs = [model.forward(x[start:stop, ...])
