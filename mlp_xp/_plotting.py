@@ -21,3 +21,17 @@ def new_figure(what: str, columns: int, figsize, window: bool):
     except ImportError:
         raise ImportError(f"{what} needs matplotlib: pip install matplotlib") from None
     return figure, axes[0]
+
+
+def finish(figure, path):
+    """Write ``figure`` to ``path`` and return it; with no path show it (inline in a notebook) and
+    return None, since a returned figure would show a second time as a notebook cell's value."""
+    if path is not None:
+        figure.savefig(path, dpi=120)
+        return figure
+    import matplotlib.pyplot as plt
+
+    plt.show()
+    if not plt.isinteractive():  # show has returned: its window was closed, or none opened (Agg)
+        plt.close(figure)
+    return None

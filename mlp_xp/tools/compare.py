@@ -125,7 +125,7 @@ class Comparison:
         there (matplotlib's backend and pyplot untouched) and returns it; without, shows it with
         pyplot (inline in a notebook, else a window) and returns None, so that a notebook
         displays it once."""
-        from .._plotting import new_figure
+        from .._plotting import finish, new_figure
 
         figure, (losses, divergence) = new_figure("Comparison.plot", 2, (11, 4), window=path is None)
         for index, row in enumerate(self.rows):
@@ -142,15 +142,7 @@ class Comparison:
             if axis.lines:
                 axis.legend(fontsize=8)
         figure.tight_layout()
-        if path is None:
-            import matplotlib.pyplot as plt
-
-            plt.show()
-            if not plt.isinteractive():  # show has returned: its window was closed, or none opened (Agg)
-                plt.close(figure)
-            return None
-        figure.savefig(path, dpi=120)
-        return figure
+        return finish(figure, path)
 
 
 def _train(model, X, y, loss, optimizer, epochs, batch_size, memory):

@@ -65,7 +65,7 @@ class History(dict):
             The Figure written to ``path``; None once shown, since a returned Figure would be
             displayed a second time as a notebook cell's value.
         """
-        from .._plotting import new_figure
+        from .._plotting import finish, new_figure
 
         keys = [k for k in (keys or self) if k in self and ("loss" in k or "accuracy" in k)]
         if not keys:
@@ -82,15 +82,7 @@ class History(dict):
             axis.grid(alpha=0.3)
             axis.legend()
         figure.tight_layout()
-        if path is None:
-            import matplotlib.pyplot as plt
-
-            plt.show()
-            if not plt.isinteractive():  # show has returned: its window was closed, or none opened (Agg)
-                plt.close(figure)
-            return None
-        figure.savefig(path, dpi=120)
-        return figure
+        return finish(figure, path)
 
 
 def _batches(count, batch_size):
