@@ -269,6 +269,9 @@ def _split_table(args, notes):
     unknown = [name for name in dropped if name not in header]
     if unknown:
         raise UsageError(f"--drop names column(s) {unknown} that {args.data!r} does not have; it has {header}")
+    if target in dropped:
+        origin = "--target" if args.target is not None else "the target (the last column, by default)"
+        raise UsageError(f"--drop lists {target!r}, which is {origin}: name the column to predict with --target")
     ids = {}
     if args.features is not None:
         features = _names(args.features, "--features")
@@ -304,9 +307,11 @@ def _split_table(args, notes):
             notes.append(f"left out {int(lost.sum())} row(s) with missing features (--missing drop)")
         keep &= ~lost
     elif args.missing in ("mean", "median") and set(counts) - {target}:
-        filled = ", ".join(f"{name!r} ({count})" for name, count in counts.items() if name != target)
-        notes.append(f"filled missing values with the training rows' {args.missing} (text: the most frequent "
-                     f"category): {filled}")
+        counts = tables.missing_counts(raw.take(keep), features)  # (the rows kept: those get filled)
+        filled = ", ".join(f"{name!r} ({count})" for name, count in counts.items())
+        if filled:
+            notes.append(f"filled missing values with the training rows' {args.missing} (text: the most frequent "
+                         f"category): {filled}")
     if not keep.all():
         raw = raw.take(keep)
     if raw.rows < 2:
@@ -485,7 +490,7 @@ def train(args):
     model.data = model.data._replace(scaler=scaler, target_scaler=target_scaler,
                                      classes=None if classes is None else tuple(classes.tolist()),
                                      feature_names=data.feature_names or None, target_name=data.target_name,
-                                     table=None if data.plan is None else _table_info(data.plan, data.ids))
+                                     table=None if data.plan is None else _table_info(data.plan, data.ids, args.missing))
     loss = mx.losses.CrossEntropy() if classification else mx.losses.MSE()
     metrics = [] if classification else ["mae", "r2"]
     if not args.quiet:
@@ -531,10 +536,10 @@ def train(args):
     return 0
 
 
-def _table_info(plan, ids):
+def _table_info(plan, ids, missing):
     from .data.tables import TableInfo
 
-    return TableInfo(plan, tuple(ids))
+    return TableInfo(plan, tuple(ids), missing == "drop")
 
 
 def _score(model, X, y, classification):
@@ -600,7 +605,7 @@ def _features_for(model, path, target=None, need_target=False, id_column=None):
         raise UsageError("--id takes a column name of a CSV file")
     if target is None and need_target:
         target = model.data.target_name if csv_like or os.path.splitext(path)[1].lower() == ".npz" else None
-    identity = None
+    identity = kept = None
     if info is not None and csv_like:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such data file: {path!r}")
@@ -631,6 +636,15 @@ def _features_for(model, path, target=None, need_target=False, id_column=None):
                 print(f"mlp-xp: note: left out {int(lost.sum())} row(s) whose target {target!r} is missing",
                       file=sys.stderr)
                 raw = raw.take(~lost)
+        if info.drop_missing:  # (trained with --missing drop: rows with a missing feature get no output)
+            lost = tables.missing_rows(raw, names)
+            if lost.any():
+                what = "left out" if need_target else "wrote no prediction for"
+                print(f"mlp-xp: note: {what} {int(lost.sum())} row(s) with a missing feature (the model was "
+                      "trained with --missing drop)", file=sys.stderr)
+                kept = ~lost
+                identity_raw = raw
+                raw = raw.take(kept)
         X, unseen = plan.transform(raw, repr(path))
         for name, count in unseen.items():
             print(f"mlp-xp: note: {count} row(s) of column {name!r} hold a category the model was not trained on "
@@ -643,7 +657,8 @@ def _features_for(model, path, target=None, need_target=False, id_column=None):
             elif np.all(y == np.round(y)) and model.data.classes is not None:
                 y = y.astype(np.int64)
         if id_column is not None:
-            identity = (id_column, ["" if value is None else value for value in raw.columns[id_column]])
+            source = raw if kept is None or need_target else identity_raw
+            identity = (id_column, ["" if value is None else value for value in source.columns[id_column]])
     else:
         names = model.data.feature_names
         table = datasets.load_table(path, target=target, features=names if csv_like and names else None,
@@ -655,7 +670,7 @@ def _features_for(model, path, target=None, need_target=False, id_column=None):
     if X.shape[1] != model.in_features:
         raise UsageError(f"{path!r} has {X.shape[1]} features, the model takes {model.in_features}")
     scaler = model.data.scaler
-    return (X if scaler is None else scaler.transform(X)), y, identity
+    return (X if scaler is None else scaler.transform(X)), y, identity, (None if need_target else kept)
 
 
 def predict(args):
@@ -667,7 +682,7 @@ def predict(args):
 
     _check_output(args.output, "--output")
     model = _load_model(args)
-    X, _, identity = _features_for(model, args.data, id_column=args.id)
+    X, _, identity, kept = _features_for(model, args.data, id_column=args.id)
     output = np.asarray(mx.to_numpy(model.predict(X)), dtype=np.float64)
     classes = model.data.classes
     name = model.data.target_name or "prediction"
@@ -681,6 +696,9 @@ def predict(args):
         values = _regression_output(model, X)
         header = [name] if values.shape[1] == 1 else [f"{name}_{i}" for i in range(values.shape[1])]
         rows = (row.tolist() for row in values)
+    if kept is not None:  # (rows without a prediction: empty fields, so the output lines up with the input)
+        produced, width = iter(rows), len(header)
+        rows = (next(produced) if keep else [""] * width for keep in kept)
     if identity is not None:  # (the id first, as it was in the input)
         header = [identity[0]] + header
         rows = ([ident] + row for ident, row in zip(identity[1], rows))
@@ -702,7 +720,7 @@ def evaluate(args):
 
     _check_output(args.json, "--json")
     model = _load_model(args)
-    X, y, _ = _features_for(model, args.data, target=args.target, need_target=True)
+    X, y, _, _ = _features_for(model, args.data, target=args.target, need_target=True)
     classes = model.data.classes
     y = np.asarray(y)
     if classes is not None:

@@ -258,3 +258,35 @@ def test_an_r_export_reads_as_written(tmp_path, capsys):
     path.write_text("\n".join(lines) + "\n")
     status, out, _ = _run(["train", "--data", str(path), "--missing", "median", "--epochs", "20"], capsys)
     assert status == 0 and "4 features" in out and "left out column ''" in out
+
+
+def test_what_a_tryout_found(tmp_path, capsys):
+    """Decimal commas and dates are refused as categories, --drop cannot drop the target, a model
+    trained with --missing drop scores and predicts files with missing features, fill counts are
+    the rows filled."""
+    x = rng.normal(size=(80, 2))
+    label = np.where(x[:, 0] > 0, "yes", "no")
+    euro = tmp_path / "euro.csv"
+    euro.write_text("a;b;label\n" + "".join(f"{a:.1f};{b:.1f};{c}\n".replace(".", ",")
+                                            for a, b, c in zip(x[:, 0], x[:, 1], label)))
+    status, _, err = _run(["train", "--data", str(euro)], capsys)
+    _error(status, err, "holds numbers with decimal commas")
+    dates = _write(tmp_path / "d.csv", ["day", "x", "label"],
+                   [[f"2024-01-{i % 28 + 1:02d}", a, c] for i, (a, c) in enumerate(zip(x[:, 0], label))])
+    status, _, err = _run(["train", "--data", dates], capsys)
+    _error(status, err, "column 'day' holds dates ('2024-01-01'), not categories")
+    cells = [[f"{a:.4f}", f"{b:.4f}", c] for a, b, c in zip(x[:, 0], x[:, 1], label)]
+    cells[5][1] = "NA"
+    cells[6][2] = "NA"
+    path = _write(tmp_path / "na.csv", ["a", "b", "answer"], cells)
+    status, _, err = _run(["train", "--data", path, "--drop", "answer"], capsys)
+    _error(status, err, "--drop lists 'answer', which is the target")
+    status, out, _ = _run(["train", "--data", path, "--missing", "mean", "--epochs", "1"], capsys)
+    assert status == 0 and "'b' (1)" in out
+    model = str(tmp_path / "m.safetensors")
+    assert _run(["train", "--data", path, "--missing", "drop", "--epochs", "1", "--save", model], capsys)[0] == 0
+    status, out, err = _run(["evaluate", model, "--data", path], capsys)
+    assert status == 0 and "78 samples" in out and "left out 1 row(s) with a missing feature" in err
+    status, out, err = _run(["predict", model, "--data", path], capsys)
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 81 and lines[6] in ('', '""') and lines[7] in ("yes", "no")

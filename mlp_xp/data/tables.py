@@ -468,25 +468,41 @@ class TableInfo(NamedTuple):
         plan: the :class:`TablePlan` of its feature columns.
         ids: the columns left out as row indices or ids (``mlp-xp predict`` copies the first
             into its output when the file has it).
+        drop_missing: trained with ``--missing drop``: ``evaluate`` leaves out rows with a missing
+            feature and ``predict`` writes no prediction for them (rather than refusing the file).
     """
 
     plan: Any
     ids: tuple = ()
+    drop_missing: bool = False
 
     def to_json(self) -> dict:
-        return {"columns": self.plan.to_json(), "ids": list(self.ids)}
+        return {"columns": self.plan.to_json(), "ids": list(self.ids), "drop_missing": bool(self.drop_missing)}
 
     @classmethod
     def from_json(cls, values) -> "TableInfo":
         if not isinstance(values, dict) or not isinstance(values.get("ids", []), list):
             raise ValueError("the table metadata must be an object with 'columns' and 'ids'")
-        return cls(TablePlan.from_json(values.get("columns")), tuple(str(name) for name in values.get("ids", [])))
+        return cls(TablePlan.from_json(values.get("columns")), tuple(str(name) for name in values.get("ids", [])),
+                   bool(values.get("drop_missing", False)))
+
+
+_NOT_CATEGORIES = [  # text columns that one-hot encoding would silently misread
+    (__import__("re").compile(r"^[+-]?\d+,\d+$"), "numbers with decimal commas",
+     "write the file with decimal points, or leave the column out (--drop)"),
+    (__import__("re").compile(r"^\d{4}-\d{1,2}-\d{1,2}([ T].*)?$|^\d{1,2}/\d{1,2}/\d{2,4}$"), "dates",
+     "a new date would match no category; turn it into a number (days, a year) or leave it out (--drop)"),
+]
 
 
 def _category_plan(table, name, values, missing):
     """The plan of a text column of categories; None for a column of numbers whose training rows
     hold no text (its text is elsewhere)."""
     present = [value for value in values if value is not None]
+    for pattern, what, hint in _NOT_CATEGORIES:
+        if present and sum(bool(pattern.match(value)) for value in present) * 2 > len(present):
+            example = next(value for value in present if pattern.match(value))
+            raise ValueError(f"column {name!r} holds {what} ({example!r}), not categories: {hint}")
     numbers = sum(_float_or_none(value) is not None for value in present)
     if numbers * 2 > len(present):  # mostly numbers: the others are mistakes, not categories
         row = next((row for row, value in enumerate(values) if value is not None and _float_or_none(value) is None),
