@@ -82,10 +82,20 @@ def _add_backend_flags(parser, dtype=True):
         parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point type")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default in its help, except None and False: those helps say what happens
+    without the flag ("(default: None)" beside "default: the last column" only confused)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     from . import __version__
 
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _DefaultsFormatter
     parser = argparse.ArgumentParser(prog="mlp-xp", description="Array-API MLPs: NumPy, CuPy, PyTorch, JAX.")
     parser.add_argument("--version", action="version", version=f"mlp-xp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,compare}")

@@ -94,7 +94,7 @@ def test_every_flag_has_help_with_its_default():
             if action.dest == "help":
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
-            if action.option_strings:
+            if action.option_strings and action.default is not None and action.default is not False:
                 assert "%(default)s" in formatter._get_help_string(action), f"{name} {action.option_strings}"
     assert "(default: 20)" in commands["train"].format_help()
     assert "(default: 3)" in commands["compare"].format_help()
@@ -291,3 +291,10 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"mlp-xp {mx.__version__}"
+
+
+def test_help_states_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: 20)" in text
