@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -212,8 +213,6 @@ def _missing_pattern(delimiter):
     """A regular expression matching a missing value's whole field (see :data:`MISSING`)."""
     pattern = _PATTERNS.get(delimiter)
     if pattern is None:
-        import re
-
         tokens = "|".join(re.escape(token) for token in sorted(MISSING, key=len, reverse=True) if token)
         d = re.escape(delimiter)
         pattern = _PATTERNS[delimiter] = re.compile(
@@ -488,9 +487,9 @@ class TableInfo(NamedTuple):
 
 
 _NOT_CATEGORIES = [  # text columns that one-hot encoding would silently misread
-    (__import__("re").compile(r"^[+-]?\d+,\d+$"), "numbers with decimal commas",
+    (re.compile(r"^[+-]?\d+,\d+$"), "numbers with decimal commas",
      "write the file with decimal points, or leave the column out (--drop)"),
-    (__import__("re").compile(r"^\d{4}-\d{1,2}-\d{1,2}([ T].*)?$|^\d{1,2}/\d{1,2}/\d{2,4}$"), "dates",
+    (re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([ T].*)?$|^\d{1,2}/\d{1,2}/\d{2,4}$"), "dates",
      "a new date would match no category; turn it into a number (days, a year) or leave it out (--drop)"),
 ]
 
