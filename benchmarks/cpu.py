@@ -42,11 +42,32 @@ WORKLOADS = {
 }
 
 
+def sweep_points():
+    """The size sweep: W1's net and optimizer with one of batch, hidden width or depth changed, 32 steps a
+    round on standard normal inputs (W1's data, as many rows as 32 batches)."""
+    points = {}
+    base = WORKLOADS["W1"]
+    for batch in (16, 32, 64, 256, 1024):
+        points[f"batch {batch}"] = {**base, "batch": batch}
+    for width in (128, 1024, 2048):
+        points[f"width {width}"] = {**base, "widths": [784, width, width, 10]}
+    for depth in (2, 4, 8, 16):  # Linear layers
+        points[f"depth {depth}"] = {**base, "widths": [784] + [512] * (depth - 1) + [10]}
+    return {name: {**spec, "samples": 32 * spec["batch"]} for name, spec in points.items()}
+
+
+SWEEP = sweep_points()
+
+
+def _spec(workload):
+    return WORKLOADS[workload] if workload in WORKLOADS else SWEEP[workload]
+
+
 def make_data(workload):
-    """W1: standard normal inputs with random labels; W2: the digits data set, standardized."""
-    if workload == "W1":
+    """W1 and the sweep: standard normal inputs with random labels; W2: the digits data set, standardized."""
+    if workload != "W2":
         rng = np.random.default_rng(0)
-        spec = WORKLOADS["W1"]
+        spec = _spec(workload)
         X = rng.standard_normal((spec["samples"], spec["widths"][0]), dtype=np.float32)
         y = rng.integers(0, spec["widths"][-1], size=spec["samples"])
         return X, y
@@ -71,7 +92,7 @@ def initial_weights(widths):
 
 
 def build_floor(workload, X, y):
-    spec = WORKLOADS[workload]
+    spec = _spec(workload)
     widths, batch = spec["widths"], spec["batch"]
     rng = np.random.default_rng(1)
     weights = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip(widths[:-1], widths[1:])]
@@ -100,7 +121,7 @@ def build_floor(workload, X, y):
 def build_mlp_xp(workload, X, y):
     import mlp_xp as mx
 
-    spec = WORKLOADS[workload]
+    spec = _spec(workload)
     name, kwargs = spec["optimizer"]
     loss = mx.losses.CrossEntropy()
     template, _ = initial_weights(spec["widths"])
@@ -119,7 +140,7 @@ def build_mlp_xp_without_numba(workload, X, y):
     import mlp_xp as mx
     from mlp_xp.ops.numpy_ops import UfuncOps
 
-    spec = WORKLOADS[workload]
+    spec = _spec(workload)
     name, kwargs = spec["optimizer"]
     template, _ = initial_weights(spec["widths"])
 
@@ -134,39 +155,191 @@ def build_mlp_xp_without_numba(workload, X, y):
     return run_epoch
 
 
-def build_torch(workload, X, y):
+def _torch_runner(workload, X, y, fused=False, compiled=False):
+    """PyTorch eager (``fused``: ``Adam(fused=True)`` / ``SGD(fused=True)``; ``compiled``: the model and the
+    optimizer step under ``torch.compile``). The net and optimizer are built and warmed once; each round
+    puts the initial weights back and zeroes the optimizer state in place (the same numbers as a fresh
+    optimizer: its first step finds zero moments, and a zero momentum buffer times 0.9 plus the gradient is
+    the gradient), so setup and compilation stay out of the timed rounds."""
     import torch
 
-    spec = WORKLOADS[workload]
+    spec = _spec(workload)
     widths, batch = spec["widths"], spec["batch"]
     template, weights = initial_weights(widths)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     name, kwargs = spec["optimizer"]
     # the batch order mlp_xp's first epoch uses, so both run the same math on the same batches
     order = torch.from_numpy(copy.deepcopy(template.shuffle_rng).permutation(len(X)))
+    modules = []
+    for index in range(len(widths) - 1):
+        modules += [torch.nn.Linear(widths[index], widths[index + 1]), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*modules[:-1])
+    linears = [module for module in net if isinstance(module, torch.nn.Linear)]
+    options = {"fused": True} if fused else {}
+    optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name](net.parameters(), **kwargs, **options)
+    forward = torch.compile(net) if compiled else net
+    update = torch.compile(optimizer.step) if compiled else optimizer.step
 
-    def make_net():
-        modules = []
-        for index in range(len(widths) - 1):
-            linear = torch.nn.Linear(widths[index], widths[index + 1])
-            with torch.no_grad():
+    def reset():
+        with torch.no_grad():
+            for index, linear in enumerate(linears):
                 linear.weight.copy_(torch.from_numpy(weights[f"{2 * index}.weight"].T))
                 linear.bias.copy_(torch.from_numpy(weights[f"{2 * index}.bias"]))
-            modules += [linear, torch.nn.ReLU()]
-        return torch.nn.Sequential(*modules[:-1])
+            for state in optimizer.state.values():
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        value.zero_()
 
     def run_epoch():
-        net = make_net()
-        optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name](net.parameters(), **kwargs)
-        total = 0.0
+        reset()
+        total = torch.zeros((), dtype=torch.float64)
         for start in range(0, len(Xt), batch):
             index = order[start:start + batch]
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(net(Xt[index]), yt[index])
+            loss = torch.nn.functional.cross_entropy(forward(Xt[index]), yt[index])
             loss.backward()
-            optimizer.step()
-            total += loss.item() * len(index)
-        return total / len(Xt)
+            update()
+            total += loss.detach() * len(index)  # (no host read per step)
+        return float(total) / len(Xt)
+
+    return run_epoch
+
+
+def build_torch(workload, X, y):
+    return _torch_runner(workload, X, y)
+
+
+def build_torch_fused(workload, X, y):
+    return _torch_runner(workload, X, y, fused=True)
+
+
+def build_torch_compile(workload, X, y):
+    return _torch_runner(workload, X, y, compiled=True)
+
+
+def build_jax_optax(workload, X, y):
+    """A hand-written ``jax.jit`` step with optax (what a JAX user writes): the batch gathered inside the
+    compiled step from a permutation on the device, the loss summed on the device, read once per epoch."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    spec = _spec(workload)
+    widths, batch = spec["widths"], spec["batch"]
+    template, weights = initial_weights(widths)
+    name, kwargs = spec["optimizer"]
+    optimizer = optax.adam(kwargs["lr"]) if name == "adam" else optax.sgd(kwargs["lr"], momentum=kwargs["momentum"])
+    start_params = [(jnp.asarray(weights[f"{2 * i}.weight"]), jnp.asarray(weights[f"{2 * i}.bias"]))
+                    for i in range(len(widths) - 1)]
+    x, labels = jnp.asarray(X), jnp.asarray(y)
+    order = jnp.asarray(copy.deepcopy(template.shuffle_rng).permutation(len(X)))
+
+    def loss_fn(params, xb, yb):
+        h = xb
+        for weight, bias in params[:-1]:
+            h = jax.nn.relu(h @ weight + bias)
+        logits = h @ params[-1][0] + params[-1][1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    def step(params, state, total, begin, rows):
+        index = jax.lax.dynamic_slice_in_dim(order, begin, rows)
+        value, grads = jax.value_and_grad(loss_fn)(params, x[index], labels[index])
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, total + value * rows
+
+    jitted = jax.jit(step, static_argnums=4)
+
+    def run_epoch():
+        params, state, total = start_params, optimizer.init(start_params), jnp.zeros((), jnp.float32)
+        for begin in range(0, len(X), batch):
+            params, state, total = jitted(params, state, total, begin, min(batch, len(X) - begin))
+        return float(total) / len(X)
+
+    return run_epoch
+
+
+def build_numpy_hand(workload, X, y):
+    """Hand-written NumPy, as a careful programmer writes it: flat parameter, gradient and state vectors
+    with views per layer, matrix products into preallocated arrays where numpy allows, in-place ufuncs,
+    softmax cross-entropy by log-sum-exp, the same batches and initial weights as mlp_xp. No checks: no
+    guard against a non-finite step, no metrics (mlp_xp does both)."""
+    spec = _spec(workload)
+    widths, batch = spec["widths"], spec["batch"]
+    template, weights = initial_weights(widths)
+    name, kwargs = spec["optimizer"]
+    order = copy.deepcopy(template.shuffle_rng).permutation(len(X))
+    shapes = [((a, b), (b,)) for a, b in zip(widths[:-1], widths[1:])]
+    size = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    start_flat = np.concatenate([np.concatenate([weights[f"{2 * i}.weight"].ravel(), weights[f"{2 * i}.bias"]])
+                                 for i in range(len(shapes))]).astype(np.float32)
+    params, grads = np.empty(size, np.float32), np.empty(size, np.float32)
+    m, v, tmp = np.zeros(size, np.float32), np.zeros(size, np.float32), np.empty(size, np.float32)
+
+    def views(flat):
+        out, at = [], 0
+        for (a, b), _ in shapes:
+            out.append((flat[at:at + a * b].reshape(a, b), flat[at + a * b:at + a * b + b]))
+            at += a * b + b
+        return out
+
+    p_views, g_views = views(params), views(grads)
+    lr = kwargs["lr"]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    momentum = kwargs.get("momentum", 0.0)
+
+    def run_epoch():
+        nonlocal params, m, v, tmp  # (updated in place: += keeps the arrays)
+        params[...] = start_flat
+        m[...] = 0.0
+        v[...] = 0.0
+        total = np.zeros((), np.float64)
+        for t, begin in enumerate(range(0, len(X), batch), start=1):
+            index = order[begin:begin + batch]
+            xb, yb = X[index], y[index]
+            rows = len(index)
+            hs = [xb]
+            for weight, bias in p_views[:-1]:
+                h = hs[-1] @ weight
+                h += bias
+                np.maximum(h, 0.0, out=h)
+                hs.append(h)
+            z = hs[-1] @ p_views[-1][0]
+            z += p_views[-1][1]
+            z -= z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            sums = e.sum(axis=1, keepdims=True)
+            picked = np.arange(rows), yb
+            total += (np.log(sums).sum() - z[picked].sum())  # (mean loss x rows)
+            e /= sums
+            e[picked] -= 1.0
+            e /= rows
+            dz = e
+            for i in range(len(shapes) - 1, -1, -1):
+                np.matmul(hs[i].T, dz, out=g_views[i][0])
+                np.sum(dz, axis=0, out=g_views[i][1])
+                if i:
+                    dz = dz @ p_views[i][0].T
+                    dz *= hs[i] > 0
+            if name == "adam":
+                m *= beta1
+                np.multiply(grads, 1.0 - beta1, out=tmp)
+                m += tmp
+                v *= beta2
+                np.multiply(grads, grads, out=tmp)
+                tmp *= 1.0 - beta2
+                v += tmp
+                np.sqrt(v, out=tmp)
+                tmp /= math.sqrt(1.0 - beta2 ** t)
+                tmp += eps
+                np.divide(m, tmp, out=tmp)
+                tmp *= lr / (1.0 - beta1 ** t)
+                params -= tmp
+            else:
+                m *= momentum
+                m += grads
+                np.multiply(m, lr, out=tmp)
+                params -= tmp
+        return float(total) / len(X)
 
     return run_epoch
 
@@ -177,7 +350,7 @@ def build_sklearn(workload, X, y):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    spec = WORKLOADS[workload]
+    spec = _spec(workload)
     name, kwargs = spec["optimizer"]
     options = {"solver": "adam", "learning_rate_init": kwargs["lr"]} if name == "adam" else {
         "solver": "sgd", "learning_rate_init": kwargs["lr"], "momentum": kwargs["momentum"], "nesterovs_momentum": False}
@@ -202,7 +375,7 @@ def build_mlp_xp_jax(workload, X, y):
 
     import mlp_xp as mx
 
-    spec = WORKLOADS[workload]
+    spec = _spec(workload)
     name, kwargs = spec["optimizer"]
     loss = mx.losses.CrossEntropy()
     template, _ = initial_weights(spec["widths"])
@@ -212,7 +385,8 @@ def build_mlp_xp_jax(workload, X, y):
     x, labels = jnp.asarray(X), jnp.asarray(y)
 
     def run_epoch():
-        model.params, model._optimizer_state, model.dropout_step = start, None, 0
+        model.params, model.dropout_step = start, 0
+        model.set_optimizer(optimizer, None)  # a fresh optimizer state
         model.shuffle_rng = copy.deepcopy(template.shuffle_rng)  # the same batches as the others
         history = model.fit(x, labels, loss=loss, optimizer=optimizer, epochs=1, batch_size=spec["batch"], verbose=0)
         return history["loss"][-1]
@@ -221,13 +395,22 @@ def build_mlp_xp_jax(workload, X, y):
 
 
 CONTENDERS = {"floor": build_floor, "mlp_xp": build_mlp_xp, "mlp_xp-nonumba": build_mlp_xp_without_numba,
-              "mlp_xp-jax": build_mlp_xp_jax, "torch": build_torch, "sklearn": build_sklearn}
+              "mlp_xp-jax": build_mlp_xp_jax, "torch": build_torch, "torch-fused": build_torch_fused,
+              "torch-compile": build_torch_compile, "jax-optax": build_jax_optax, "numpy-hand": build_numpy_hand,
+              "sklearn": build_sklearn}
+#: the peers "x best peer" compares with: every contender that is neither mlp_xp nor the floor
+PEERS = ("torch", "torch-fused", "torch-compile", "jax-optax", "numpy-hand", "sklearn")
+#: what the sweep runs by default (torch.compile would compile anew at every point; scikit-learn has no Adam
+#: of its own batches and weights)
+SWEEP_CONTENDERS = ("floor", "mlp_xp", "mlp_xp-nonumba", "torch", "torch-fused", "jax-optax", "numpy-hand")
+NEEDS = {"torch": "torch", "torch-fused": "torch", "torch-compile": "torch", "sklearn": "sklearn", "mlp_xp-jax": "jax",
+         "jax-optax": "optax"}
 
 
 def available(contenders):
     keep = []
     for name in contenders:
-        module = {"torch": "torch", "sklearn": "sklearn", "mlp_xp-jax": "jax"}.get(name)
+        module = NEEDS.get(name)
         if module:
             try:
                 __import__(module)
@@ -275,14 +458,17 @@ def check_losses(workload, losses):
             raise SystemExit(f"{workload}: {name} ended with a non-finite loss {value}")
     if "mlp_xp" in real and "mlp_xp-nonumba" in real and real["mlp_xp"] != real["mlp_xp-nonumba"]:
         raise SystemExit(f"{workload}: the fast paths changed the result ({real['mlp_xp']} vs {real['mlp_xp-nonumba']})")
-    if "torch" in real and "mlp_xp" in real:
+    reference = next((name for name in ("mlp_xp", "mlp_xp-nonumba", "torch") if name in real), None)
+    for name in ("mlp_xp-jax", "torch", "torch-fused", "torch-compile", "jax-optax", "numpy-hand"):
         # same initial weights and batches: float32 rounding is the only difference
-        gap = abs(real["torch"] - real["mlp_xp"]) / real["torch"]
-        if gap > 1e-3:
-            raise SystemExit(f"{workload}: mlp_xp loss {real['mlp_xp']:.4f} differs from torch's {real['torch']:.4f}")
+        if name in real and reference and name != reference:
+            gap = abs(real[name] - real[reference]) / abs(real[reference])
+            if gap > 1e-3:
+                raise SystemExit(f"{workload}: {name}'s loss {real[name]:.5f} differs from {reference}'s "
+                                 f"{real[reference]:.5f}")
     # scikit-learn draws its own initial weights, so only the same ballpark is expected
-    if "sklearn" in real and "mlp_xp" in real and not 0.5 < real["sklearn"] / real["mlp_xp"] < 2.0:
-        raise SystemExit(f"{workload}: mlp_xp loss {real['mlp_xp']:.4f} far from sklearn's {real['sklearn']:.4f}")
+    if "sklearn" in real and reference and not 0.5 < real["sklearn"] / real[reference] < 2.0:
+        raise SystemExit(f"{workload}: sklearn's loss {real['sklearn']:.4f} far from {reference}'s {real[reference]:.4f}")
 
 
 def device_name():
@@ -309,61 +495,122 @@ def versions():
     return found
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=sorted(WORKLOADS))
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-RSS subprocesses")
-    parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/cpu-DEVICE.json)")
-    args = parser.parse_args(argv)
-    contenders = available(args.contenders)
+def limit_threads(threads):
+    """This process (and its children) on ``threads`` cores: the CPU affinity (what XLA's and numba's thread
+    pools size themselves by) and every BLAS/OpenMP thread count; before numpy's BLAS or any framework starts
+    its threads (main() re-runs this script in a fresh process per thread count)."""
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
 
-    device = device_name()
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": device, "versions": versions(), "rounds": args.rounds, "workloads": {}}
-    table = []
-    for workload in args.workloads:
-        times, losses, samples = time_interleaved(workload, contenders, args.rounds)
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def measure(workloads, contenders, rounds, memory):
+    """{workload: entry} for one thread setting, and the printed table's rows."""
+    results, table = {}, []
+    for workload in workloads:
+        names = [name for name in contenders if workload in WORKLOADS or name in SWEEP_CONTENDERS]
+        times, losses, samples = time_interleaved(workload, names, rounds)
         check_losses(workload, losses)
         medians = {name: statistics.median(values) for name, values in times.items()}
-        memory = {}
-        if not args.no_memory:
-            baseline = peak_rss_mb(workload, "data only")
-            memory = {name: peak_rss_mb(workload, name) for name in contenders}
-            memory["data only"] = baseline
+        peers = [medians[name] for name in PEERS if name in medians]
+        usage = {}
+        if memory:
+            usage = {name: peak_rss_mb(workload, name) for name in names}
+            usage["data only"] = peak_rss_mb(workload, "data only")
         entries = {}
-        for name in contenders:
+        for name in names:
             entries[name] = {
                 "median_s": medians[name], "min_s": min(times[name]), "max_s": max(times[name]),
                 "samples_per_s": samples / medians[name],
                 "ratio_to_floor": medians[name] / medians["floor"] if "floor" in medians else None,
                 "ratio_to_torch": medians[name] / medians["torch"] if "torch" in medians else None,
+                "ratio_to_best_peer": medians[name] / min(peers) if peers else None,
                 "final_loss": None if math.isnan(losses[name]) else losses[name],
-                "peak_rss_mb": memory.get(name),
+                "peak_rss_mb": usage.get(name),
             }
             table.append((workload, name, entries[name]))
-        report["workloads"][workload] = {**WORKLOADS[workload], "optimizer": WORKLOADS[workload]["optimizer"][0],
-                                         "optimizer_args": WORKLOADS[workload]["optimizer"][1],
-                                         "dtype": "float32", "epochs_per_round": 1, "samples": samples,
-                                         "peak_rss_data_only_mb": memory.get("data only"), "contenders": entries}
+        spec = _spec(workload)
+        results[workload] = {**spec, "optimizer": spec["optimizer"][0], "optimizer_args": spec["optimizer"][1],
+                             "dtype": "float32", "epochs_per_round": 1, "samples": samples,
+                             "peak_rss_data_only_mb": usage.get("data only"), "contenders": entries}
+    return results, table
 
-    path = args.output or os.path.join(RESULTS, "cpu-" + "".join(c if c.isalnum() else "-" for c in device).strip("-")
-                                       .replace("--", "-") + ".json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(report, file, indent=2)
 
-    print(f"\n{device}; numpy {np.__version__}; {args.rounds} rounds, one epoch each; medians (min-max)")
-    print(f"{'workload':8} {'contender':14} {'seconds':>22} {'samples/s':>11} {'x floor':>8} {'x torch':>8} "
-          f"{'loss':>7} {'peak MB':>8}")
+def print_table(title, table):
+    print(f"\n{title}")
+    print(f"{'workload':11} {'contender':14} {'seconds':>22} {'samples/s':>10} {'x floor':>8} {'x torch':>8} "
+          f"{'x best peer':>11} {'loss':>7} {'peak MB':>8}")
     for workload, name, entry in table:
         spread = f"{entry['median_s']:.3f} ({entry['min_s']:.3f}-{entry['max_s']:.3f})"
         ratio = lambda key: f"{entry[key]:.2f}" if entry[key] is not None else "-"  # noqa: E731
         loss = f"{entry['final_loss']:.4f}" if entry["final_loss"] is not None else "-"
         rss = f"{entry['peak_rss_mb']:.0f}" if entry["peak_rss_mb"] is not None else "-"
-        print(f"{workload:8} {name:14} {spread:>22} {entry['samples_per_s']:>11.0f} {ratio('ratio_to_floor'):>8} "
-              f"{ratio('ratio_to_torch'):>8} {loss:>7} {rss:>8}")
+        print(f"{workload:11} {name:14} {spread:>22} {entry['samples_per_s']:>10.0f} {ratio('ratio_to_floor'):>8} "
+              f"{ratio('ratio_to_torch'):>8} {ratio('ratio_to_best_peer'):>11} {loss:>7} {rss:>8}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=sorted(WORKLOADS) + ["sweep"],
+                        help="'sweep': the size sweep (batch, width, depth around W1)")
+    parser.add_argument("--contenders", nargs="+", default=None, choices=list(CONTENDERS),
+                        help="default: all (the sweep: %s)" % ", ".join(SWEEP_CONTENDERS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", nargs="+", type=int, default=None,
+                        help="thread counts, each measured in a fresh process limited to that many cores "
+                             "(default: this process as it is)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-RSS subprocesses")
+    parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/cpu-DEVICE.json)")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    workloads = [name for w in args.workloads for name in (SWEEP if w == "sweep" else [w])]
+    contenders = available(args.contenders or (list(SWEEP_CONTENDERS) if args.workloads == ["sweep"] else
+                                               list(CONTENDERS)))
+    device = device_name()
+    path = args.output or os.path.join(RESULTS, "cpu-" + "".join(c if c.isalnum() else "-" for c in device).strip("-")
+                                       .replace("--", "-") + ".json")
+
+    if args.child is not None:  # one thread setting, in its own process: write the results to --output
+        limit_threads(args.child)
+        results, table = measure(workloads, contenders, args.rounds, not args.no_memory)
+        with open(path, "w") as file:
+            json.dump({"results": results, "table": table}, file)
+        return None
+
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "device": device, "versions": versions(), "rounds": args.rounds,
+              "command": "python benchmarks/cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    if args.threads:
+        report["threads"] = {}
+        for threads in args.threads:
+            part = path + f".{threads}.tmp"
+            command = [sys.executable, os.path.abspath(__file__), "--child", str(threads), "--output", part,
+                       "--rounds", str(args.rounds), "--workloads", *args.workloads, "--contenders", *contenders]
+            subprocess.run(command + (["--no-memory"] if args.no_memory else []), check=True)
+            with open(part) as file:
+                child = json.load(file)
+            os.remove(part)
+            report["threads"][str(threads)] = child["results"]
+            print_table(f"{device}; {threads} thread(s); {args.rounds} rounds; medians (min-max)", child["table"])
+    else:
+        report["workloads"], table = measure(workloads, contenders, args.rounds, not args.no_memory)
+        print_table(f"{device}; numpy {np.__version__}; {args.rounds} rounds, one epoch each; medians (min-max)",
+                    table)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(report, file, indent=2)
     print(f"\nwritten: {os.path.relpath(path)}")
     return report
 
