@@ -84,8 +84,67 @@ def _relu_backward(x, dy, out, zero):
         out[i] = dy[i] if x[i] > 0 else zero  # the generic where(x > 0, dy, 0), fused
 
 
+# The lean step's pieces (see UfuncOps): the same operations on each element, in one pass over
+# C-contiguous (rows, columns) arrays. Maxima and argmaxima as numpy's: NaN wins, then the first
+# largest; ReLU as numpy's maximum(x, 0): NaN kept, +0 for x <= 0.
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _bias_relu(h, bias, out):
+    zero = out.dtype.type(0.0)
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            value = h[i, j] + bias[j]
+            h[i, j] = value
+            out[i, j] = value if value > zero or value != value else zero
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _shift_logits(z, bias, labels):
+    correct = 0
+    for i in range(z.shape[0]):
+        largest = z[i, 0] + bias[0]
+        z[i, 0] = largest
+        where = 0
+        for j in range(1, z.shape[1]):
+            value = z[i, j] + bias[j]
+            z[i, j] = value
+            if largest == largest and (value > largest or value != value):
+                largest, where = value, j
+        if where == labels[i]:
+            correct += 1
+        for j in range(z.shape[1]):
+            z[i, j] = z[i, j] - largest
+    return correct
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _log_probs(shifted, log_sums, labels, out):
+    one, zero = out.dtype.type(1.0), out.dtype.type(0.0)
+    for i in range(shifted.shape[0]):
+        for j in range(shifted.shape[1]):
+            value = shifted[i, j] - log_sums[i, 0]
+            shifted[i, j] = value
+            out[i, j] = (one if j == labels[i] else zero) * value
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _probs_grad(probs, labels, rows):
+    one, zero = probs.dtype.type(1.0), probs.dtype.type(0.0)
+    for i in range(probs.shape[0]):
+        for j in range(probs.shape[1]):
+            probs[i, j] = (probs[i, j] - (one if j == labels[i] else zero)) / rows
+
+
+def _rows(*arrays):
+    """Every array is C-contiguous and 2-D, of one floating dtype (the fused pieces' assumption)."""
+    first = arrays[0]
+    return all(a.ndim == 2 and a.flags.c_contiguous and a.dtype == first.dtype for a in arrays)
+
+
 class NumbaOps(UfuncOps):
-    """numpy Ops with fused Adam/AdamW and SGD primitives and ReLU backward; the rest as UfuncOps."""
+    """numpy Ops with fused Adam/AdamW and SGD primitives, ReLU backward and the lean step's pieces;
+    the rest as UfuncOps."""
 
     name = "numba"
 
@@ -97,6 +156,30 @@ class NumbaOps(UfuncOps):
         cast = dy.dtype.type
         _relu_backward(x.reshape(-1), dy.reshape(-1), out.reshape(-1), cast(0.0))
         return out
+
+    def bias_relu(self, h, bias):
+        if not (_rows(h) and bias.dtype == h.dtype and bias.shape == h.shape[1:]):
+            return super().bias_relu(h, bias)
+        out = np.empty_like(h)
+        _bias_relu(h, bias, out)
+        return out
+
+    def shift_logits(self, z, bias, labels):
+        if not (_rows(z) and bias.dtype == z.dtype and bias.shape == z.shape[1:] and z.shape[1]
+                and labels.shape == z.shape[:1]):
+            return super().shift_logits(z, bias, labels)
+        return _shift_logits(z, bias, labels)
+
+    def log_probs(self, shifted, log_sums, labels, out):
+        if not (_rows(shifted, log_sums, out) and log_sums.shape == (shifted.shape[0], 1)
+                and out.shape == shifted.shape and labels.shape == shifted.shape[:1]):
+            return super().log_probs(shifted, log_sums, labels, out)
+        _log_probs(shifted, log_sums, labels, out)
+
+    def probs_grad(self, probs, labels, rows):
+        if not (_rows(probs) and labels.shape == probs.shape[:1]):
+            return super().probs_grad(probs, labels, rows)
+        _probs_grad(probs, labels, probs.dtype.type(rows))
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, ok, *, step_size, beta1, beta2, eps, bias_correction2_sqrt,
              weight_decay=0.0, decay=None, grad_scale=None, undo=None, max_exp_avg_sq=None):

@@ -38,6 +38,8 @@ class UfuncOps(GenericOps):
     name = "ufunc"
     mutable = True
     host_flags = True
+    #: has the lean step's pieces (bias_relu, shift_logits, log_probs, probs_grad): mlp_xp.train.lean
+    lean = True
 
     def __init__(self, xp=None, device=None):
         import numpy
@@ -46,6 +48,7 @@ class UfuncOps(GenericOps):
         self.module = numpy
         self._scratch = None
         self._checked = ()
+        self._checked_one_hot = None
 
     # -- flags and counts are host values: reading a numpy value is free
     def finite(self, value):
@@ -96,6 +99,44 @@ class UfuncOps(GenericOps):
 
     def copy_into(self, destination, source):
         self.module.copyto(destination, source)
+
+    # -- the lean step's pieces (mlp_xp.train.lean): a Linear layer's bias and what follows it, and
+    # softmax cross-entropy from labels, as the generic layers and loss compute them, in place where
+    # the generic code makes a new array (numba's Ops fuse each into one pass)
+    def bias_relu(self, h, bias):
+        """``h += bias`` (a Linear layer's output, in place), then ``maximum(h, 0)`` (ReLU's)."""
+        h += bias
+        return self.module.maximum(h, 0.0)
+
+    def shift_logits(self, z, bias, labels):
+        """``z += bias``; the number of rows whose argmax is their label (Accuracy's count); then
+        ``z -= max(z, axis=-1)`` in place (the shift of :func:`mlp_xp._math.log_softmax`)."""
+        np = self.module
+        z += bias
+        correct = np.count_nonzero(np.argmax(z, axis=-1) == labels)
+        np.subtract(z, np.max(z, axis=-1, keepdims=True), out=z)
+        return correct
+
+    def _one_hot(self, labels, like):
+        kept = self._checked_one_hot
+        if kept is not None and kept[0] is labels and kept[1].dtype == like.dtype and kept[1].shape == like.shape:
+            return kept[1]
+        np = self.module
+        one_hot = (labels.reshape(-1, 1) == np.arange(like.shape[-1], dtype=labels.dtype).reshape(1, -1)).astype(
+            like.dtype)
+        self._checked_one_hot = (labels, one_hot)
+        return one_hot
+
+    def log_probs(self, shifted, log_sums, labels, out):
+        """``shifted -= log_sums`` (log-softmax, in place), and ``out = one_hot(labels) * shifted``
+        (the terms whose sum is the loss)."""
+        shifted -= log_sums
+        self.module.multiply(self._one_hot(labels, shifted), shifted, out=out)
+
+    def probs_grad(self, probs, labels, rows):
+        """``(probs - one_hot(labels)) / rows`` in place: the cross-entropy's gradient."""
+        probs -= self._one_hot(labels, probs)
+        probs /= rows
 
     # -- optimizer primitives: parameters and state in place, the old parameters in ``undo``
     def _fast(self, params, grads, undo, *states):

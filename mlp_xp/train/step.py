@@ -201,6 +201,10 @@ def make_train_step(model, loss, optimizer, metrics=(), engine=None, check_gradi
         return TrainState(params, opt_state, state.step + 1, guard, loss_sum, totals, buffer, running), value
 
     train_step.ops = ops
+    if engine is None and not (check_gradients or scaled):  # the common MLP on numpy: one call per piece
+        from .lean import lean_train_step
+
+        return lean_train_step(model, loss, optimizer, metrics, train_step) or train_step
     return train_step
 
 
