@@ -38,7 +38,10 @@ RESULTS = os.path.join(HERE, "results")
 WORKLOADS = {
     # id: layer widths, samples, batch, optimizer (name, kwargs)
     "W1": {"widths": [784, 512, 512, 10], "samples": 20_000, "batch": 128, "optimizer": ("adam", {"lr": 1e-3})},
-    "W2": {"widths": [64, 128, 10], "samples": 1797, "batch": 32, "optimizer": ("sgd", {"lr": 0.1, "momentum": 0.9})},
+    # (W2's epoch is 57 steps of a few dozen microseconds: a round is 5 epochs, so that what one fit call
+    # costs to set up, which users pay once per run, is not a fifth of the time)
+    "W2": {"widths": [64, 128, 10], "samples": 1797, "batch": 32, "optimizer": ("sgd", {"lr": 0.1, "momentum": 0.9}),
+           "epochs": 5},
 }
 
 
@@ -87,8 +90,16 @@ def initial_weights(widths):
     return model, {k: mx.to_numpy(v) for k, v in model.state_dict().items()}
 
 
+def epoch_orders(template, samples, epochs):
+    """The batch orders of ``epochs`` epochs of a model copied from ``template`` (fit draws one
+    permutation of the rows per epoch from its shuffle generator)."""
+    rng = copy.deepcopy(template.shuffle_rng)
+    return [rng.permutation(samples) for _ in range(epochs)]
+
+
 # --------------------------------------------------------------------------- contenders
-# Each builder returns run_epoch() -> final epoch loss (nan where the contender has none).
+# Each builder returns run_epoch() -> the final epoch's loss (nan where the contender has none), after the
+# workload's epochs per round (spec["epochs"], default 1).
 
 
 def build_floor(workload, X, y):
@@ -104,15 +115,16 @@ def build_floor(workload, X, y):
     starts = range(0, len(X), batch)
 
     def run_epoch():
-        for start in starts:  # the real input batches: the first product reads new data every step
-            inputs = [X[start:start + batch]] + hidden
-            size = len(inputs[0])
-            for i, weight in enumerate(weights):
-                np.matmul(inputs[i][:size], weight, out=outs[i][:size])
-            for i in range(len(weights) - 1, -1, -1):
-                if i:
-                    np.matmul(grads[i][:size], weights[i].T, out=input_grads[i][:size])
-                np.matmul(inputs[i][:size].T, grads[i][:size], out=weight_grads[i])
+        for _ in range(spec.get("epochs", 1)):
+            for start in starts:  # the real input batches: the first product reads new data every step
+                inputs = [X[start:start + batch]] + hidden
+                size = len(inputs[0])
+                for i, weight in enumerate(weights):
+                    np.matmul(inputs[i][:size], weight, out=outs[i][:size])
+                for i in range(len(weights) - 1, -1, -1):
+                    if i:
+                        np.matmul(grads[i][:size], weights[i].T, out=input_grads[i][:size])
+                    np.matmul(inputs[i][:size].T, grads[i][:size], out=weight_grads[i])
         return math.nan
 
     return run_epoch
@@ -129,7 +141,8 @@ def build_mlp_xp(workload, X, y):
     def run_epoch():
         model = template.to()  # fresh copy of the same initial weights each round
         optimizer = {"adam": mx.optim.Adam, "sgd": mx.optim.SGD}[name](**kwargs)
-        history = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=spec["batch"], verbose=0)
+        history = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=spec.get("epochs", 1), batch_size=spec["batch"],
+                            verbose=0)
         return history["loss"][-1]
 
     return run_epoch
@@ -148,7 +161,7 @@ def build_mlp_xp_without_numba(workload, X, y):
         model = template.to()
         model.ops = UfuncOps(np)
         optimizer = {"adam": mx.optim.Adam, "sgd": mx.optim.SGD}[name](**kwargs)
-        history = model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=1,
+        history = model.fit(X, y, loss=mx.losses.CrossEntropy(), optimizer=optimizer, epochs=spec.get("epochs", 1),
                             batch_size=spec["batch"], verbose=0)
         return history["loss"][-1]
 
@@ -168,8 +181,8 @@ def _torch_runner(workload, X, y, fused=False, compiled=False):
     template, weights = initial_weights(widths)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     name, kwargs = spec["optimizer"]
-    # the batch order mlp_xp's first epoch uses, so both run the same math on the same batches
-    order = torch.from_numpy(copy.deepcopy(template.shuffle_rng).permutation(len(X)))
+    # the batch orders mlp_xp's epochs use, so both run the same math on the same batches
+    orders = epoch_orders(template, len(X), spec.get("epochs", 1))
     modules = []
     for index in range(len(widths) - 1):
         modules += [torch.nn.Linear(widths[index], widths[index + 1]), torch.nn.ReLU()]
@@ -190,16 +203,19 @@ def _torch_runner(workload, X, y, fused=False, compiled=False):
                     if torch.is_tensor(value):
                         value.zero_()
 
+    orders = [torch.from_numpy(order) for order in orders]
+
     def run_epoch():
         reset()
-        total = torch.zeros((), dtype=torch.float64)
-        for start in range(0, len(Xt), batch):
-            index = order[start:start + batch]
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(forward(Xt[index]), yt[index])
-            loss.backward()
-            update()
-            total += loss.detach() * len(index)  # (no host read per step)
+        for order in orders:
+            total = torch.zeros((), dtype=torch.float64)
+            for start in range(0, len(Xt), batch):
+                index = order[start:start + batch]
+                optimizer.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(forward(Xt[index]), yt[index])
+                loss.backward()
+                update()
+                total += loss.detach() * len(index)  # (no host read per step)
         return float(total) / len(Xt)
 
     return run_epoch
@@ -232,7 +248,7 @@ def build_jax_optax(workload, X, y):
     start_params = [(jnp.asarray(weights[f"{2 * i}.weight"]), jnp.asarray(weights[f"{2 * i}.bias"]))
                     for i in range(len(widths) - 1)]
     x, labels = jnp.asarray(X), jnp.asarray(y)
-    order = jnp.asarray(copy.deepcopy(template.shuffle_rng).permutation(len(X)))
+    orders = [jnp.asarray(order) for order in epoch_orders(template, len(X), spec.get("epochs", 1))]
 
     def loss_fn(params, xb, yb):
         h = xb
@@ -241,18 +257,20 @@ def build_jax_optax(workload, X, y):
         logits = h @ params[-1][0] + params[-1][1]
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-    def step(params, state, total, begin, rows):
+    def step(params, state, total, order, begin, rows):
         index = jax.lax.dynamic_slice_in_dim(order, begin, rows)
         value, grads = jax.value_and_grad(loss_fn)(params, x[index], labels[index])
         updates, state = optimizer.update(grads, state, params)
         return optax.apply_updates(params, updates), state, total + value * rows
 
-    jitted = jax.jit(step, static_argnums=4)
+    jitted = jax.jit(step, static_argnums=5)
 
     def run_epoch():
-        params, state, total = start_params, optimizer.init(start_params), jnp.zeros((), jnp.float32)
-        for begin in range(0, len(X), batch):
-            params, state, total = jitted(params, state, total, begin, min(batch, len(X) - begin))
+        params, state = start_params, optimizer.init(start_params)
+        for order in orders:
+            total = jnp.zeros((), jnp.float32)
+            for begin in range(0, len(X), batch):
+                params, state, total = jitted(params, state, total, order, begin, min(batch, len(X) - begin))
         return float(total) / len(X)
 
     return run_epoch
@@ -267,7 +285,7 @@ def build_numpy_hand(workload, X, y):
     widths, batch = spec["widths"], spec["batch"]
     template, weights = initial_weights(widths)
     name, kwargs = spec["optimizer"]
-    order = copy.deepcopy(template.shuffle_rng).permutation(len(X))
+    orders = epoch_orders(template, len(X), spec.get("epochs", 1))
     shapes = [((a, b), (b,)) for a, b in zip(widths[:-1], widths[1:])]
     size = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     start_flat = np.concatenate([np.concatenate([weights[f"{2 * i}.weight"].ravel(), weights[f"{2 * i}.bias"]])
@@ -292,8 +310,10 @@ def build_numpy_hand(workload, X, y):
         params[...] = start_flat
         m[...] = 0.0
         v[...] = 0.0
-        total = np.zeros((), np.float64)
-        for t, begin in enumerate(range(0, len(X), batch), start=1):
+        steps = [(order, begin) for order in orders for begin in range(0, len(X), batch)]
+        for t, (order, begin) in enumerate(steps, start=1):
+            if not begin:
+                total = np.zeros((), np.float64)
             index = order[begin:begin + batch]
             xb, yb = X[index], y[index]
             rows = len(index)
@@ -357,7 +377,7 @@ def build_sklearn(workload, X, y):
 
     def run_epoch():
         model = MLPClassifier(hidden_layer_sizes=tuple(spec["widths"][1:-1]), activation="relu", alpha=0.0,
-                              batch_size=spec["batch"], max_iter=1, shuffle=True, random_state=0, tol=0.0,
+                              batch_size=spec["batch"], max_iter=spec.get("epochs", 1), shuffle=True, random_state=0, tol=0.0,
                               n_iter_no_change=10**9, **options)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -388,7 +408,8 @@ def build_mlp_xp_jax(workload, X, y):
         model.params, model.dropout_step = start, 0
         model.set_optimizer(optimizer, None)  # a fresh optimizer state
         model.shuffle_rng = copy.deepcopy(template.shuffle_rng)  # the same batches as the others
-        history = model.fit(x, labels, loss=loss, optimizer=optimizer, epochs=1, batch_size=spec["batch"], verbose=0)
+        history = model.fit(x, labels, loss=loss, optimizer=optimizer, epochs=spec.get("epochs", 1),
+                            batch_size=spec["batch"], verbose=0)
         return history["loss"][-1]
 
     return run_epoch
@@ -462,12 +483,13 @@ def check_losses(workload, losses):
     for name in ("mlp_xp-jax", "torch", "torch-fused", "torch-compile", "jax-optax", "numpy-hand"):
         # same initial weights and batches: float32 rounding is the only difference
         if name in real and reference and name != reference:
+            # (float32 rounding drifts apart over the steps: 1e-3 per epoch of the round)
             gap = abs(real[name] - real[reference]) / abs(real[reference])
-            if gap > 1e-3:
+            if gap > 1e-3 * _spec(workload).get("epochs", 1):
                 raise SystemExit(f"{workload}: {name}'s loss {real[name]:.5f} differs from {reference}'s "
                                  f"{real[reference]:.5f}")
     # scikit-learn draws its own initial weights, so only the same ballpark is expected
-    if "sklearn" in real and reference and not 0.5 < real["sklearn"] / real[reference] < 2.0:
+    if "sklearn" in real and reference and not 0.2 < real["sklearn"] / real[reference] < 5.0:
         raise SystemExit(f"{workload}: sklearn's loss {real['sklearn']:.4f} far from {reference}'s {real[reference]:.4f}")
 
 
@@ -521,6 +543,7 @@ def measure(workloads, contenders, rounds, memory):
     results, table = {}, []
     for workload in workloads:
         names = [name for name in contenders if workload in WORKLOADS or name in SWEEP_CONTENDERS]
+        spec = _spec(workload)
         times, losses, samples = time_interleaved(workload, names, rounds)
         check_losses(workload, losses)
         medians = {name: statistics.median(values) for name, values in times.items()}
@@ -533,7 +556,7 @@ def measure(workloads, contenders, rounds, memory):
         for name in names:
             entries[name] = {
                 "median_s": medians[name], "min_s": min(times[name]), "max_s": max(times[name]),
-                "samples_per_s": samples / medians[name],
+                "samples_per_s": samples * spec.get("epochs", 1) / medians[name],
                 "ratio_to_floor": medians[name] / medians["floor"] if "floor" in medians else None,
                 "ratio_to_torch": medians[name] / medians["torch"] if "torch" in medians else None,
                 "ratio_to_best_peer": medians[name] / min(peers) if peers else None,
@@ -541,9 +564,8 @@ def measure(workloads, contenders, rounds, memory):
                 "peak_rss_mb": usage.get(name),
             }
             table.append((workload, name, entries[name]))
-        spec = _spec(workload)
         results[workload] = {**spec, "optimizer": spec["optimizer"][0], "optimizer_args": spec["optimizer"][1],
-                             "dtype": "float32", "epochs_per_round": 1, "samples": samples,
+                             "dtype": "float32", "epochs_per_round": spec.get("epochs", 1), "samples": samples,
                              "peak_rss_data_only_mb": usage.get("data only"), "contenders": entries}
     return results, table
 
@@ -606,7 +628,7 @@ def main(argv=None):
             print_table(f"{device}; {threads} thread(s); {args.rounds} rounds; medians (min-max)", child["table"])
     else:
         report["workloads"], table = measure(workloads, contenders, args.rounds, not args.no_memory)
-        print_table(f"{device}; numpy {np.__version__}; {args.rounds} rounds, one epoch each; medians (min-max)",
+        print_table(f"{device}; numpy {np.__version__}; {args.rounds} rounds (W2: 5 epochs each, else one); medians (min-max)",
                     table)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as file:

@@ -136,10 +136,9 @@ def _probs_grad(probs, labels, rows):
             probs[i, j] = (probs[i, j] - (one if j == labels[i] else zero)) / rows
 
 
-def _rows(*arrays):
-    """Every array is C-contiguous and 2-D, of one floating dtype (the fused pieces' assumption)."""
-    first = arrays[0]
-    return all(a.ndim == 2 and a.flags.c_contiguous and a.dtype == first.dtype for a in arrays)
+def _rows(a, dtype):
+    """``a`` is C-contiguous, 2-D, of ``dtype`` (the fused pieces' assumption)."""
+    return a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous
 
 
 class NumbaOps(UfuncOps):
@@ -158,26 +157,26 @@ class NumbaOps(UfuncOps):
         return out
 
     def bias_relu(self, h, bias):
-        if not (_rows(h) and bias.dtype == h.dtype and bias.shape == h.shape[1:]):
+        if not (_rows(h, bias.dtype) and bias.shape == h.shape[1:]):
             return super().bias_relu(h, bias)
         out = np.empty_like(h)
         _bias_relu(h, bias, out)
         return out
 
     def shift_logits(self, z, bias, labels):
-        if not (_rows(z) and bias.dtype == z.dtype and bias.shape == z.shape[1:] and z.shape[1]
-                and labels.shape == z.shape[:1]):
+        if not (_rows(z, bias.dtype) and bias.shape == z.shape[1:] and z.shape[1] and labels.shape == z.shape[:1]):
             return super().shift_logits(z, bias, labels)
         return _shift_logits(z, bias, labels)
 
     def log_probs(self, shifted, log_sums, labels, out):
-        if not (_rows(shifted, log_sums, out) and log_sums.shape == (shifted.shape[0], 1)
-                and out.shape == shifted.shape and labels.shape == shifted.shape[:1]):
+        dtype = shifted.dtype
+        if not (_rows(shifted, dtype) and _rows(log_sums, dtype) and _rows(out, dtype) and out.shape == shifted.shape
+                and log_sums.shape == (shifted.shape[0], 1) and labels.shape == shifted.shape[:1]):
             return super().log_probs(shifted, log_sums, labels, out)
         _log_probs(shifted, log_sums, labels, out)
 
     def probs_grad(self, probs, labels, rows):
-        if not (_rows(probs) and labels.shape == probs.shape[:1]):
+        if not (_rows(probs, probs.dtype) and labels.shape == probs.shape[:1]):
             return super().probs_grad(probs, labels, rows)
         _probs_grad(probs, labels, probs.dtype.type(rows))
 
