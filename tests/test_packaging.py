@@ -60,3 +60,17 @@ def test_the_package_under_test_is_this_tree_or_its_installed_copy():
 def test_version_from_the_command_line(command, tmp_path):
     result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == f"mlp-xp {mlp_xp.__version__}"
+
+
+def test_the_wheel_depends_on_numba_where_it_has_wheels_and_import_stays_light(wheel):
+    """numba is a core dependency (behind markers: CPython below 3.15), and ``import mlp_xp`` does not
+    import it (nor torch, jax or cupy): the first numpy training step does."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA")))
+    requires = [line for line in metadata.decode().splitlines() if line.startswith("Requires-Dist: numba")]
+    assert any("platform_python_implementation" in line and "python_version" in line and "extra" not in line
+               for line in requires), requires
+    code = ("import sys, mlp_xp; heavy = {'numba', 'torch', 'jax', 'cupy', 'scipy'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
